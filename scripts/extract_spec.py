@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = OUTPUT.read_text(encoding="utf-8") if OUTPUT.exists() else None
         if current != text:
-            print(f"{OUTPUT.relative_to(REPO_ROOT)} is out of date; run scripts/extract_spec.py", file=sys.stderr)
+            stale = OUTPUT.relative_to(REPO_ROOT)
+            print(f"{stale} is out of date; run scripts/extract_spec.py", file=sys.stderr)
             return 1
         print(f"{OUTPUT.relative_to(REPO_ROOT)} is up to date")
         return 0
