@@ -1,0 +1,163 @@
+"""The two drivers of the lifecycle's step generators: one blocking, one async (asyncio or trio).
+
+A driver performs each effect a generator yields and sends the answer back. ``Detach`` ends inline driving:
+the generator is handed to the client's background worker, and the driver returns `DETACHED`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import attrs
+
+from ._protocol.effects import (
+    Detach,
+    JournalDelete,
+    JournalWrite,
+    Now,
+    Send,
+    Sent,
+    SleepUntil,
+    Steps,
+    WallNow,
+)
+from ._protocol.requests import HttpRequest
+from .response import CyclesResponse
+
+__all__ = ["DETACHED", "AsyncEnv", "SyncEnv", "monotonic_ms", "run_async", "run_sync", "wall_ms"]
+
+T = TypeVar("T")
+log = logging.getLogger("runcycles.lifecycle")
+
+
+class _Detached:
+    def __repr__(self) -> str:
+        return "DETACHED"
+
+
+DETACHED: Any = _Detached()
+
+
+def monotonic_ms() -> float:
+    """The monotonic clock in milliseconds."""
+    return time.monotonic() * 1000.0
+
+
+def wall_ms() -> int:
+    """The wall clock in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+@attrs.frozen(kw_only=True)
+class SyncEnv:
+    """What the blocking driver needs."""
+
+    send: Callable[[HttpRequest, int | None], CyclesResponse]
+    journal_write: Callable[[Any], None] | None = None
+    journal_delete: Callable[[str], None] | None = None
+    detach: Callable[[Steps[Any]], None] | None = None
+    monotonic: Callable[[], float] = monotonic_ms
+    wall: Callable[[], int] = wall_ms
+
+
+@attrs.frozen(kw_only=True)
+class AsyncEnv:
+    """What the async driver needs; blocking journal calls are run off the event loop."""
+
+    send: Callable[[HttpRequest, int | None], Awaitable[CyclesResponse]]
+    journal_write: Callable[[Any], None] | None = None
+    journal_delete: Callable[[str], None] | None = None
+    detach: Callable[[Steps[Any]], None] | None = None
+    monotonic: Callable[[], float] = monotonic_ms
+    wall: Callable[[], int] = wall_ms
+
+
+def _journal_call(fn: Callable[[Any], None] | None, arg: Any) -> BaseException | None:
+    if fn is None:
+        return None
+    try:
+        fn(arg)
+    except Exception as exc:
+        return exc
+    return None
+
+
+def run_sync(steps: Steps[T], env: SyncEnv) -> T:
+    """Drive ``steps`` to completion (or to a ``Detach``) on this thread."""
+    answer: Any = None
+    while True:
+        try:
+            effect = steps.send(answer)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        if isinstance(effect, Send):
+            sent_at = env.monotonic()
+            response = env.send(effect.request, effect.deadline_ms)
+            answer = Sent(response, sent_at, env.monotonic())
+        elif isinstance(effect, SleepUntil):
+            delay = (effect.at_ms - env.monotonic()) / 1000.0
+            if delay > 0:
+                time.sleep(delay)
+            answer = None
+        elif isinstance(effect, Now):
+            answer = env.monotonic()
+        elif isinstance(effect, WallNow):
+            answer = env.wall()
+        elif isinstance(effect, JournalWrite):
+            answer = _journal_call(env.journal_write, effect.record)
+        elif isinstance(effect, JournalDelete):
+            answer = _journal_call(env.journal_delete, effect.reservation_id)
+        elif isinstance(effect, Detach):
+            if env.detach is None:
+                answer = None
+                continue
+            env.detach(steps)
+            return DETACHED  # type: ignore[no-any-return]
+        else:  # pragma: no cover - a programming error
+            raise TypeError(f"unknown effect {effect!r}")
+
+
+async def run_async(steps: Steps[T], env: AsyncEnv) -> T:
+    """Drive ``steps`` to completion (or to a ``Detach``) in the current task."""
+    answer: Any = None
+    while True:
+        try:
+            effect = steps.send(answer)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        if isinstance(effect, Send):
+            sent_at = env.monotonic()
+            response = await env.send(effect.request, effect.deadline_ms)
+            answer = Sent(response, sent_at, env.monotonic())
+        elif isinstance(effect, SleepUntil):
+            await anyio.sleep(max(0.0, (effect.at_ms - env.monotonic()) / 1000.0))
+            answer = None
+        elif isinstance(effect, Now):
+            answer = env.monotonic()
+        elif isinstance(effect, WallNow):
+            answer = env.wall()
+        elif isinstance(effect, JournalWrite):
+            answer = await _off_loop(env.journal_write, effect.record)
+        elif isinstance(effect, JournalDelete):
+            answer = await _off_loop(env.journal_delete, effect.reservation_id)
+        elif isinstance(effect, Detach):
+            if env.detach is None:
+                answer = None
+                continue
+            env.detach(steps)
+            return DETACHED  # type: ignore[no-any-return]
+        else:  # pragma: no cover - a programming error
+            raise TypeError(f"unknown effect {effect!r}")
+
+
+async def _off_loop(fn: Callable[[Any], None] | None, arg: Any) -> BaseException | None:
+    if fn is None:
+        return None
+    # Shielded: a record half-written because the caller was cancelled would defeat the journal.
+    with anyio.CancelScope(shield=True):
+        result = await anyio.to_thread.run_sync(_journal_call, fn, arg)
+    return result

@@ -1,0 +1,271 @@
+"""Operation -> HTTP request, and HTTP response bytes -> `CyclesResponse`. No I/O here."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+import httpx
+
+from ..mappers import request_body
+from ..response import CyclesResponse
+
+__all__ = [
+    "HttpRequest",
+    "Operation",
+    "balances",
+    "commit",
+    "create_event",
+    "create_reservation",
+    "decide",
+    "dumps",
+    "extend",
+    "get_reservation",
+    "list_reservations",
+    "next_cursor",
+    "parse_response",
+    "release",
+    "transport_failure",
+]
+
+_SUBJECT_FILTERS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
+_LIST_FILTERS = frozenset(
+    {
+        *_SUBJECT_FILTERS,
+        "idempotency_key",
+        "status",
+        "from",
+        "to",
+        "expires_from",
+        "expires_to",
+        "finalized_from",
+        "finalized_to",
+        "sort_by",
+        "sort_dir",
+        "include",
+        "limit",
+        "cursor",
+    }
+)
+_BALANCE_FILTERS = frozenset({*_SUBJECT_FILTERS, "include_children", "limit", "cursor"})
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+
+
+class Operation(str, enum.Enum):
+    """The protocol operations a client performs."""
+
+    CREATE = "createReservation"
+    COMMIT = "commitReservation"
+    RELEASE = "releaseReservation"
+    EXTEND = "extendReservation"
+    DECIDE = "decide"
+    EVENT = "createEvent"
+    LIST = "listReservations"
+    GET = "getReservation"
+    BALANCES = "getBalances"
+
+
+@attrs.frozen(kw_only=True)
+class HttpRequest:
+    """One HTTP request, ready to hand to any transport."""
+
+    operation: Operation
+    method: str
+    path: str
+    params: tuple[tuple[str, str], ...] = ()
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    content: bytes | None = None
+    body: Mapping[str, Any] | None = None
+
+
+def dumps(body: Mapping[str, Any]) -> bytes:
+    """Compact UTF-8 JSON; NaN/Infinity are refused (they are not JSON)."""
+    try:
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"request body is not JSON-serializable: {exc}") from None
+
+
+def _check_traceparent(traceparent: str | None) -> dict[str, str]:
+    if traceparent is None:
+        return {}
+    match = _TRACEPARENT.match(traceparent) if isinstance(traceparent, str) else None
+    if match is None or set(match.group(1)) == {"0"} or set(match.group(2)) == {"0"}:
+        raise ValueError(f"traceparent must be a W3C trace context '00-<32 hex>-<16 hex>-<2 hex>', got {traceparent!r}")
+    return {"traceparent": traceparent}
+
+
+def _reservation_path(reservation_id: str, suffix: str = "") -> str:
+    if not isinstance(reservation_id, str) or not 1 <= len(reservation_id) <= 128:
+        raise ValueError(f"reservation_id must be a string of 1 to 128 characters, got {reservation_id!r}")
+    return f"/v1/reservations/{quote(reservation_id, safe='')}{suffix}"
+
+
+def _post(operation: Operation, path: str, request: object, traceparent: str | None) -> HttpRequest:
+    body = request_body(request)
+    headers = {"Content-Type": "application/json", **_check_traceparent(traceparent)}
+    key = body.get("idempotency_key")
+    if isinstance(key, str) and key:
+        headers["X-Idempotency-Key"] = key
+    return HttpRequest(
+        operation=operation, method="POST", path=path, headers=headers, content=dumps(body), body=body
+    )
+
+
+def create_reservation(request: object, *, traceparent: str | None = None) -> HttpRequest:
+    """``POST /v1/reservations``."""
+    return _post(Operation.CREATE, "/v1/reservations", request, traceparent)
+
+
+def commit(reservation_id: str, request: object, *, traceparent: str | None = None) -> HttpRequest:
+    """``POST /v1/reservations/{id}/commit``."""
+    return _post(Operation.COMMIT, _reservation_path(reservation_id, "/commit"), request, traceparent)
+
+
+def release(reservation_id: str, request: object, *, traceparent: str | None = None) -> HttpRequest:
+    """``POST /v1/reservations/{id}/release``."""
+    return _post(Operation.RELEASE, _reservation_path(reservation_id, "/release"), request, traceparent)
+
+
+def extend(reservation_id: str, request: object, *, traceparent: str | None = None) -> HttpRequest:
+    """``POST /v1/reservations/{id}/extend``."""
+    return _post(Operation.EXTEND, _reservation_path(reservation_id, "/extend"), request, traceparent)
+
+
+def decide(request: object, *, traceparent: str | None = None) -> HttpRequest:
+    """``POST /v1/decide``."""
+    return _post(Operation.DECIDE, "/v1/decide", request, traceparent)
+
+
+def create_event(request: object, *, traceparent: str | None = None) -> HttpRequest:
+    """``POST /v1/events``."""
+    return _post(Operation.EVENT, "/v1/events", request, traceparent)
+
+
+def get_reservation(reservation_id: str, *, traceparent: str | None = None) -> HttpRequest:
+    """``GET /v1/reservations/{id}``."""
+    return HttpRequest(
+        operation=Operation.GET,
+        method="GET",
+        path=_reservation_path(reservation_id),
+        headers=_check_traceparent(traceparent),
+    )
+
+
+def _query_value(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{name} must be a timezone-aware datetime")
+        return value.isoformat()
+    if isinstance(value, str):
+        return value.strip() or None
+    if name == "include" and isinstance(value, Iterable):
+        tokens = [str(getattr(t, "value", t)) for t in value]
+        return ",".join(tokens) or None
+    raise ValueError(f"{name} must be a string, int, bool or datetime, got {type(value).__name__}")
+
+
+def _query(filters: Mapping[str, object], allowed: frozenset[str], what: str) -> tuple[tuple[str, str], ...]:
+    params: list[tuple[str, str]] = []
+    for raw_name, value in filters.items():
+        name = "from" if raw_name == "from_" else raw_name
+        if name not in allowed:
+            raise ValueError(f"{what} got an unknown filter {raw_name!r}; known: {', '.join(sorted(allowed))}")
+        text = _query_value(name, value)
+        if text is None:
+            continue
+        if name == "limit" and not (text.isdigit() and 1 <= int(text) <= 200):
+            raise ValueError(f"limit must be between 1 and 200, got {value!r}")
+        params.append((name, text))
+    return tuple(params)
+
+
+def list_reservations(filters: Mapping[str, object], *, traceparent: str | None = None) -> HttpRequest:
+    """``GET /v1/reservations`` (``from_`` is accepted for the ``from`` filter)."""
+    params = _query(filters, _LIST_FILTERS, "list_reservations")
+    bounds = dict(params)
+    for low, high in (("from", "to"), ("expires_from", "expires_to"), ("finalized_from", "finalized_to")):
+        if low in bounds and high in bounds:
+            try:
+                if _dt.datetime.fromisoformat(bounds[low]) > _dt.datetime.fromisoformat(bounds[high]):
+                    raise ValueError(f"{low} must not be later than {high}")
+            except TypeError:
+                raise ValueError(f"{low} and {high} must both carry a UTC offset") from None
+    return HttpRequest(
+        operation=Operation.LIST,
+        method="GET",
+        path="/v1/reservations",
+        params=params,
+        headers=_check_traceparent(traceparent),
+    )
+
+
+def balances(filters: Mapping[str, object], *, traceparent: str | None = None) -> HttpRequest:
+    """``GET /v1/balances``; at least one subject filter is required."""
+    params = _query(filters, _BALANCE_FILTERS, "get_balances")
+    if not any(name in _SUBJECT_FILTERS for name, _ in params):
+        raise ValueError(
+            "get_balances requires at least one subject filter (tenant, workspace, app, workflow, agent, or toolset)"
+        )
+    return HttpRequest(
+        operation=Operation.BALANCES,
+        method="GET",
+        path="/v1/balances",
+        params=params,
+        headers=_check_traceparent(traceparent),
+    )
+
+
+def with_cursor(request: HttpRequest, cursor: str) -> HttpRequest:
+    """The same query, asking for the page after ``cursor``."""
+    params = tuple(p for p in request.params if p[0] != "cursor") + (("cursor", cursor),)
+    return attrs.evolve(request, params=params)
+
+
+def next_cursor(response: CyclesResponse, previous: str | None) -> str | None:
+    """The cursor of the next page, or ``None`` when this was the last (or the server repeats itself)."""
+    cursor = response.get_body_attribute("next_cursor")
+    if not isinstance(cursor, str) or not cursor or cursor == previous:
+        return None
+    if response.get_body_attribute("has_more") is False:
+        return None
+    return cursor
+
+
+def parse_response(status: int, headers: httpx.Headers, content: bytes, reason: str = "") -> CyclesResponse:
+    """Decode one HTTP response; never raises, whatever the bytes."""
+    body: Any = None
+    if content:
+        try:
+            body = json.loads(content)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            body = None
+    message: str | None = None
+    if not 200 <= status < 300:
+        if isinstance(body, Mapping) and isinstance(body.get("message"), str) and body["message"]:
+            message = body["message"]
+        elif isinstance(body, Mapping) and isinstance(body.get("error"), str) and body["error"]:
+            message = body["error"]
+        else:
+            message = reason or f"HTTP {status}"
+    return CyclesResponse(status=status, body=body, headers=headers, error_message=message, content=content)
+
+
+def transport_failure(exc: BaseException) -> CyclesResponse:
+    """The response recorded when no HTTP answer arrived."""
+    text = str(exc) or type(exc).__name__
+    return CyclesResponse(status=-1, error_message=f"{type(exc).__name__}: {text}", transport_error=exc)

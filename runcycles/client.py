@@ -1,0 +1,292 @@
+"""`CyclesClient` and `AsyncCyclesClient`: thin sync and async shells over `runcycles._protocol`.
+
+Both build requests with the same functions (`_protocol.requests`) and read answers with the same parser;
+only the act of sending differs. A call never raises for an HTTP error status or a transport failure: it
+returns a `CyclesResponse` (status -1 when nothing came back). One attempt per call: retries belong to the
+lifecycle.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx
+
+from ._protocol import requests as rq
+from ._version import __version__
+from .config import CyclesConfig
+from .errors import CyclesTransportError, error_from_response
+from .mappers import balance_response_from_wire, reservation_list_response_from_wire
+from .response import CyclesResponse
+
+if TYPE_CHECKING:
+    from ._background import Background
+    from .models import Balance, ReservationSummary
+
+__all__ = ["AsyncCyclesClient", "CyclesClient"]
+
+USER_AGENT = f"runcycles-python/{__version__}"
+
+
+def _timeout(config: CyclesConfig, deadline_ms: int | None = None) -> httpx.Timeout:
+    connect = config.connect_timeout_ms
+    read = config.read_timeout_ms
+    if deadline_ms is not None:
+        # A tighter whole-attempt budget: split it so that connect + read stays within it.
+        connect = max(1, min(connect, deadline_ms // 3))
+        read = max(1, min(read, deadline_ms - connect))
+    return httpx.Timeout(connect=connect / 1000, read=read / 1000, write=read / 1000, pool=connect / 1000)
+
+
+class _ClientBase:
+    """What both flavours share: configuration, default headers, background settlement."""
+
+    def __init__(self, config: CyclesConfig) -> None:
+        if not isinstance(config, CyclesConfig):
+            raise TypeError(f"config must be a CyclesConfig, got {type(config).__name__}")
+        self._config = config
+        self._background: Background | None = None
+
+    @property
+    def config(self) -> CyclesConfig:
+        """The configuration this client was built with."""
+        return self._config
+
+    def _http_options(self) -> dict[str, Any]:
+        return {
+            "base_url": self._config.base_url,
+            "timeout": _timeout(self._config),
+            "headers": {"X-Cycles-API-Key": self._config.api_key, "User-Agent": USER_AGENT},
+            "follow_redirects": False,
+        }
+
+    def _page_error(self, response: CyclesResponse, what: str) -> Exception:
+        if response.is_transport_error:
+            return CyclesTransportError(f"{what}: {response.error_message}", response.transport_error)
+        return error_from_response(response, what)
+
+    def flush(self, timeout_ms: int | None = None) -> int:
+        """Wait up to ``timeout_ms`` (default ``flush_timeout_ms``) for background settlements.
+
+        Returns how many remain unresolved (their journal records are kept for a later replay).
+        """
+        background = self._background
+        if background is None:
+            return 0
+        limit = self._config.flush_timeout_ms if timeout_ms is None else timeout_ms
+        return background.flush(limit)
+
+
+class CyclesClient(_ClientBase):
+    """The synchronous Cycles wire client (thread-safe; one connection pool)."""
+
+    def __init__(self, config: CyclesConfig, *, transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(config)
+        self._http = httpx.Client(transport=transport, **self._http_options())
+
+    def send(self, request: rq.HttpRequest, *, deadline_ms: int | None = None) -> CyclesResponse:
+        """Send one prepared request; ``deadline_ms`` tightens the attempt's timeouts."""
+        try:
+            reply = self._http.request(
+                request.method,
+                request.path,
+                params=request.params or None,
+                content=request.content,
+                headers=dict(request.headers),
+                timeout=_timeout(self._config, deadline_ms) if deadline_ms is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.HTTPError as exc:
+            return rq.transport_failure(exc)
+        return rq.parse_response(reply.status_code, reply.headers, reply.content, reply.reason_phrase)
+
+    def create_reservation(self, request: Any, *, traceparent: str | None = None) -> CyclesResponse:
+        """``POST /v1/reservations``."""
+        return self.send(rq.create_reservation(request, traceparent=traceparent))
+
+    def commit_reservation(
+        self, reservation_id: str, request: Any, *, traceparent: str | None = None
+    ) -> CyclesResponse:
+        """``POST /v1/reservations/{id}/commit``."""
+        return self.send(rq.commit(reservation_id, request, traceparent=traceparent))
+
+    def release_reservation(
+        self, reservation_id: str, request: Any, *, traceparent: str | None = None
+    ) -> CyclesResponse:
+        """``POST /v1/reservations/{id}/release``."""
+        return self.send(rq.release(reservation_id, request, traceparent=traceparent))
+
+    def extend_reservation(
+        self, reservation_id: str, request: Any, *, traceparent: str | None = None
+    ) -> CyclesResponse:
+        """``POST /v1/reservations/{id}/extend``."""
+        return self.send(rq.extend(reservation_id, request, traceparent=traceparent))
+
+    def decide(self, request: Any, *, traceparent: str | None = None) -> CyclesResponse:
+        """``POST /v1/decide``."""
+        return self.send(rq.decide(request, traceparent=traceparent))
+
+    def create_event(self, request: Any, *, traceparent: str | None = None) -> CyclesResponse:
+        """``POST /v1/events``."""
+        return self.send(rq.create_event(request, traceparent=traceparent))
+
+    def list_reservations(self, **filters: Any) -> CyclesResponse:
+        """``GET /v1/reservations`` with the given filters (``from_`` for ``from``)."""
+        return self.send(rq.list_reservations(filters))
+
+    def get_reservation(self, reservation_id: str, *, traceparent: str | None = None) -> CyclesResponse:
+        """``GET /v1/reservations/{id}``."""
+        return self.send(rq.get_reservation(reservation_id, traceparent=traceparent))
+
+    def get_balances(self, **filters: Any) -> CyclesResponse:
+        """``GET /v1/balances`` (at least one subject filter)."""
+        return self.send(rq.balances(filters))
+
+    def _pages(self, request: rq.HttpRequest, what: str) -> Iterator[CyclesResponse]:
+        cursor: str | None = None
+        while True:
+            response = self.send(request if cursor is None else rq.with_cursor(request, cursor))
+            if not response.is_success:
+                raise self._page_error(response, what)
+            yield response
+            cursor = rq.next_cursor(response, cursor)
+            if cursor is None:
+                return
+
+    def iter_reservations(self, **filters: Any) -> Iterator[ReservationSummary]:
+        """Every reservation matching ``filters``, following ``next_cursor``."""
+        for page in self._pages(rq.list_reservations(filters), "list_reservations failed"):
+            for row in reservation_list_response_from_wire(page.body).reservations:
+                yield row
+
+    def iter_balances(self, **filters: Any) -> Iterator[Balance]:
+        """Every balance matching ``filters``, following ``next_cursor``."""
+        for page in self._pages(rq.balances(filters), "get_balances failed"):
+            for row in balance_response_from_wire(page.body).balances:
+                yield row
+
+    def close(self) -> None:
+        """Drain background settlements (bounded by ``flush_timeout_ms``) and close the connection pool."""
+        if self._background is not None:
+            self._background.close(self._config.flush_timeout_ms)
+        self._http.close()
+
+    def __enter__(self) -> CyclesClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncCyclesClient(_ClientBase):
+    """The asynchronous Cycles wire client (asyncio or trio, through anyio)."""
+
+    def __init__(self, config: CyclesConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(config)
+        self._transport = transport
+        self._http = httpx.AsyncClient(transport=transport, **self._http_options())
+
+    async def send(self, request: rq.HttpRequest, *, deadline_ms: int | None = None) -> CyclesResponse:
+        """Send one prepared request; ``deadline_ms`` bounds the whole attempt."""
+        limit = math.inf if deadline_ms is None else deadline_ms / 1000
+        try:
+            with anyio.fail_after(limit):
+                reply = await self._http.request(
+                    request.method,
+                    request.path,
+                    params=request.params or None,
+                    content=request.content,
+                    headers=dict(request.headers),
+                    timeout=_timeout(self._config, deadline_ms)
+                    if deadline_ms is not None
+                    else httpx.USE_CLIENT_DEFAULT,
+                )
+        except httpx.HTTPError as exc:
+            return rq.transport_failure(exc)
+        except TimeoutError:
+            return rq.transport_failure(httpx.TimeoutException(f"attempt deadline of {deadline_ms} ms exceeded"))
+        return rq.parse_response(reply.status_code, reply.headers, reply.content, reply.reason_phrase)
+
+    async def create_reservation(self, request: Any, *, traceparent: str | None = None) -> CyclesResponse:
+        """``POST /v1/reservations``."""
+        return await self.send(rq.create_reservation(request, traceparent=traceparent))
+
+    async def commit_reservation(
+        self, reservation_id: str, request: Any, *, traceparent: str | None = None
+    ) -> CyclesResponse:
+        """``POST /v1/reservations/{id}/commit``."""
+        return await self.send(rq.commit(reservation_id, request, traceparent=traceparent))
+
+    async def release_reservation(
+        self, reservation_id: str, request: Any, *, traceparent: str | None = None
+    ) -> CyclesResponse:
+        """``POST /v1/reservations/{id}/release``."""
+        return await self.send(rq.release(reservation_id, request, traceparent=traceparent))
+
+    async def extend_reservation(
+        self, reservation_id: str, request: Any, *, traceparent: str | None = None
+    ) -> CyclesResponse:
+        """``POST /v1/reservations/{id}/extend``."""
+        return await self.send(rq.extend(reservation_id, request, traceparent=traceparent))
+
+    async def decide(self, request: Any, *, traceparent: str | None = None) -> CyclesResponse:
+        """``POST /v1/decide``."""
+        return await self.send(rq.decide(request, traceparent=traceparent))
+
+    async def create_event(self, request: Any, *, traceparent: str | None = None) -> CyclesResponse:
+        """``POST /v1/events``."""
+        return await self.send(rq.create_event(request, traceparent=traceparent))
+
+    async def list_reservations(self, **filters: Any) -> CyclesResponse:
+        """``GET /v1/reservations`` with the given filters (``from_`` for ``from``)."""
+        return await self.send(rq.list_reservations(filters))
+
+    async def get_reservation(self, reservation_id: str, *, traceparent: str | None = None) -> CyclesResponse:
+        """``GET /v1/reservations/{id}``."""
+        return await self.send(rq.get_reservation(reservation_id, traceparent=traceparent))
+
+    async def get_balances(self, **filters: Any) -> CyclesResponse:
+        """``GET /v1/balances`` (at least one subject filter)."""
+        return await self.send(rq.balances(filters))
+
+    async def _pages(self, request: rq.HttpRequest, what: str) -> AsyncIterator[CyclesResponse]:
+        cursor: str | None = None
+        while True:
+            response = await self.send(request if cursor is None else rq.with_cursor(request, cursor))
+            if not response.is_success:
+                raise self._page_error(response, what)
+            yield response
+            cursor = rq.next_cursor(response, cursor)
+            if cursor is None:
+                return
+
+    async def iter_reservations(self, **filters: Any) -> AsyncIterator[ReservationSummary]:
+        """Every reservation matching ``filters``, following ``next_cursor``."""
+        async for page in self._pages(rq.list_reservations(filters), "list_reservations failed"):
+            for row in reservation_list_response_from_wire(page.body).reservations:
+                yield row
+
+    async def iter_balances(self, **filters: Any) -> AsyncIterator[Balance]:
+        """Every balance matching ``filters``, following ``next_cursor``."""
+        async for page in self._pages(rq.balances(filters), "get_balances failed"):
+            for row in balance_response_from_wire(page.body).balances:
+                yield row
+
+    async def aclose(self) -> None:
+        """Drain background settlements (bounded by ``flush_timeout_ms``) and close the connection pool."""
+        if self._background is not None:
+            await anyio.to_thread.run_sync(self._background.close, self._config.flush_timeout_ms)
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncCyclesClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,63 @@
+"""`CyclesContext`: what guarded code can read (caps, lease) and write (metrics, commit metadata)."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:
+    from .models import Amount, Balance, Caps, CyclesMetrics, Decision
+
+__all__ = ["CyclesContext", "get_cycles_context"]
+
+
+@attrs.define(kw_only=True, eq=False)
+class CyclesContext:
+    """The live reservation around the current guarded call.
+
+    Read-only by convention: ``reservation_id``, ``estimate``, ``decision``, ``caps``, ``affected_scopes``,
+    ``scope_path``, ``reserved``, ``balances``; ``expires_at_ms`` is kept current by the heartbeat.
+    Writable: ``metrics`` and ``commit_metadata``, both sent with the commit.
+    """
+
+    reservation_id: str
+    estimate: int
+    decision: Decision | str
+    caps: Caps | None = None
+    expires_at_ms: int | None = None
+    affected_scopes: list[str] = attrs.field(factory=list)
+    scope_path: str | None = None
+    reserved: Amount | None = None
+    balances: list[Balance] = attrs.field(factory=list)
+    metrics: CyclesMetrics | None = None
+    commit_metadata: dict[str, Any] | None = None
+
+    def has_caps(self) -> bool:
+        """True when the server attached caps (``ALLOW_WITH_CAPS``)."""
+        return self.caps is not None
+
+
+_CURRENT: contextvars.ContextVar[CyclesContext | None] = contextvars.ContextVar("runcycles_context", default=None)
+
+
+def get_cycles_context() -> CyclesContext | None:
+    """The context of the innermost guarded call running in this task or thread, else ``None``."""
+    return _CURRENT.get()
+
+
+@contextmanager
+def bind(context: CyclesContext) -> Iterator[CyclesContext]:
+    """Make ``context`` current for the duration; the previous one (if any) is restored afterwards."""
+    previous = _CURRENT.get()
+    token = _CURRENT.set(context)
+    try:
+        yield context
+    finally:
+        try:
+            _CURRENT.reset(token)
+        except ValueError:  # exited in another context (callback-style enter/exit): restore by value
+            _CURRENT.set(previous)
