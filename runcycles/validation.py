@@ -133,7 +133,8 @@ def check_enum(path: str, value: object, enum_cls: type[enum.Enum]) -> None:
 def check_instance(path: str, value: object, cls: type) -> None:
     """An instance of ``cls`` (a nested model)."""
     if not isinstance(value, cls):
-        raise ValueError(f"{path} must be a {cls.__name__}, got {_type_name(value)}")
+        article = "an" if cls.__name__[:1] in "AEIOU" else "a"
+        raise ValueError(f"{path} must be {article} {cls.__name__}, got {_type_name(value)}")
 
 
 def check_object(path: str, value: object) -> None:
