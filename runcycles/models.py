@@ -3,7 +3,8 @@
 Conventions:
 
 * All models are frozen, slotted, keyword-only attrs classes with snake_case fields named as on the wire.
-  Optional fields default to ``None`` and are then omitted on the wire. Sequences are tuples.
+  Optional fields default to ``None`` and are then omitted on the wire. Sequences are stored as tuples
+  (lists are accepted and converted).
 * Request models (and the nested ``Amount``, ``Subject``, ``Action``, ``PolicyKeys``, ``CyclesMetrics``)
   validate at construction with the spec's limits and raise ``ValueError`` naming the field; see
   :mod:`runcycles.validation`.
@@ -198,6 +199,26 @@ def _to_str_tuple(value: Sequence[str] | None) -> tuple[str, ...] | None:
     if isinstance(value, (list, tuple)):
         return tuple(value)
     return value  # type: ignore[return-value]  # None, or a non-sequence left for the validator
+
+
+def _to_scopes(value: Sequence[str]) -> tuple[str, ...]:
+    return tuple(value) if isinstance(value, (list, tuple)) else value  # type: ignore[return-value]
+
+
+def _to_scopes_opt(value: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if value is None else _to_scopes(value)
+
+
+def _to_balances(value: Sequence[Balance] | None) -> tuple[Balance, ...] | None:
+    return tuple(value) if isinstance(value, (list, tuple)) else value  # type: ignore[return-value]
+
+
+def _to_balances_req(value: Sequence[Balance]) -> tuple[Balance, ...]:
+    return tuple(value) if isinstance(value, (list, tuple)) else value  # type: ignore[return-value]
+
+
+def _to_summaries(value: Sequence[ReservationSummary]) -> tuple[ReservationSummary, ...]:
+    return tuple(value) if isinstance(value, (list, tuple)) else value  # type: ignore[return-value]
 
 
 _Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
@@ -618,14 +639,16 @@ class ReservationCreateResponse:
     """``POST /v1/reservations`` 200 body."""
 
     decision: Decision | str = attrs.field(metadata=w.enum_of(Decision))
-    affected_scopes: tuple[str, ...] = attrs.field(metadata=w.SCOPES)
+    affected_scopes: tuple[str, ...] = attrs.field(converter=_to_scopes, metadata=w.SCOPES)
     reservation_id: str | None = attrs.field(default=None, metadata=w.STR)
     reserved: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
     expires_at_ms: int | None = attrs.field(default=None, metadata=w.INT)
     remaining_ttl_ms: int | None = attrs.field(default=None, metadata=w.INT)
     scope_path: str | None = attrs.field(default=None, metadata=w.STR)
     caps: Caps | None = attrs.field(default=None, metadata=w.model(Caps))
-    balances: tuple[Balance, ...] | None = attrs.field(default=None, metadata=w.model_list(Balance))
+    balances: tuple[Balance, ...] | None = attrs.field(
+        default=None, converter=_to_balances, metadata=w.model_list(Balance)
+    )
     reason_code: str | None = attrs.field(default=None, metadata=w.STR)
     retry_after_ms: int | None = attrs.field(default=None, metadata=w.INT)
     cycles_evidence: CyclesEvidenceRef | None = attrs.field(default=None, metadata=w.model(CyclesEvidenceRef))
@@ -640,7 +663,9 @@ class CommitResponse:
     status: CommitStatus | str = attrs.field(metadata=w.enum_of(CommitStatus))
     charged: Amount = attrs.field(metadata=w.model(Amount))
     released: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
-    balances: tuple[Balance, ...] | None = attrs.field(default=None, metadata=w.model_list(Balance))
+    balances: tuple[Balance, ...] | None = attrs.field(
+        default=None, converter=_to_balances, metadata=w.model_list(Balance)
+    )
     cycles_evidence: CyclesEvidenceRef | None = attrs.field(default=None, metadata=w.model(CyclesEvidenceRef))
     extra: Mapping[str, Any] = _extra()
 
@@ -651,7 +676,9 @@ class ReleaseResponse:
 
     status: ReleaseStatus | str = attrs.field(metadata=w.enum_of(ReleaseStatus))
     released: Amount = attrs.field(metadata=w.model(Amount))
-    balances: tuple[Balance, ...] | None = attrs.field(default=None, metadata=w.model_list(Balance))
+    balances: tuple[Balance, ...] | None = attrs.field(
+        default=None, converter=_to_balances, metadata=w.model_list(Balance)
+    )
     cycles_evidence: CyclesEvidenceRef | None = attrs.field(default=None, metadata=w.model(CyclesEvidenceRef))
     extra: Mapping[str, Any] = _extra()
 
@@ -664,7 +691,9 @@ class ReservationExtendResponse:
     status: ExtendStatus | str = attrs.field(metadata=w.enum_of(ExtendStatus))
     expires_at_ms: int = attrs.field(metadata=w.INT)
     remaining_ttl_ms: int | None = attrs.field(default=None, metadata=w.INT)
-    balances: tuple[Balance, ...] | None = attrs.field(default=None, metadata=w.model_list(Balance))
+    balances: tuple[Balance, ...] | None = attrs.field(
+        default=None, converter=_to_balances, metadata=w.model_list(Balance)
+    )
     extra: Mapping[str, Any] = _extra()
 
 
@@ -676,7 +705,9 @@ class DecisionResponse:
     caps: Caps | None = attrs.field(default=None, metadata=w.model(Caps))
     reason_code: str | None = attrs.field(default=None, metadata=w.STR)
     retry_after_ms: int | None = attrs.field(default=None, metadata=w.INT)
-    affected_scopes: tuple[str, ...] | None = attrs.field(default=None, metadata=w.SCOPES)
+    affected_scopes: tuple[str, ...] | None = attrs.field(
+        default=None, converter=_to_scopes_opt, metadata=w.SCOPES
+    )
     cycles_evidence: CyclesEvidenceRef | None = attrs.field(default=None, metadata=w.model(CyclesEvidenceRef))
     deny_detail: DenyDetail | None = attrs.field(default=None, metadata=w.model(DenyDetail))
     extra: Mapping[str, Any] = _extra()
@@ -689,7 +720,9 @@ class EventCreateResponse:
     status: EventStatus | str = attrs.field(metadata=w.enum_of(EventStatus))
     event_id: str = attrs.field(metadata=w.STR)
     charged: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
-    balances: tuple[Balance, ...] | None = attrs.field(default=None, metadata=w.model_list(Balance))
+    balances: tuple[Balance, ...] | None = attrs.field(
+        default=None, converter=_to_balances, metadata=w.model_list(Balance)
+    )
     extra: Mapping[str, Any] = _extra()
 
 
@@ -705,7 +738,7 @@ class ReservationDetail:
     created_at_ms: int = attrs.field(metadata=w.INT)
     expires_at_ms: int = attrs.field(metadata=w.INT)
     scope_path: str = attrs.field(metadata=w.STR)
-    affected_scopes: tuple[str, ...] = attrs.field(metadata=w.SCOPES)
+    affected_scopes: tuple[str, ...] = attrs.field(converter=_to_scopes, metadata=w.SCOPES)
     idempotency_key: str | None = attrs.field(default=None, metadata=w.STR)
     committed: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
     finalized_at_ms: int | None = attrs.field(default=None, metadata=w.INT)
@@ -727,7 +760,7 @@ class ReservationSummary:
     created_at_ms: int = attrs.field(metadata=w.INT)
     expires_at_ms: int = attrs.field(metadata=w.INT)
     scope_path: str = attrs.field(metadata=w.STR)
-    affected_scopes: tuple[str, ...] = attrs.field(metadata=w.SCOPES)
+    affected_scopes: tuple[str, ...] = attrs.field(converter=_to_scopes, metadata=w.SCOPES)
     idempotency_key: str | None = attrs.field(default=None, metadata=w.STR)
     committed: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
     finalized_at_ms: int | None = attrs.field(default=None, metadata=w.INT)
@@ -741,7 +774,9 @@ class ReservationSummary:
 class ReservationListResponse:
     """``GET /v1/reservations`` 200 body."""
 
-    reservations: tuple[ReservationSummary, ...] = attrs.field(metadata=w.model_list(ReservationSummary))
+    reservations: tuple[ReservationSummary, ...] = attrs.field(
+        converter=_to_summaries, metadata=w.model_list(ReservationSummary)
+    )
     next_cursor: str | None = attrs.field(default=None, metadata=w.STR)
     has_more: bool | None = attrs.field(default=None, metadata=w.BOOL)
     extra: Mapping[str, Any] = _extra()
@@ -751,7 +786,7 @@ class ReservationListResponse:
 class BalanceResponse:
     """``GET /v1/balances`` 200 body."""
 
-    balances: tuple[Balance, ...] = attrs.field(metadata=w.model_list(Balance))
+    balances: tuple[Balance, ...] = attrs.field(converter=_to_balances_req, metadata=w.model_list(Balance))
     next_cursor: str | None = attrs.field(default=None, metadata=w.STR)
     has_more: bool | None = attrs.field(default=None, metadata=w.BOOL)
     extra: Mapping[str, Any] = _extra()
@@ -800,10 +835,12 @@ class DryRunResult:
 
     decision: Decision | str = attrs.field(metadata=w.enum_of(Decision))
     caps: Caps | None = attrs.field(default=None, metadata=w.model(Caps))
-    affected_scopes: tuple[str, ...] = attrs.field(default=(), metadata=w.SCOPES)
+    affected_scopes: tuple[str, ...] = attrs.field(default=(), converter=_to_scopes, metadata=w.SCOPES)
     scope_path: str | None = attrs.field(default=None, metadata=w.STR)
     reserved: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
-    balances: tuple[Balance, ...] | None = attrs.field(default=None, metadata=w.model_list(Balance))
+    balances: tuple[Balance, ...] | None = attrs.field(
+        default=None, converter=_to_balances, metadata=w.model_list(Balance)
+    )
     reason_code: str | None = attrs.field(default=None, metadata=w.STR)
     retry_after_ms: int | None = attrs.field(default=None, metadata=w.INT)
     extra: Mapping[str, Any] = _extra()

@@ -268,6 +268,16 @@ def test_converters_accept_strings_and_lists() -> None:
     assert Caps(tool_allowlist=["x"]).tool_allowlist == ("x",)
 
 
+def test_sequence_fields_accept_lists_and_store_tuples() -> None:
+    balance = Balance(scope="s", scope_path="s", remaining=SignedAmount(unit=Unit.TOKENS, amount=1))
+    result = DryRunResult(decision=Decision.ALLOW, affected_scopes=["tenant:a"], balances=[balance])
+    assert result.affected_scopes == ("tenant:a",) and result.balances == (balance,)
+    assert DryRunResult(decision=Decision.ALLOW).affected_scopes == ()
+    response = ReservationCreateResponse(decision=Decision.ALLOW, affected_scopes=["tenant:a"])
+    assert response.affected_scopes == ("tenant:a",)
+    assert mappers.to_wire(response) == {"decision": "ALLOW", "affected_scopes": ["tenant:a"]}
+
+
 def test_models_are_frozen_and_keyword_only() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         EST.amount = 5  # type: ignore[misc]
