@@ -608,7 +608,7 @@ class Journal:
     __slots__ = ("_base_url", "_dir_lock", "_directory", "_fingerprint", "_root")
 
     def __init__(self, root: Path | str | None, *, base_url: str, tenant: str | None, api_key: str) -> None:
-        self._root = Path(root) if root is not None else None
+        self._root = Path(os.path.abspath(root)) if root is not None else None
         self._base_url = base_url
         self._fingerprint = journal_fingerprint(base_url, tenant=tenant, api_key=api_key)
         self._directory: Path | None = None
