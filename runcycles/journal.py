@@ -905,7 +905,9 @@ class Journal:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise JournalError(f"cannot read journal record {path}: {exc}") from exc
+            # One unreadable entry must not stop the replay of the others; it stays for a later load.
+            logger.error("cannot read journal record %s: %s", path, exc)
+            return None
         try:
             data = _decode(raw)
             record = _parse_record(data)

@@ -667,3 +667,13 @@ def test_unserializable_body_raises_journal_error(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="not JSON"):
         j.write(make_record("r1", commit_body={"idempotency_key": "k", "bad": object()}))
     assert list(j.directory.iterdir()) == []
+
+
+def test_unreadable_entry_does_not_stop_the_others(tmp_path: Path) -> None:
+    j = make_journal(tmp_path)
+    j.write(make_record("r1"))
+    (j.directory / "odd.json").mkdir()
+    result = j.load()
+    assert [r.reservation_id for r in result.records] == ["r1"]
+    assert result.quarantined == []
+    assert (j.directory / "odd.json").is_dir()
