@@ -1,0 +1,161 @@
+"""Types shared by the embedded server's handlers: the request, the error, the environment."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import attrs
+
+from ._ledger import Ledger
+from ._validate import Check, SchemaError, canonical_json, parse_json_object
+
+Clock = Callable[[], int]
+
+
+class LocalServerError(Exception):
+    """An error answer of the embedded server: HTTP ``status``, protocol ``code``, ``message``, ``details``.
+
+    Raised by the handlers (and turned into an ``ErrorResponse`` body) and by the admin methods of
+    :class:`~runcycles.local.LocalCyclesServer`.
+    """
+
+    # The ledger commits a transaction that ends with this error: it is raised before any mutation
+    # except the expiry sweep, which must stick.
+    commit_on_error = True
+
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def invalid(message: str) -> LocalServerError:
+    """A 400 INVALID_REQUEST error."""
+    return LocalServerError(400, "INVALID_REQUEST", message)
+
+
+@attrs.define(kw_only=True)
+class Env:
+    """What handlers need: the ledger, the clock (epoch ms) and the admin secret."""
+
+    ledger: Ledger
+    clock: Clock
+    admin_key: str
+
+
+@attrs.define(kw_only=True)
+class Request:
+    """One parsed HTTP request, plus what authentication established."""
+
+    method: str
+    segments: list[str]
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+    request_id: str
+    trace_id: str
+    tenant: str | None = None
+    admin: bool = False
+
+    def param(self, name: str) -> str | None:
+        """The first value of a query parameter; a blank value counts as absent."""
+        values = self.query.get(name)
+        if not values or values[0].strip() == "":
+            return None
+        return values[0]
+
+    def json(self, schema: Check | None = None) -> dict[str, Any]:
+        """The body as a validated JSON object (400 INVALID_REQUEST otherwise)."""
+        try:
+            return parse_json_object(self.body, schema)
+        except SchemaError as exc:
+            raise invalid(str(exc)) from None
+
+    def idempotent_json(self, schema: Check) -> dict[str, Any]:
+        """Like :meth:`json`, also checking that ``X-Idempotency-Key`` (if sent) equals the body key."""
+        body = self.json(schema)
+        header = self.headers.get("x-idempotency-key")
+        if header is not None and header != body.get("idempotency_key"):
+            raise invalid("X-Idempotency-Key header does not match body idempotency_key")
+        return body
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON bytes."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def payload_hash(body: dict[str, Any], defaults: dict[str, Any] | None = None) -> str:
+    """SHA-256 of the canonical JSON of the defaults-filled request."""
+    return hashlib.sha256(canonical_json({**(defaults or {}), **body}).encode("utf-8")).hexdigest()
+
+
+def new_id() -> str:
+    """A fresh opaque identifier."""
+    return str(uuid.uuid4())
+
+
+def amount(unit: str, value: int) -> dict[str, Any]:
+    """An ``Amount`` wire object."""
+    return {"unit": unit, "amount": value}
+
+
+def iso(ms: int) -> str:
+    """Epoch milliseconds as an ISO 8601 UTC timestamp (admin-plane style)."""
+    moment = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(value: str, name: str) -> int:
+    """An ISO 8601 date-time as epoch milliseconds (naive values are taken as UTC)."""
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise invalid(f"{name} must be an ISO 8601 date-time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+def encode_cursor(value: dict[str, Any]) -> str:
+    """An opaque pagination cursor."""
+    return base64.urlsafe_b64encode(dumps(value)).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str, binding: str) -> dict[str, Any]:
+    """Decode a cursor made by :func:`encode_cursor`; it must carry the same filter ``binding``."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = json.loads(raw)
+    except (ValueError, TypeError):
+        raise invalid("cursor is malformed") from None
+    if not isinstance(value, dict) or value.get("h") != binding:
+        raise invalid("cursor does not match the query parameters")
+    return value
+
+
+def page_limit(req: Request, default: int = 50, maximum: int = 200) -> int:
+    """The ``limit`` query parameter, checked against 1..maximum."""
+    raw = req.param("limit")
+    if raw is None:
+        return default
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise invalid("limit must be an integer") from None
+    if not 1 <= limit <= maximum:
+        raise invalid(f"limit must be between 1 and {maximum}")
+    return limit
+
+
+def binding(*parts: Any) -> str:
+    """A short hash of the parameters a cursor is bound to."""
+    return hashlib.sha256(canonical_json(list(parts)).encode("utf-8")).hexdigest()[:16]

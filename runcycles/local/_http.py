@@ -1,0 +1,171 @@
+"""Routing, authentication, correlation headers and error bodies: the server's pure, synchronous core.
+
+:meth:`App.handle` maps ``(method, path, query, headers, body)`` to ``(status, headers, body)`` with no
+I/O besides the ledger; the transports and the ASGI app are thin shells around it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from . import _admin as admin
+from . import _runtime as runtime
+from ._base import Env, LocalServerError, Request, dumps, new_id
+
+logger = logging.getLogger("runcycles.local")
+
+Handler = Callable[..., "runtime.Response"]
+Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+
+# (method, path pattern, handler, auth) — "*" captures one path segment; auth is "key" (X-Cycles-API-Key),
+# "admin" (X-Admin-API-Key) or "either".
+ROUTES: list[tuple[str, tuple[str, ...], Handler, str]] = [
+    ("POST", ("v1", "reservations"), runtime.create_reservation, "key"),
+    ("GET", ("v1", "reservations"), runtime.list_reservations, "either"),
+    ("GET", ("v1", "reservations", "*"), runtime.get_reservation, "either"),
+    ("POST", ("v1", "reservations", "*", "commit"), runtime.commit_reservation, "key"),
+    ("POST", ("v1", "reservations", "*", "release"), runtime.release_reservation, "either"),
+    ("POST", ("v1", "reservations", "*", "extend"), runtime.extend_reservation, "key"),
+    ("POST", ("v1", "decide"), runtime.decide, "key"),
+    ("POST", ("v1", "events"), runtime.create_event, "key"),
+    ("GET", ("v1", "balances"), runtime.get_balances, "key"),
+    ("POST", ("v1", "admin", "tenants"), admin.h_create_tenant, "admin"),
+    ("GET", ("v1", "admin", "tenants"), admin.h_list_tenants, "admin"),
+    ("GET", ("v1", "admin", "tenants", "*"), admin.h_get_tenant, "admin"),
+    ("PATCH", ("v1", "admin", "tenants", "*"), admin.h_update_tenant, "admin"),
+    ("POST", ("v1", "admin", "api-keys"), admin.h_create_api_key, "admin"),
+    ("GET", ("v1", "admin", "api-keys"), admin.h_list_api_keys, "admin"),
+    ("DELETE", ("v1", "admin", "api-keys", "*"), admin.h_revoke_api_key, "admin"),
+    ("POST", ("v1", "admin", "budgets"), admin.h_create_budget, "either"),
+    ("GET", ("v1", "admin", "budgets"), admin.h_list_budgets, "either"),
+    ("PATCH", ("v1", "admin", "budgets"), admin.h_update_budget, "admin"),
+    ("GET", ("v1", "admin", "budgets", "lookup"), admin.h_lookup_budget, "either"),
+    ("POST", ("v1", "admin", "budgets", "fund"), admin.h_fund_budget, "either"),
+    ("POST", ("v1", "admin", "budgets", "freeze"), admin.h_freeze_budget, "admin"),
+    ("POST", ("v1", "admin", "budgets", "unfreeze"), admin.h_unfreeze_budget, "admin"),
+]
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def trace_id_of(headers: Mapping[str, str]) -> str:
+    """The request's trace id: a valid ``traceparent``, else a valid ``X-Cycles-Trace-Id``, else a new one."""
+    match = _TRACEPARENT.match(headers.get("traceparent", "").strip())
+    if match and set(match.group(1)) != {"0"} and set(match.group(2)) != {"0"}:
+        return match.group(1)
+    given = headers.get("x-cycles-trace-id", "").strip()
+    if _TRACE_ID.match(given) and set(given) != {"0"}:
+        return given
+    while True:
+        fresh = secrets.token_hex(16)
+        if set(fresh) != {"0"}:
+            return fresh
+
+
+def _match(method: str, segments: list[str]) -> tuple[Handler, str, list[str]] | str | None:
+    """The route for a request, ``"method"`` if only the method is wrong, or ``None``."""
+    path_matched = False
+    for route_method, pattern, handler, auth in ROUTES:
+        if len(pattern) != len(segments):
+            continue
+        captured: list[str] = []
+        for want, got in zip(pattern, segments, strict=True):
+            if want == "*":
+                captured.append(got)
+            elif want != got:
+                break
+        else:
+            if route_method == method:
+                return handler, auth, captured
+            path_matched = True
+    return "method" if path_matched else None
+
+
+class App:
+    """The embedded server's request handler over one :class:`Env`."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+
+    def handle(
+        self, method: str, path: str, query: str | bytes, headers: Headers, body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Handle one request. ``path`` is the raw (percent-encoded) path; ``query`` the raw query string."""
+        lowered = {k.lower(): v for k, v in (headers.items() if isinstance(headers, Mapping) else headers)}
+        if "?" in path:
+            path, _, extra = path.partition("?")
+            query = query or extra
+        raw_query = query.decode("latin-1") if isinstance(query, bytes) else query
+        req = Request(
+            method=method.upper(),
+            segments=[unquote(part) for part in path.strip("/").split("/")] if path.strip("/") else [],
+            query=parse_qs(raw_query, keep_blank_values=True),
+            headers=lowered,
+            body=body,
+            request_id=new_id(),
+            trace_id=trace_id_of(lowered),
+        )
+        try:
+            status, payload = self._dispatch(req)
+        except LocalServerError as exc:
+            status, payload = exc.status, self._error_body(req, exc)
+        except Exception:  # the server must answer; the details go to the log, not the client
+            logger.exception("internal error handling %s %s (request %s)", method, path, req.request_id)
+            status = 500
+            payload = self._error_body(req, LocalServerError(500, "INTERNAL_ERROR", "Internal server error"))
+        out = [
+            ("content-type", "application/json"),
+            ("x-request-id", req.request_id),
+            ("x-cycles-trace-id", req.trace_id),
+        ]
+        if req.tenant is not None:
+            out.append(("x-cycles-tenant", req.tenant))
+        if status == 405:
+            out.append(
+                ("allow", ", ".join(sorted({m for m, p, _h, _a in ROUTES if len(p) == len(req.segments)})))
+            )
+        return status, out, payload
+
+    def _error_body(self, req: Request, exc: LocalServerError) -> bytes:
+        body: dict[str, Any] = {
+            "error": exc.code,
+            "message": exc.message,
+            "request_id": req.request_id,
+            "trace_id": req.trace_id,
+        }
+        if exc.details:
+            body["details"] = exc.details
+        return dumps(body)
+
+    def _dispatch(self, req: Request) -> tuple[int, bytes]:
+        found = _match(req.method, req.segments)
+        if found is None:
+            raise LocalServerError(404, "NOT_FOUND", f"No such endpoint: {'/' + '/'.join(req.segments)}")
+        if found == "method":
+            raise LocalServerError(405, "INVALID_REQUEST", f"Method {req.method} is not allowed here")
+        assert not isinstance(found, str)
+        handler, auth, captured = found
+        self._authenticate(req, auth)
+        if req.segments[1] == "reservations" and captured and not 1 <= len(captured[0]) <= 128:
+            raise LocalServerError(400, "INVALID_REQUEST", "reservation_id must be 1..128 characters")
+        return handler(self.env, req, *captured)
+
+    def _authenticate(self, req: Request, auth: str) -> None:
+        api_key = req.headers.get("x-cycles-api-key")
+        admin_key = req.headers.get("x-admin-api-key")
+        if auth != "admin" and api_key is not None:
+            req.tenant = admin.authenticate(self.env, api_key)
+        elif auth != "key" and admin_key is not None:
+            if not hmac.compare_digest(admin_key.encode(), self.env.admin_key.encode()):
+                raise LocalServerError(401, "UNAUTHORIZED", "Invalid admin API key")
+            req.admin = True
+        else:
+            header = "X-Admin-API-Key" if auth == "admin" else "X-Cycles-API-Key"
+            raise LocalServerError(401, "UNAUTHORIZED", f"Missing {header} header")

@@ -1,0 +1,561 @@
+"""The SQLite ledger: schema, connections and transactions, and the row types the handlers work on.
+
+One database is either a file (WAL mode, one connection per thread, ``busy_timeout`` so several processes can
+share it) or private memory (one connection behind a lock). Every mutation runs inside :meth:`Ledger.write`,
+a ``BEGIN IMMEDIATE`` transaction, so a multi-scope reserve or commit is all-or-nothing and writers never
+interleave. Within one process writers are also serialised by a lock, which is much cheaper than letting
+threads spin on SQLite's busy handler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+import attrs
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants (
+    tenant_id TEXT PRIMARY KEY, status TEXT NOT NULL, doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, key_prefix TEXT NOT NULL, salt BLOB NOT NULL,
+    key_hash BLOB NOT NULL, status TEXT NOT NULL, expires_at_ms INTEGER NOT NULL, doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS api_keys_prefix ON api_keys(key_prefix);
+CREATE TABLE IF NOT EXISTS budgets (
+    scope TEXT NOT NULL, unit TEXT NOT NULL, tenant_id TEXT NOT NULL, ledger_id TEXT NOT NULL,
+    allocated INTEGER NOT NULL, reserved INTEGER NOT NULL, spent INTEGER NOT NULL, debt INTEGER NOT NULL,
+    overdraft_limit INTEGER NOT NULL, is_over_limit INTEGER NOT NULL, status TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (scope, unit)
+);
+CREATE INDEX IF NOT EXISTS budgets_tenant ON budgets(tenant_id, scope);
+CREATE TABLE IF NOT EXISTS reservations (
+    reservation_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, status TEXT NOT NULL, unit TEXT NOT NULL,
+    reserved INTEGER NOT NULL, committed INTEGER, created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL, grace_ms INTEGER NOT NULL, deadline_ms INTEGER NOT NULL,
+    finalized_at_ms INTEGER, extension_count INTEGER NOT NULL, overage_policy TEXT NOT NULL,
+    scope_path TEXT NOT NULL, idempotency_key TEXT NOT NULL,
+    s_tenant TEXT, s_workspace TEXT, s_app TEXT, s_workflow TEXT, s_agent TEXT, s_toolset TEXT,
+    budget_scopes TEXT NOT NULL, doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reservations_due ON reservations(status, deadline_ms);
+CREATE INDEX IF NOT EXISTS reservations_tenant ON reservations(tenant_id, created_at_ms);
+CREATE TABLE IF NOT EXISTS idempotency (
+    tenant_id TEXT NOT NULL, endpoint TEXT NOT NULL, key TEXT NOT NULL, payload_hash TEXT NOT NULL,
+    status INTEGER NOT NULL, body BLOB NOT NULL, expires_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, endpoint, key)
+);
+CREATE TABLE IF NOT EXISTS events (
+    event_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, created_at_ms INTEGER NOT NULL, doc TEXT NOT NULL
+);
+"""
+
+
+@attrs.define(kw_only=True, eq=False)
+class Budget:
+    """One budget ledger row, (scope, unit). ``remaining`` is derived, so the ledger identity always holds."""
+
+    scope: str
+    unit: str
+    tenant_id: str
+    ledger_id: str
+    allocated: int
+    reserved: int = 0
+    spent: int = 0
+    debt: int = 0
+    overdraft_limit: int = 0
+    is_over_limit: bool = False
+    status: str = "ACTIVE"
+    created_at_ms: int = 0
+    updated_at_ms: int = 0
+    doc: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def remaining(self) -> int:
+        """``allocated - spent - reserved - debt`` (may be negative)."""
+        return self.allocated - self.spent - self.reserved - self.debt
+
+    @property
+    def caps(self) -> dict[str, Any] | None:
+        """The budget's caps (local extension), if any."""
+        caps = self.doc.get("caps")
+        return caps if isinstance(caps, dict) else None
+
+
+@attrs.define(kw_only=True)
+class Reservation:
+    """One reservation row."""
+
+    reservation_id: str
+    tenant_id: str
+    status: str
+    unit: str
+    reserved: int
+    committed: int | None
+    created_at_ms: int
+    expires_at_ms: int
+    grace_ms: int
+    finalized_at_ms: int | None
+    extension_count: int
+    overage_policy: str
+    scope_path: str
+    idempotency_key: str
+    budget_scopes: list[str]
+    doc: dict[str, Any]
+
+
+_BUDGET_COLUMNS = (
+    "scope, unit, tenant_id, ledger_id, allocated, reserved, spent, debt, overdraft_limit, is_over_limit, "
+    "status, created_at_ms, updated_at_ms, doc"
+)
+_RESERVATION_COLUMNS = (
+    "reservation_id, tenant_id, status, unit, reserved, committed, created_at_ms, expires_at_ms, grace_ms, "
+    "finalized_at_ms, extension_count, overage_policy, scope_path, idempotency_key, budget_scopes, doc"
+)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _budget(row: sqlite3.Row | tuple[Any, ...]) -> Budget:
+    return Budget(
+        scope=row[0],
+        unit=row[1],
+        tenant_id=row[2],
+        ledger_id=row[3],
+        allocated=row[4],
+        reserved=row[5],
+        spent=row[6],
+        debt=row[7],
+        overdraft_limit=row[8],
+        is_over_limit=bool(row[9]),
+        status=row[10],
+        created_at_ms=row[11],
+        updated_at_ms=row[12],
+        doc=json.loads(row[13]),
+    )
+
+
+def _reservation(row: sqlite3.Row | tuple[Any, ...]) -> Reservation:
+    return Reservation(
+        reservation_id=row[0],
+        tenant_id=row[1],
+        status=row[2],
+        unit=row[3],
+        reserved=row[4],
+        committed=row[5],
+        created_at_ms=row[6],
+        expires_at_ms=row[7],
+        grace_ms=row[8],
+        finalized_at_ms=row[9],
+        extension_count=row[10],
+        overage_policy=row[11],
+        scope_path=row[12],
+        idempotency_key=row[13],
+        budget_scopes=json.loads(row[14]),
+        doc=json.loads(row[15]),
+    )
+
+
+class Ledger:
+    """The SQLite store. ``path=None`` (or ``":memory:"``) keeps everything in memory."""
+
+    def __init__(self, path: str | None = None, *, busy_timeout_ms: int = 30_000) -> None:
+        self.path = path if path not in (None, ":memory:") else None
+        self._busy_timeout_ms = busy_timeout_ms
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._closed = False
+        self._memory_lock = threading.RLock()
+        conn = self._connect()
+        with self._all_lock:
+            self._all.append(conn)
+        if self.path is None:
+            self._memory_conn = conn
+        else:
+            self._local.conn = conn
+        with self._write_lock:
+            conn.executescript(_SCHEMA)
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the database lives in memory (then calls are cheap enough to run inline)."""
+        return self.path is None
+
+    def _connect(self) -> sqlite3.Connection:
+        target = self.path if self.path is not None else ":memory:"
+        conn = sqlite3.connect(
+            target,
+            timeout=self._busy_timeout_ms / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        if self.path is not None:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    def _guard(self) -> AbstractContextManager[Any]:
+        # The single in-memory connection is shared, so readers must not overlap writers on it.
+        return self._memory_lock if self.path is None else nullcontext()
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise RuntimeError("the local Cycles server is closed")
+        if self.path is None:
+            return self._memory_conn
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A ``BEGIN IMMEDIATE`` transaction: committed on normal exit or on a controlled error.
+
+        Exceptions that carry ``commit_on_error = True`` (the handlers' API errors, raised before any
+        mutation other than expiry sweeping) still commit; anything else rolls back.
+        """
+        with self._guard(), self._write_lock:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException as exc:
+                if getattr(exc, "commit_on_error", False):
+                    conn.execute("COMMIT")
+                else:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction (a consistent snapshot; WAL readers never block the writer)."""
+        with self._guard():
+            conn = self._conn()
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every connection this ledger opened."""
+        with self._all_lock:
+            self._closed = True
+            conns, self._all = self._all, []
+        for conn in conns:
+            with contextlib.suppress(sqlite3.ProgrammingError):
+                conn.close()
+
+
+# --- budgets ---------------------------------------------------------------------------------------------
+
+
+def load_budgets(conn: sqlite3.Connection, tenant_id: str, scopes: Iterable[str]) -> list[Budget]:
+    """Every budget (any unit) of ``tenant_id`` at the given scopes."""
+    scopes = list(scopes)
+    if not scopes:
+        return []
+    marks = ",".join("?" * len(scopes))
+    rows = conn.execute(
+        f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE tenant_id = ? AND scope IN ({marks})",
+        (tenant_id, *scopes),
+    ).fetchall()
+    return [_budget(row) for row in rows]
+
+
+def get_budget(conn: sqlite3.Connection, scope: str, unit: str) -> Budget | None:
+    """The budget at exactly (scope, unit), if any."""
+    row = conn.execute(
+        f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE scope = ? AND unit = ?", (scope, unit)
+    ).fetchone()
+    return _budget(row) if row else None
+
+
+def tenant_budgets(conn: sqlite3.Connection, tenant_id: str | None) -> list[Budget]:
+    """All budgets of one tenant (or of every tenant), ordered by (scope, unit)."""
+    if tenant_id is None:
+        rows = conn.execute(f"SELECT {_BUDGET_COLUMNS} FROM budgets ORDER BY scope, unit").fetchall()
+    else:
+        rows = conn.execute(
+            f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE tenant_id = ? ORDER BY scope, unit", (tenant_id,)
+        ).fetchall()
+    return [_budget(row) for row in rows]
+
+
+def insert_budget(conn: sqlite3.Connection, budget: Budget) -> None:
+    """Insert a new budget row."""
+    conn.execute(
+        f"INSERT INTO budgets ({_BUDGET_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            budget.scope,
+            budget.unit,
+            budget.tenant_id,
+            budget.ledger_id,
+            budget.allocated,
+            budget.reserved,
+            budget.spent,
+            budget.debt,
+            budget.overdraft_limit,
+            int(budget.is_over_limit),
+            budget.status,
+            budget.created_at_ms,
+            budget.updated_at_ms,
+            _dumps(budget.doc),
+        ),
+    )
+
+
+def save_budget(conn: sqlite3.Connection, budget: Budget, now: int) -> None:
+    """Write back a budget's mutable fields."""
+    budget.updated_at_ms = now
+    conn.execute(
+        "UPDATE budgets SET allocated=?, reserved=?, spent=?, debt=?, overdraft_limit=?, is_over_limit=?, "
+        "status=?, updated_at_ms=?, doc=? WHERE scope=? AND unit=?",
+        (
+            budget.allocated,
+            budget.reserved,
+            budget.spent,
+            budget.debt,
+            budget.overdraft_limit,
+            int(budget.is_over_limit),
+            budget.status,
+            now,
+            _dumps(budget.doc),
+            budget.scope,
+            budget.unit,
+        ),
+    )
+
+
+# --- reservations ----------------------------------------------------------------------------------------
+
+
+def insert_reservation(conn: sqlite3.Connection, res: Reservation) -> None:
+    """Insert a new reservation row (subject columns are kept lower-cased for filtering)."""
+    subject = res.doc.get("subject", {})
+    conn.execute(
+        f"INSERT INTO reservations ({_RESERVATION_COLUMNS}, deadline_ms, s_tenant, s_workspace, s_app, "
+        "s_workflow, s_agent, s_toolset) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            res.reservation_id,
+            res.tenant_id,
+            res.status,
+            res.unit,
+            res.reserved,
+            res.committed,
+            res.created_at_ms,
+            res.expires_at_ms,
+            res.grace_ms,
+            res.finalized_at_ms,
+            res.extension_count,
+            res.overage_policy,
+            res.scope_path,
+            res.idempotency_key,
+            _dumps(res.budget_scopes),
+            _dumps(res.doc),
+            res.expires_at_ms + res.grace_ms,
+            *(
+                subject[level].lower() if isinstance(subject.get(level), str) else None
+                for level in ("tenant", "workspace", "app", "workflow", "agent", "toolset")
+            ),
+        ),
+    )
+
+
+def save_reservation(conn: sqlite3.Connection, res: Reservation) -> None:
+    """Write back a reservation's mutable fields."""
+    conn.execute(
+        "UPDATE reservations SET status=?, committed=?, expires_at_ms=?, deadline_ms=?, finalized_at_ms=?, "
+        "extension_count=?, doc=? WHERE reservation_id=?",
+        (
+            res.status,
+            res.committed,
+            res.expires_at_ms,
+            res.expires_at_ms + res.grace_ms,
+            res.finalized_at_ms,
+            res.extension_count,
+            _dumps(res.doc),
+            res.reservation_id,
+        ),
+    )
+
+
+def get_reservation(conn: sqlite3.Connection, reservation_id: str) -> Reservation | None:
+    """The reservation with this id, if any."""
+    row = conn.execute(
+        f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE reservation_id = ?", (reservation_id,)
+    ).fetchone()
+    return _reservation(row) if row else None
+
+
+def query_reservations(
+    conn: sqlite3.Connection, where: str, params: Iterable[Any], tail: str
+) -> list[Reservation]:
+    """Reservations matching a prepared WHERE clause (``tail`` carries ORDER BY / LIMIT)."""
+    rows = conn.execute(
+        f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE {where} {tail}", tuple(params)
+    )
+    return [_reservation(row) for row in rows.fetchall()]
+
+
+def settle_reservation(conn: sqlite3.Connection, res: Reservation, status: str, now: int) -> list[Budget]:
+    """Return a reservation's held amount to its budgets and mark it ``status`` (RELEASED or EXPIRED)."""
+    budgets = load_budgets(conn, res.tenant_id, res.budget_scopes)
+    for budget in budgets:
+        if budget.unit == res.unit:
+            budget.reserved -= res.reserved
+            save_budget(conn, budget, now)
+    res.status = status
+    if status != "EXPIRED":
+        res.finalized_at_ms = now
+    save_reservation(conn, res)
+    return [b for b in budgets if b.unit == res.unit]
+
+
+def sweep_expired(conn: sqlite3.Connection, now: int, limit: int = 1000) -> int:
+    """Expire ACTIVE reservations past ``expires_at_ms + grace`` (refunding them); returns how many."""
+    due = query_reservations(conn, "status = 'ACTIVE' AND deadline_ms < ?", (now,), f"LIMIT {int(limit)}")
+    for res in due:
+        settle_reservation(conn, res, "EXPIRED", now)
+    return len(due)
+
+
+def has_due(conn: sqlite3.Connection, now: int) -> bool:
+    """Whether any ACTIVE reservation is past its grace deadline."""
+    row = conn.execute(
+        "SELECT 1 FROM reservations WHERE status = 'ACTIVE' AND deadline_ms < ? LIMIT 1", (now,)
+    ).fetchone()
+    return row is not None
+
+
+# --- idempotency -----------------------------------------------------------------------------------------
+
+
+def get_idempotent(
+    conn: sqlite3.Connection, tenant_id: str, endpoint: str, key: str, now: int
+) -> tuple[str, int, bytes] | None:
+    """The stored (payload_hash, status, body) for a still-valid key, if any."""
+    row = conn.execute(
+        "SELECT payload_hash, status, body, expires_at_ms FROM idempotency "
+        "WHERE tenant_id=? AND endpoint=? AND key=?",
+        (tenant_id, endpoint, key),
+    ).fetchone()
+    if row is None:
+        return None
+    if row[3] < now:
+        conn.execute(
+            "DELETE FROM idempotency WHERE tenant_id=? AND endpoint=? AND key=?", (tenant_id, endpoint, key)
+        )
+        return None
+    return row[0], row[1], bytes(row[2])
+
+
+def put_idempotent(
+    conn: sqlite3.Connection,
+    tenant_id: str,
+    endpoint: str,
+    key: str,
+    payload_hash: str,
+    status: int,
+    body: bytes,
+    expires_at_ms: int,
+) -> None:
+    """Store a successful response under (tenant, endpoint, key)."""
+    conn.execute(
+        "INSERT OR REPLACE INTO idempotency VALUES (?,?,?,?,?,?,?)",
+        (tenant_id, endpoint, key, payload_hash, status, body, expires_at_ms),
+    )
+
+
+# --- tenants and keys ------------------------------------------------------------------------------------
+
+
+def get_tenant(conn: sqlite3.Connection, tenant_id: str) -> dict[str, Any] | None:
+    """The stored tenant document (admin ``Tenant`` shape plus internal ``*_ms`` fields), if any."""
+    row = conn.execute("SELECT doc FROM tenants WHERE tenant_id = ?", (tenant_id,)).fetchone()
+    if row is None:
+        return None
+    doc: dict[str, Any] = json.loads(row[0])
+    return doc
+
+
+def put_tenant(conn: sqlite3.Connection, doc: dict[str, Any]) -> None:
+    """Insert or replace a tenant document."""
+    conn.execute(
+        "INSERT OR REPLACE INTO tenants VALUES (?,?,?)", (doc["tenant_id"], doc["status"], _dumps(doc))
+    )
+
+
+def list_tenants(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """All tenant documents ordered by id."""
+    return [
+        json.loads(row[0]) for row in conn.execute("SELECT doc FROM tenants ORDER BY tenant_id").fetchall()
+    ]
+
+
+def insert_api_key(
+    conn: sqlite3.Connection,
+    *,
+    key_id: str,
+    tenant_id: str,
+    key_prefix: str,
+    salt: bytes,
+    key_hash: bytes,
+    expires_at_ms: int,
+    doc: dict[str, Any],
+) -> None:
+    """Store a new API key (only its salted hash; never the secret)."""
+    conn.execute(
+        "INSERT INTO api_keys VALUES (?,?,?,?,?,?,?,?)",
+        (key_id, tenant_id, key_prefix, salt, key_hash, "ACTIVE", expires_at_ms, _dumps(doc)),
+    )
+
+
+def keys_with_prefix(
+    conn: sqlite3.Connection, key_prefix: str
+) -> list[tuple[str, str, bytes, bytes, str, int]]:
+    """Candidate keys for a presented secret: (key_id, tenant_id, salt, hash, status, expires_at_ms)."""
+    rows = conn.execute(
+        "SELECT key_id, tenant_id, salt, key_hash, status, expires_at_ms FROM api_keys WHERE key_prefix = ?",
+        (key_prefix,),
+    ).fetchall()
+    return [(r[0], r[1], bytes(r[2]), bytes(r[3]), r[4], r[5]) for r in rows]
+
+
+def list_api_keys(conn: sqlite3.Connection, tenant_id: str | None) -> list[dict[str, Any]]:
+    """Key documents (never secrets), optionally of one tenant, ordered by creation."""
+    if tenant_id is None:
+        rows = conn.execute("SELECT doc, status FROM api_keys ORDER BY rowid").fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT doc, status FROM api_keys WHERE tenant_id = ? ORDER BY rowid", (tenant_id,)
+        ).fetchall()
+    return [{**json.loads(row[0]), "status": row[1]} for row in rows]
+
+
+def set_api_key_status(conn: sqlite3.Connection, key_id: str, status: str, doc: dict[str, Any]) -> None:
+    """Change a key's status and document."""
+    conn.execute("UPDATE api_keys SET status = ?, doc = ? WHERE key_id = ?", (status, _dumps(doc), key_id))
+
+
+def get_api_key(conn: sqlite3.Connection, key_id: str) -> dict[str, Any] | None:
+    """One key document (never the secret), if any."""
+    row = conn.execute("SELECT doc, status FROM api_keys WHERE key_id = ?", (key_id,)).fetchone()
+    return {**json.loads(row[0]), "status": row[1]} if row else None

@@ -1,0 +1,281 @@
+"""A compact, strict request validator for the embedded server.
+
+Schemas are built from small checker combinators mirroring the JSON-schema keywords the Cycles specs use
+(type, required, limits, enums, patterns, ``additionalProperties: false``). A failure raises
+:class:`SchemaError` whose message names the field, e.g. ``"subject.tenant must be at most 128 characters"``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+INT64_MAX = 2**63 - 1
+UNITS = ("USD_MICROCENTS", "TOKENS", "CREDITS", "RISK_POINTS")
+OVERAGE_POLICIES = ("REJECT", "ALLOW_IF_AVAILABLE", "ALLOW_WITH_OVERDRAFT")
+SCOPE_LEVELS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
+SUBJECT_VALUE = re.compile(r"^[a-zA-Z0-9_.\-]+$")
+
+Check = Callable[[Any, str], None]
+
+
+class SchemaError(ValueError):
+    """A request body (or query) does not match its schema."""
+
+
+def _name(path: str) -> str:
+    return path or "body"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def string(
+    *,
+    min_len: int = 0,
+    max_len: int | None = None,
+    pattern: re.Pattern[str] | None = None,
+    enum: tuple[str, ...] | None = None,
+) -> Check:
+    """A string with optional length limits, pattern and enum."""
+
+    def check(value: Any, path: str) -> None:
+        if not isinstance(value, str):
+            raise SchemaError(f"{_name(path)} must be a string")
+        if enum is not None and value not in enum:
+            raise SchemaError(f"{_name(path)} must be one of {', '.join(enum)}")
+        if len(value) < min_len:
+            raise SchemaError(f"{_name(path)} must be at least {min_len} characters")
+        if max_len is not None and len(value) > max_len:
+            raise SchemaError(f"{_name(path)} must be at most {max_len} characters")
+        if pattern is not None and not pattern.match(value):
+            raise SchemaError(f"{_name(path)} must match {pattern.pattern}")
+
+    return check
+
+
+def integer(*, minimum: int | None = None, maximum: int = INT64_MAX) -> Check:
+    """A JSON integer (never a bool or a float) within bounds."""
+
+    def check(value: Any, path: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SchemaError(f"{_name(path)} must be an integer")
+        if minimum is not None and value < minimum:
+            raise SchemaError(f"{_name(path)} must be at least {minimum}")
+        if value > maximum:
+            raise SchemaError(f"{_name(path)} must be at most {maximum}")
+
+    return check
+
+
+def boolean() -> Check:
+    """A JSON boolean."""
+
+    def check(value: Any, path: str) -> None:
+        if not isinstance(value, bool):
+            raise SchemaError(f"{_name(path)} must be a boolean")
+
+    return check
+
+
+def array(items: Check, *, max_items: int | None = None) -> Check:
+    """A JSON array whose items all pass ``items``."""
+
+    def check(value: Any, path: str) -> None:
+        if not isinstance(value, list):
+            raise SchemaError(f"{_name(path)} must be an array")
+        if max_items is not None and len(value) > max_items:
+            raise SchemaError(f"{_name(path)} must have at most {max_items} items")
+        for index, item in enumerate(value):
+            items(item, f"{_name(path)}[{index}]")
+
+    return check
+
+
+def obj(
+    props: Mapping[str, Check] | None = None,
+    *,
+    required: tuple[str, ...] = (),
+    additional: Check | bool = False,
+    min_props: int | None = None,
+    max_props: int | None = None,
+    one_of_required: tuple[str, ...] = (),
+    message: str | None = None,
+) -> Check:
+    """A JSON object: known ``props``, ``required`` names, and what to do with other keys.
+
+    ``additional`` is ``False`` (unknown keys rejected), ``True`` (anything) or a checker for their values.
+    ``one_of_required`` means at least one of those names must be present (``message`` overrides the error).
+    """
+    known = dict(props or {})
+
+    def check(value: Any, path: str) -> None:
+        if not isinstance(value, dict):
+            raise SchemaError(f"{_name(path)} must be an object")
+        for key in required:
+            if key not in value:
+                raise SchemaError(f"{_join(path, key)} is required")
+        if min_props is not None and len(value) < min_props:
+            raise SchemaError(message or f"{_name(path)} must have at least {min_props} properties")
+        if max_props is not None and len(value) > max_props:
+            raise SchemaError(f"{_name(path)} must have at most {max_props} properties")
+        if one_of_required and not any(key in value for key in one_of_required):
+            raise SchemaError(message or f"{_name(path)} needs one of {', '.join(one_of_required)}")
+        for key, item in value.items():
+            sub = known.get(key)
+            if sub is not None:
+                sub(item, _join(path, key))
+            elif additional is False:
+                raise SchemaError(f"{_join(path, key)} is not a known field")
+            elif additional is not True:
+                additional(item, _join(path, key))
+
+    return check
+
+
+FREE_OBJECT = obj(additional=True)
+UNIT = string(enum=UNITS)
+OVERAGE = string(enum=OVERAGE_POLICIES)
+IDEMPOTENCY_KEY = string(min_len=1, max_len=256)
+AMOUNT = obj({"unit": UNIT, "amount": integer(minimum=0)}, required=("unit", "amount"))
+
+_SUBJECT_FIELD = string(max_len=128, pattern=SUBJECT_VALUE)
+SUBJECT = obj(
+    {
+        **{level: _SUBJECT_FIELD for level in SCOPE_LEVELS},
+        "dimensions": obj(additional=string(max_len=256), max_props=16),
+    },
+    min_props=1,
+    one_of_required=SCOPE_LEVELS,
+    message=(
+        "Subject must have at least one standard field (tenant, workspace, app, workflow, agent, or toolset)"
+    ),
+)
+# v0.1.26 `policy_keys` is accepted (within its companion-spec limits) and ignored.
+POLICY_KEYS = obj(
+    {
+        "host": string(max_len=253),
+        "recipient_domain": string(max_len=253),
+        "resource_type": string(max_len=128),
+        "path_prefix": string(max_len=512),
+        "custom": obj(additional=string(max_len=256), max_props=8),
+    }
+)
+ACTION = obj(
+    {
+        "kind": string(max_len=64),
+        "name": string(max_len=256),
+        "tags": array(string(max_len=64), max_items=10),
+        "policy_keys": POLICY_KEYS,
+    },
+    required=("kind", "name"),
+)
+CAPS = obj(
+    {
+        "max_tokens": integer(minimum=0),
+        "max_steps_remaining": integer(minimum=0),
+        "cooldown_ms": integer(minimum=0),
+        "tool_allowlist": array(string(max_len=256)),
+        "tool_denylist": array(string(max_len=256)),
+    }
+)
+METRICS = obj(
+    {
+        "tokens_input": integer(minimum=0),
+        "tokens_output": integer(minimum=0),
+        "latency_ms": integer(minimum=0),
+        "model_version": string(max_len=128),
+        "custom": FREE_OBJECT,
+    }
+)
+
+DECISION_REQUEST = obj(
+    {
+        "idempotency_key": IDEMPOTENCY_KEY,
+        "subject": SUBJECT,
+        "action": ACTION,
+        "estimate": AMOUNT,
+        "metadata": FREE_OBJECT,
+    },
+    required=("idempotency_key", "subject", "action", "estimate"),
+)
+RESERVATION_CREATE_REQUEST = obj(
+    {
+        "idempotency_key": IDEMPOTENCY_KEY,
+        "subject": SUBJECT,
+        "action": ACTION,
+        "estimate": AMOUNT,
+        "ttl_ms": integer(minimum=1000, maximum=86_400_000),
+        "grace_period_ms": integer(minimum=0, maximum=60_000),
+        "overage_policy": OVERAGE,
+        "dry_run": boolean(),
+        "metadata": FREE_OBJECT,
+        "observe_mode": string(enum=("DISABLED", "OBSERVE", "ENFORCE")),
+    },
+    required=("idempotency_key", "subject", "action", "estimate"),
+)
+COMMIT_REQUEST = obj(
+    {"idempotency_key": IDEMPOTENCY_KEY, "actual": AMOUNT, "metrics": METRICS, "metadata": FREE_OBJECT},
+    required=("idempotency_key", "actual"),
+)
+RELEASE_REQUEST = obj(
+    {"idempotency_key": IDEMPOTENCY_KEY, "reason": string(max_len=256)}, required=("idempotency_key",)
+)
+EXTEND_REQUEST = obj(
+    {
+        "idempotency_key": IDEMPOTENCY_KEY,
+        "extend_by_ms": integer(minimum=1, maximum=86_400_000),
+        "metadata": FREE_OBJECT,
+    },
+    required=("idempotency_key", "extend_by_ms"),
+)
+EVENT_REQUEST = obj(
+    {
+        "idempotency_key": IDEMPOTENCY_KEY,
+        "subject": SUBJECT,
+        "action": ACTION,
+        "actual": AMOUNT,
+        "overage_policy": OVERAGE,
+        "metrics": METRICS,
+        "client_time_ms": integer(minimum=0),
+        "metadata": FREE_OBJECT,
+    },
+    required=("idempotency_key", "subject", "action", "actual"),
+)
+
+# Schema defaults, filled in before the idempotency payload hash so that omitting a field and sending its
+# default are the same request.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "reserve": {
+        "ttl_ms": 60_000,
+        "grace_period_ms": 5_000,
+        "overage_policy": "ALLOW_IF_AVAILABLE",
+        "dry_run": False,
+    },
+    "event": {"overage_policy": "ALLOW_IF_AVAILABLE"},
+}
+
+
+def parse_json_object(body: bytes, schema: Check | None = None) -> dict[str, Any]:
+    """Decode a request body as a JSON object and check it against ``schema``."""
+
+    def reject_constant(name: str) -> Any:
+        raise SchemaError(f"invalid JSON number {name}")
+
+    try:
+        value = json.loads(body.decode("utf-8"), parse_constant=reject_constant) if body else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SchemaError(f"Malformed request body: {exc}") from None
+    if not isinstance(value, dict):
+        raise SchemaError("Malformed request body: a JSON object is required")
+    if schema is not None:
+        schema(value, "")
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    """Canonical JSON (sorted keys, no whitespace) used for idempotency payload comparison."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
