@@ -381,7 +381,7 @@ def budget_or_404(conn: Any, scope: str, unit: str, tenant_id: str | None) -> Bu
 
 
 def update_budget(env: Env, scope: str, unit: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Patch overdraft limit, default policy, metadata or caps; recomputes ``is_over_limit``."""
+    """Patch overdraft limit, default policy, metadata or caps (and reconcile ``is_over_limit``)."""
     with env.ledger.write() as conn:
         now = env.clock()
         budget = budget_or_404(conn, scope, unit, None)
@@ -390,7 +390,7 @@ def update_budget(env: Env, scope: str, unit: str, body: dict[str, Any]) -> dict
         if "overdraft_limit" in body:
             budget.overdraft_limit = _same_unit(unit, body["overdraft_limit"], "overdraft_limit")
         budget.doc.update({k: body[k] for k in ("commit_overage_policy", "metadata", "caps") if k in body})
-        budget.is_over_limit = budget.debt > budget.overdraft_limit
+        budget.reconcile()
         db.save_budget(conn, budget, now)
         return ledger_wire(budget)
 
@@ -432,8 +432,7 @@ def fund_budget(
             budget.spent = _same_unit(unit, body.get("spent"), "spent")
         else:  # REPAY_DEBT: capped at the outstanding debt
             budget.debt -= min(value, budget.debt)
-        # Funding is the operator's reconciliation: the over-limit flag is recomputed from the debt.
-        budget.is_over_limit = budget.debt > budget.overdraft_limit
+        budget.reconcile()
         db.save_budget(conn, budget, now)
         result = {
             "operation": operation,

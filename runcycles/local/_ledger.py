@@ -82,6 +82,15 @@ class Budget:
         """``allocated - spent - reserved - debt`` (may be negative)."""
         return self.allocated - self.spent - self.reserved - self.debt
 
+    def reconcile(self) -> None:
+        """Operator reconciliation (funding, limit change): leave the over-limit state once debt fits.
+
+        Only the runtime enters the state (an overdraft overshoot or a capped ALLOW_IF_AVAILABLE overage), so
+        a debt left behind by lowering the limit to 0 surfaces as DEBT_OUTSTANDING rather than over-limit.
+        """
+        if self.is_over_limit and self.debt <= self.overdraft_limit:
+            self.is_over_limit = False
+
     @property
     def caps(self) -> dict[str, Any] | None:
         """The budget's caps (local extension), if any."""
