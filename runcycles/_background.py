@@ -42,6 +42,11 @@ class Background:
         self._atexit_registered = False
 
     @property
+    def started(self) -> bool:
+        """Whether the worker thread is running."""
+        return self._portal is not None
+
+    @property
     def pending(self) -> int:
         """How many settlements are still running."""
         with self._lock:

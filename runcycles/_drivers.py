@@ -17,6 +17,7 @@ import attrs
 from ._protocol.effects import (
     Detach,
     JournalDelete,
+    JournalRelease,
     JournalWrite,
     Now,
     Send,
@@ -59,6 +60,7 @@ class SyncEnv:
     send: Callable[[HttpRequest, int | None], CyclesResponse]
     journal_write: Callable[[Any], None] | None = None
     journal_delete: Callable[[str], None] | None = None
+    journal_release: Callable[[str], None] | None = None
     detach: Callable[[Steps[Any]], None] | None = None
     monotonic: Callable[[], float] = monotonic_ms
     wall: Callable[[], int] = wall_ms
@@ -71,6 +73,7 @@ class AsyncEnv:
     send: Callable[[HttpRequest, int | None], Awaitable[CyclesResponse]]
     journal_write: Callable[[Any], None] | None = None
     journal_delete: Callable[[str], None] | None = None
+    journal_release: Callable[[str], None] | None = None
     detach: Callable[[Steps[Any]], None] | None = None
     monotonic: Callable[[], float] = monotonic_ms
     wall: Callable[[], int] = wall_ms
@@ -111,6 +114,8 @@ def run_sync(steps: Steps[T], env: SyncEnv) -> T:
             answer = _journal_call(env.journal_write, effect.record)
         elif isinstance(effect, JournalDelete):
             answer = _journal_call(env.journal_delete, effect.reservation_id)
+        elif isinstance(effect, JournalRelease):
+            answer = _journal_call(env.journal_release, effect.reservation_id)
         elif isinstance(effect, Detach):
             if env.detach is None:
                 answer = None
@@ -144,6 +149,8 @@ async def run_async(steps: Steps[T], env: AsyncEnv) -> T:
             answer = await _off_loop(env.journal_write, effect.record)
         elif isinstance(effect, JournalDelete):
             answer = await _off_loop(env.journal_delete, effect.reservation_id)
+        elif isinstance(effect, JournalRelease):
+            answer = await _off_loop(env.journal_release, effect.reservation_id)
         elif isinstance(effect, Detach):
             if env.detach is None:
                 answer = None

@@ -9,7 +9,7 @@ lifecycle.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,8 @@ from .mappers import balance_response_from_wire, reservation_list_response_from_
 from .response import CyclesResponse
 
 if TYPE_CHECKING:
-    from ._background import Background
+    from ._heartbeat import HeartbeatEvent
+    from ._runtime import Runtime
     from .models import Balance, ReservationSummary
 
 __all__ = ["AsyncCyclesClient", "CyclesClient"]
@@ -42,14 +43,36 @@ def _timeout(config: CyclesConfig, deadline_ms: int | None = None) -> httpx.Time
     return httpx.Timeout(connect=connect / 1000, read=read / 1000, write=read / 1000, pool=connect / 1000)
 
 
+async def _send_async(
+    http: httpx.AsyncClient, config: CyclesConfig, request: rq.HttpRequest, deadline_ms: int | None
+) -> CyclesResponse:
+    limit = math.inf if deadline_ms is None else deadline_ms / 1000
+    try:
+        with anyio.fail_after(limit):
+            reply = await http.request(
+                request.method,
+                request.path,
+                params=request.params or None,
+                content=request.content,
+                headers=dict(request.headers),
+                timeout=_timeout(config, deadline_ms) if deadline_ms is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+    except httpx.HTTPError as exc:
+        return rq.transport_failure(exc)
+    except TimeoutError:
+        return rq.transport_failure(httpx.TimeoutException(f"attempt deadline of {deadline_ms} ms exceeded"))
+    return rq.parse_response(reply.status_code, reply.headers, reply.content, reply.reason_phrase)
+
+
 class _ClientBase:
     """What both flavours share: configuration, default headers, background settlement."""
+
+    _runtime: Runtime
 
     def __init__(self, config: CyclesConfig) -> None:
         if not isinstance(config, CyclesConfig):
             raise TypeError(f"config must be a CyclesConfig, got {type(config).__name__}")
         self._config = config
-        self._background: Background | None = None
 
     @property
     def config(self) -> CyclesConfig:
@@ -69,24 +92,51 @@ class _ClientBase:
             return CyclesTransportError(f"{what}: {response.error_message}", response.transport_error)
         return error_from_response(response, what)
 
-    def flush(self, timeout_ms: int | None = None) -> int:
-        """Wait up to ``timeout_ms`` (default ``flush_timeout_ms``) for background settlements.
+    def _flush_limit(self, timeout_ms: int | None) -> int:
+        return self._config.flush_timeout_ms if timeout_ms is None else timeout_ms
 
-        Returns how many remain unresolved (their journal records are kept for a later replay).
-        """
-        background = self._background
-        if background is None:
-            return 0
-        limit = self._config.flush_timeout_ms if timeout_ms is None else timeout_ms
-        return background.flush(limit)
+    @property
+    def pending_settlements(self) -> int:
+        """How many settlements are being retried in the background right now."""
+        return self._runtime.background.pending
 
 
 class CyclesClient(_ClientBase):
     """The synchronous Cycles wire client (thread-safe; one connection pool)."""
 
-    def __init__(self, config: CyclesConfig, *, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        config: CyclesConfig,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        on_heartbeat_failure: Callable[[HeartbeatEvent], None] | None = None,
+    ) -> None:
+        from ._runtime import Runtime, worker_sender_for_sync
+
         super().__init__(config)
         self._http = httpx.Client(transport=transport, **self._http_options())
+        send = self._send_for_lifecycle
+        self._runtime = Runtime(
+            self,
+            send_sync=send,
+            send_async=None,
+            make_worker_sender=worker_sender_for_sync(send),
+            on_heartbeat_failure=on_heartbeat_failure,
+        )
+
+    def _send_for_lifecycle(self, request: rq.HttpRequest, deadline_ms: int | None) -> CyclesResponse:
+        return self.send(request, deadline_ms=deadline_ms)
+
+    def flush(self, timeout_ms: int | None = None) -> int:
+        """Wait up to ``timeout_ms`` (default ``flush_timeout_ms``) for background settlements.
+
+        Returns how many remain unresolved (their journal records are kept for a later replay).
+        """
+        return self._runtime.background.flush(self._flush_limit(timeout_ms))
+
+    def replay_journal(self) -> int:
+        """Resume this client's unresolved journal records in the background; returns how many."""
+        return self._runtime.replay_records()
 
     def send(self, request: rq.HttpRequest, *, deadline_ms: int | None = None) -> CyclesResponse:
         """Send one prepared request; ``deadline_ms`` tightens the attempt's timeouts."""
@@ -170,8 +220,7 @@ class CyclesClient(_ClientBase):
 
     def close(self) -> None:
         """Drain background settlements (bounded by ``flush_timeout_ms``) and close the connection pool."""
-        if self._background is not None:
-            self._background.close(self._config.flush_timeout_ms)
+        self._runtime.background.close(self._config.flush_timeout_ms)
         self._http.close()
 
     def __enter__(self) -> CyclesClient:
@@ -186,31 +235,45 @@ class CyclesClient(_ClientBase):
 class AsyncCyclesClient(_ClientBase):
     """The asynchronous Cycles wire client (asyncio or trio, through anyio)."""
 
-    def __init__(self, config: CyclesConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        config: CyclesConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        on_heartbeat_failure: Callable[[HeartbeatEvent], None] | None = None,
+    ) -> None:
+        from ._runtime import Runtime, worker_sender_for_async
+
         super().__init__(config)
-        self._transport = transport
         self._http = httpx.AsyncClient(transport=transport, **self._http_options())
+        self._runtime = Runtime(
+            self,
+            send_sync=None,
+            send_async=self._send_for_lifecycle,
+            make_worker_sender=worker_sender_for_async(config, transport, self._http_options(), _send_async),
+            on_heartbeat_failure=on_heartbeat_failure,
+        )
+
+    async def _send_for_lifecycle(self, request: rq.HttpRequest, deadline_ms: int | None) -> CyclesResponse:
+        return await _send_async(self._http, self._config, request, deadline_ms)
 
     async def send(self, request: rq.HttpRequest, *, deadline_ms: int | None = None) -> CyclesResponse:
         """Send one prepared request; ``deadline_ms`` bounds the whole attempt."""
-        limit = math.inf if deadline_ms is None else deadline_ms / 1000
-        try:
-            with anyio.fail_after(limit):
-                reply = await self._http.request(
-                    request.method,
-                    request.path,
-                    params=request.params or None,
-                    content=request.content,
-                    headers=dict(request.headers),
-                    timeout=_timeout(self._config, deadline_ms)
-                    if deadline_ms is not None
-                    else httpx.USE_CLIENT_DEFAULT,
-                )
-        except httpx.HTTPError as exc:
-            return rq.transport_failure(exc)
-        except TimeoutError:
-            return rq.transport_failure(httpx.TimeoutException(f"attempt deadline of {deadline_ms} ms exceeded"))
-        return rq.parse_response(reply.status_code, reply.headers, reply.content, reply.reason_phrase)
+        return await _send_async(self._http, self._config, request, deadline_ms)
+
+    async def flush(self, timeout_ms: int | None = None) -> int:
+        """Wait up to ``timeout_ms`` (default ``flush_timeout_ms``) for background settlements.
+
+        Returns how many remain unresolved (their journal records are kept for a later replay).
+        """
+        background = self._runtime.background
+        if background.pending == 0:
+            return 0
+        return await anyio.to_thread.run_sync(background.flush, self._flush_limit(timeout_ms))
+
+    async def replay_journal(self) -> int:
+        """Resume this client's unresolved journal records in the background; returns how many."""
+        return await anyio.to_thread.run_sync(self._runtime.replay_records)
 
     async def create_reservation(self, request: Any, *, traceparent: str | None = None) -> CyclesResponse:
         """``POST /v1/reservations``."""
@@ -279,8 +342,9 @@ class AsyncCyclesClient(_ClientBase):
 
     async def aclose(self) -> None:
         """Drain background settlements (bounded by ``flush_timeout_ms``) and close the connection pool."""
-        if self._background is not None:
-            await anyio.to_thread.run_sync(self._background.close, self._config.flush_timeout_ms)
+        background = self._runtime.background
+        if background.started:
+            await anyio.to_thread.run_sync(background.close, self._config.flush_timeout_ms)
         await self._http.aclose()
 
     async def __aenter__(self) -> AsyncCyclesClient:

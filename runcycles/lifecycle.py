@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from ._protocol import requests as rq
-from ._protocol.effects import Detach, JournalDelete, JournalWrite, Now, Send, Sent, SleepUntil, Steps, WallNow
+from ._protocol.effects import Detach, JournalDelete, JournalRelease, JournalWrite, Now, Send, Sent, SleepUntil, Steps, WallNow
 from ._protocol.outcomes import Outcome, OutcomeKind, classify
 from ._protocol.settlement import next_retry_delay_ms
 from .config import CyclesConfig
@@ -333,7 +333,9 @@ def _verify_finalized(reservation_id: str) -> Steps[str]:
     return "unknown"
 
 
-def settle_steps(record: PendingSettlement, policy: RetryPolicy, *, journal: bool = True) -> Steps[Settlement]:
+def settle_steps(
+    record: PendingSettlement, policy: RetryPolicy, *, journal: bool = True, resume: bool = False
+) -> Steps[Settlement]:
     """Bring ``record``'s spend to the ledger exactly once.
 
     The record is journaled before the first request leaves. Only a schema-valid success or an understood
@@ -341,7 +343,7 @@ def settle_steps(record: PendingSettlement, policy: RetryPolicy, *, journal: boo
     after a ``Detach`` hands the rest to the background worker. A commit the server calls expired becomes an
     event (switched durably first); a commit it calls finalized is verified before being taken as settled.
     """
-    if journal:
+    if journal and not resume:
         error = yield JournalWrite(record)
         if error is not None:
             log.error(
@@ -413,6 +415,8 @@ def settle_steps(record: PendingSettlement, policy: RetryPolicy, *, journal: boo
                 "exhausted" if policy.enabled else "disabled",
                 record.reservation_id,
             )
+            if journal:
+                yield JournalRelease(record.reservation_id)
             return Settlement(state="retained")
         log.warning(
             "settlement outcome unknown (%s); retrying in the background with the same key: reservation_id=%s",

@@ -14,7 +14,7 @@ import attrs
 from ..response import CyclesResponse
 from .requests import HttpRequest
 
-__all__ = ["Detach", "JournalDelete", "JournalWrite", "Now", "Send", "Sent", "SleepUntil", "Steps", "WallNow"]
+__all__ = ["Detach", "JournalDelete", "JournalRelease", "JournalWrite", "Now", "Send", "Sent", "SleepUntil", "Steps", "WallNow"]
 
 T = TypeVar("T")
 
@@ -68,9 +68,16 @@ class JournalDelete:
 
 
 @attrs.frozen
+class JournalRelease:
+    """Stop holding an unresolved record's claim (it stays for a later replay); the answer is an error or None."""
+
+    reservation_id: str
+
+
+@attrs.frozen
 class Detach:
     """The inline part is over: the rest continues on the client's background worker."""
 
 
-Effect = Send | SleepUntil | Now | WallNow | JournalWrite | JournalDelete | Detach
+Effect = Send | SleepUntil | Now | WallNow | JournalWrite | JournalDelete | JournalRelease | Detach
 Steps = Generator[Effect, Any, T]

@@ -1,0 +1,144 @@
+"""The per-call plumbing shared by `with_cycles` and `reserve_for_stream`, sync and async.
+
+`GuardOptions` holds the user's options (constants or callables of the call's arguments); `Guard` turns them
+into a create request, a context, and the settlement record. The flavour-specific shells only decide how to
+run the guarded work and the heartbeat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from .config import CyclesConfig
+from .context import CyclesContext
+from .lifecycle import PendingSettlement, Reserved, build_create, build_settlement, resolve_actual
+from .models import CommitOveragePolicy, CyclesMetrics, ReservationCreateRequest, Unit
+from .validation import validate_amount, validate_grace_period_ms, validate_ttl_ms
+
+__all__ = ["Guard", "GuardOptions"]
+
+SUBJECT_FIELDS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
+
+
+def _value(option: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    return option(*args, **kwargs) if callable(option) else option
+
+
+@attrs.frozen(kw_only=True)
+class GuardOptions:
+    """Everything `with_cycles` / `reserve_for_stream` accept besides the client."""
+
+    estimate: int | Callable[..., int]
+    actual: int | Callable[[Any], int] | None = None
+    use_estimate_if_actual_not_provided: bool = True
+    action_kind: str | Callable[..., str] = "unknown"
+    action_name: str | Callable[..., str] = "unknown"
+    action_tags: list[str] | Callable[..., list[str]] | None = None
+    unit: Unit | str = Unit.USD_MICROCENTS
+    ttl_ms: int = 60000
+    grace_period_ms: int | None = None
+    overage_policy: CommitOveragePolicy | str = CommitOveragePolicy.ALLOW_IF_AVAILABLE
+    dry_run: bool = False
+    subject: Mapping[str, str | Callable[..., str | None] | None] = attrs.field(factory=dict)
+    dimensions: Mapping[str, str] | Callable[..., Mapping[str, str] | None] | None = None
+    metadata: Mapping[str, Any] | None = None
+
+    def check(self) -> None:
+        """Reject what can be known to be wrong before any call (raises ``ValueError``/``TypeError``)."""
+        if not self.dry_run and self.actual is None and not self.use_estimate_if_actual_not_provided:
+            raise ValueError("actual expression is required when use_estimate_if_actual_not_provided is False")
+        if not callable(self.estimate):
+            validate_amount("estimate", self.estimate)
+        if self.actual is not None and not callable(self.actual):
+            validate_amount("actual", self.actual)
+        validate_ttl_ms(self.ttl_ms)
+        if self.grace_period_ms is not None:
+            validate_grace_period_ms(self.grace_period_ms)
+        try:
+            Unit(self.unit)
+        except ValueError:
+            raise ValueError(f"unit must be one of {', '.join(u.value for u in Unit)}, got {self.unit!r}") from None
+        try:
+            CommitOveragePolicy(self.overage_policy)
+        except ValueError:
+            choices = ", ".join(p.value for p in CommitOveragePolicy)
+            raise ValueError(f"overage_policy must be one of {choices}, got {self.overage_policy!r}") from None
+        for name in self.subject:
+            if name not in SUBJECT_FIELDS:
+                raise TypeError(f"unknown subject field {name!r}")
+        if self.metadata is not None and not isinstance(self.metadata, Mapping):
+            raise ValueError("metadata must be a dict")
+
+
+@attrs.frozen
+class Guard:
+    """The options of one guarded function or stream, ready to plan calls."""
+
+    options: GuardOptions
+
+    def plan(self, config: CyclesConfig, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> ReservationCreateRequest:
+        """Evaluate the options for this call and build the validated create request."""
+        o = self.options
+        estimate = _value(o.estimate, args, kwargs)
+        subject = {name: _value(value, args, kwargs) for name, value in o.subject.items()}
+        return build_create(
+            config=config,
+            estimate=estimate,
+            unit=o.unit,
+            subject=subject,
+            dimensions=_value(o.dimensions, args, kwargs),
+            action_kind=_value(o.action_kind, args, kwargs),
+            action_name=_value(o.action_name, args, kwargs),
+            action_tags=_value(o.action_tags, args, kwargs),
+            ttl_ms=o.ttl_ms,
+            grace_period_ms=o.grace_period_ms,
+            overage_policy=o.overage_policy,
+            dry_run=o.dry_run,
+            metadata=o.metadata,
+        )
+
+    @staticmethod
+    def context(reserved: Reserved) -> CyclesContext:
+        """The context guarded code sees."""
+        model = reserved.response
+        assert reserved.reservation_id is not None
+        return CyclesContext(
+            reservation_id=reserved.reservation_id,
+            estimate=reserved.request.estimate.amount,
+            decision=model.decision,
+            caps=model.caps,
+            expires_at_ms=model.expires_at_ms,
+            affected_scopes=list(model.affected_scopes),
+            scope_path=model.scope_path,
+            reserved=model.reserved,
+            balances=list(model.balances or ()),
+        )
+
+    def settlement(
+        self,
+        reserved: Reserved,
+        context: CyclesContext,
+        *,
+        result: Any = None,
+        actual: int | Callable[[Any], int] | None = None,
+        elapsed_ms: float | None = None,
+        metrics: CyclesMetrics | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> PendingSettlement:
+        """The commit for known spend: the actual (or the estimate, marked), metrics with latency filled."""
+        amount, estimated = resolve_actual(
+            actual, result, reserved.request.estimate.amount, reservation_id=reserved.reservation_id
+        )
+        metrics = metrics if metrics is not None else context.metrics
+        if elapsed_ms is not None and (metrics is None or metrics.latency_ms is None):
+            latency = max(0, int(elapsed_ms))
+            metrics = attrs.evolve(metrics, latency_ms=latency) if metrics else CyclesMetrics(latency_ms=latency)
+        merged: dict[str, Any] = dict(context.commit_metadata or {})
+        if metadata:
+            merged.update(metadata)
+        return build_settlement(
+            reserved=reserved, actual=amount, estimated=estimated, metrics=metrics, metadata=merged or None
+        )

@@ -1,0 +1,157 @@
+"""The heartbeat: extend a live reservation on the protocol's schedule, as a step generator.
+
+The timing decisions are `_protocol.lease.LeaseSchedule`'s; this module only turns them into extend requests
+(a fresh idempotency key per beat, the same key for every retry of one beat), reports failures, and keeps
+the context's ``expires_at_ms`` current. It never raises and never cancels the guarded work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import attrs
+
+from ._protocol import requests as rq
+from ._protocol.effects import Now, Send, Sent, SleepUntil, Steps
+from ._protocol.lease import Beat, FailureKind, LeaseSchedule
+from ._protocol.outcomes import Outcome, OutcomeKind, classify
+from .config import CyclesConfig
+from .context import CyclesContext
+from .lifecycle import Reserved, new_key
+from .models import ErrorCode
+
+__all__ = ["HeartbeatEvent", "heartbeat_steps"]
+
+log = logging.getLogger("runcycles.heartbeat")
+
+_PERMANENT = frozenset(
+    {
+        ErrorCode.RESERVATION_EXPIRED,
+        ErrorCode.RESERVATION_FINALIZED,
+        ErrorCode.MAX_EXTENSIONS_EXCEEDED,
+        ErrorCode.TENANT_CLOSED,
+        ErrorCode.NOT_FOUND,
+    }
+)
+
+
+@attrs.frozen(kw_only=True)
+class HeartbeatEvent:
+    """A heartbeat failure, as given to ``on_heartbeat_failure``.
+
+    ``disposition`` is ``"retrying"`` (the same key will be retried after ``retry_in_ms``) or ``"stopped"``
+    (no more extends for this reservation; the guarded work goes on and is still settled).
+    """
+
+    reservation_id: str
+    disposition: str
+    reason: str
+    status: int | None = None
+    error_code: str | None = None
+    retry_in_ms: int | None = None
+
+
+def _failure_kind(outcome: Outcome) -> FailureKind:
+    kind = outcome.kind
+    if kind is OutcomeKind.TRANSIENT:
+        return FailureKind.TRANSPORT if outcome.response.is_transport_error else FailureKind.SERVER_ERROR
+    if kind is OutcomeKind.AMBIGUOUS:
+        return FailureKind.AMBIGUOUS
+    if kind is OutcomeKind.RATE_LIMITED:
+        return FailureKind.RATE_LIMITED
+    if kind in (OutcomeKind.EXPIRED, OutcomeKind.FINALIZED) or outcome.error_code in _PERMANENT:
+        return FailureKind.PERMANENT
+    if outcome.response.status == 404:
+        return FailureKind.PERMANENT
+    return FailureKind.OTHER_4XX
+
+
+def heartbeat_steps(
+    reserved: Reserved,
+    context: CyclesContext,
+    *,
+    config: CyclesConfig,
+    report: Callable[[HeartbeatEvent], None],
+) -> Steps[None]:
+    """Keep ``reserved`` alive until the generator is closed (by cancelling its driver)."""
+    reservation_id = reserved.reservation_id
+    assert reservation_id is not None
+    ttl_ms = reserved.request.ttl_ms or 60000
+    created = reserved.response
+    schedule = LeaseSchedule(
+        requested_ttl_ms=ttl_ms,
+        request_timeout_budget_ms=config.extend_timeout_ms or config.request_timeout_budget_ms,
+        clock_ms=reserved.sent_at_ms,
+        adaptive_deadline=config.extend_timeout_ms is None,
+    )
+    beat: Beat = schedule.on_create_success(
+        sent_at_ms=reserved.sent_at_ms,
+        received_at_ms=reserved.received_at_ms,
+        expires_at_ms=created.expires_at_ms,
+        remaining_ttl_ms=created.remaining_ttl_ms,
+    )
+    key = new_key()
+    while True:
+        if beat.is_stop:
+            message = beat.reason or "stopped"
+            log.warning("heartbeat stopped: reservation_id=%s reason=%s", reservation_id, message)
+            report(HeartbeatEvent(reservation_id=reservation_id, disposition="stopped", reason=message))
+            return
+        yield SleepUntil(beat.due_at_ms)
+        if beat.fresh_key:
+            key = new_key()
+        request = rq.extend(reservation_id, {"idempotency_key": key, "extend_by_ms": ttl_ms})
+        sent: Sent = yield Send(request, deadline_ms=_deadline(schedule))
+        outcome = classify(rq.Operation.EXTEND, sent.response)
+        if outcome.is_success:
+            model = outcome.model
+            context.expires_at_ms = model.expires_at_ms
+            beat = schedule.on_extend_success(
+                sent_at_ms=sent.sent_at_ms,
+                received_at_ms=sent.received_at_ms,
+                expires_at_ms=model.expires_at_ms,
+                remaining_ttl_ms=model.remaining_ttl_ms,
+            )
+            continue
+        now: float = yield Now()
+        retry_after = outcome.retry_after_ms
+        beat = schedule.on_extend_failure(
+            now_ms=now,
+            kind=_failure_kind(outcome),
+            retry_after_s=None if retry_after is None else retry_after // 1000,
+        )
+        code = outcome.error_code.value if outcome.error_code is not None else None
+        reason = outcome.problem or outcome.kind.value
+        if beat.is_stop:
+            reason = f"{reason}; {beat.reason}" if beat.reason else reason
+            log.warning(
+                "heartbeat extend failed, stopping: reservation_id=%s status=%s error=%s reason=%s",
+                reservation_id, sent.response.status, code, reason,
+            )
+            report(
+                HeartbeatEvent(
+                    reservation_id=reservation_id, disposition="stopped", reason=reason,
+                    status=sent.response.status, error_code=code,
+                )
+            )
+            return
+        delay = max(0, int(beat.due_at_ms - now))
+        log.warning(
+            "heartbeat extend failed, retrying with the same idempotency key in %d ms: reservation_id=%s "
+            "status=%s error=%s reason=%s",
+            delay, reservation_id, sent.response.status, code, reason,
+        )
+        report(
+            HeartbeatEvent(
+                reservation_id=reservation_id, disposition="retrying", reason=reason,
+                status=sent.response.status, error_code=code, retry_in_ms=delay,
+            )
+        )
+
+
+def _deadline(schedule: LeaseSchedule) -> int | None:
+    deadline = schedule.attempt_deadline_ms
+    if deadline is None or deadline == float("inf"):
+        return None
+    return max(1, int(deadline))

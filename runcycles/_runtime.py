@@ -1,0 +1,291 @@
+"""Per-client lifecycle plumbing: drivers' environments, the journal, the background worker, replay.
+
+Each client gets one `Runtime` (created with the client; it starts no thread and touches no file until
+needed). The lifecycle shells ask it for a driver environment and for heartbeats; settlement records go
+through it to the journal, holding each record's claim while this process works on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import httpx
+
+from ._background import Background
+from ._drivers import AsyncEnv, SyncEnv, monotonic_ms, run_async, wall_ms
+from ._heartbeat import HeartbeatEvent, heartbeat_steps
+from ._protocol.effects import Steps
+from ._protocol.requests import HttpRequest
+from .context import CyclesContext
+from .journal import Journal, JournalBusyError, JournalError, JournalRecord
+from .lifecycle import PendingSettlement, Reserved, RetryPolicy, settle_steps
+from .response import CyclesResponse
+
+if TYPE_CHECKING:
+    from .client import AsyncCyclesClient, CyclesClient
+
+__all__ = ["Runtime", "of"]
+
+log = logging.getLogger("runcycles.lifecycle")
+
+
+def of(client: CyclesClient | AsyncCyclesClient) -> Runtime:
+    """The runtime of ``client``."""
+    return client._runtime
+
+
+class Runtime:
+    """Lifecycle services of one client."""
+
+    def __init__(
+        self,
+        client: CyclesClient | AsyncCyclesClient,
+        *,
+        send_sync: Callable[[HttpRequest, int | None], CyclesResponse] | None,
+        send_async: Callable[[HttpRequest, int | None], Any] | None,
+        make_worker_sender: Callable[[], Callable[[HttpRequest, int | None], Any]],
+        on_heartbeat_failure: Callable[[HeartbeatEvent], None] | None = None,
+        monotonic: Callable[[], float] = monotonic_ms,
+        wall: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.config = client.config
+        self.policy = RetryPolicy.from_config(self.config)
+        self.journal_enabled = self.config.journal_enabled
+        self.monotonic = monotonic
+        self.wall = wall
+        self.on_heartbeat_failure = on_heartbeat_failure
+        self._send_sync = send_sync
+        self._send_async = send_async
+        self._make_worker_sender = make_worker_sender
+        self._journal: Journal | None = None
+        self._claims: dict[str, ExitStack] = {}
+        self._lock = threading.Lock()
+        self.background = Background(self._worker_env)
+        self.background.set_exit_timeout(self.config.flush_timeout_ms)
+
+    # ------------------------------------------------------------------ journal
+
+    @property
+    def journal(self) -> Journal:
+        """The journal partition of this client (server + principal)."""
+        with self._lock:
+            if self._journal is None:
+                self._journal = Journal(
+                    self.config.journal_dir,
+                    base_url=self.config.base_url,
+                    tenant=self.config.tenant,
+                    api_key=self.config.api_key,
+                )
+            return self._journal
+
+    def _to_record(self, pending: PendingSettlement) -> JournalRecord:
+        return JournalRecord(
+            reservation_id=pending.reservation_id,
+            mode="event" if pending.mode == "event" else "commit",
+            idempotency_key=pending.idempotency_key,
+            commit_body=dict(pending.commit_body),
+            event_body=dict(pending.event_body),
+            base_url=self.config.base_url,
+            not_before_ms=pending.not_before_ms,
+            attempts=pending.attempts,
+        )
+
+    @staticmethod
+    def _from_record(record: JournalRecord) -> PendingSettlement:
+        return PendingSettlement(
+            reservation_id=record.reservation_id,
+            idempotency_key=record.idempotency_key,
+            commit_body=record.commit_body,
+            event_body=record.event_body or {},
+            mode=record.mode,
+            not_before_ms=record.not_before_ms,
+            attempts=record.attempts,
+        )
+
+    def journal_write(self, pending: PendingSettlement) -> None:
+        """Write (or rewrite) the record, claiming it for this process first."""
+        journal = self.journal
+        rid = pending.reservation_id
+        with self._lock:
+            stack = self._claims.get(rid)
+        if stack is None:
+            stack = ExitStack()
+            stack.enter_context(journal.claim(rid))
+            with self._lock:
+                self._claims[rid] = stack
+        journal.write(self._to_record(pending))
+
+    def journal_delete(self, reservation_id: str) -> None:
+        """Remove a settled record and drop its claim."""
+        try:
+            self.journal.delete(reservation_id)
+        finally:
+            self.release_claim(reservation_id)
+
+    def release_claim(self, reservation_id: str) -> None:
+        """Stop holding the record (it stays on disk for a later replay)."""
+        with self._lock:
+            stack = self._claims.pop(reservation_id, None)
+        if stack is not None:
+            stack.close()
+
+    # ------------------------------------------------------------------ environments
+
+    def _detach(self, steps: Steps[Any]) -> None:
+        self.background.submit(steps)
+
+    def sync_env(self) -> SyncEnv:
+        """The environment of the blocking driver (for the sync client)."""
+        assert self._send_sync is not None
+        return SyncEnv(
+            send=self._send_sync,
+            journal_write=self.journal_write,
+            journal_delete=self.journal_delete,
+            journal_release=self.release_claim,
+            detach=self._detach,
+            monotonic=self.monotonic,
+            wall=self.wall,
+        )
+
+    def async_env(self) -> AsyncEnv:
+        """The environment of the async driver in the caller's event loop (for the async client)."""
+        assert self._send_async is not None
+        return AsyncEnv(
+            send=self._send_async,
+            journal_write=self.journal_write,
+            journal_delete=self.journal_delete,
+            journal_release=self.release_claim,
+            detach=self._detach,
+            monotonic=self.monotonic,
+            wall=self.wall,
+        )
+
+    def _worker_env(self) -> AsyncEnv:
+        return AsyncEnv(
+            send=self._make_worker_sender(),
+            journal_write=self.journal_write,
+            journal_delete=self.journal_delete,
+            journal_release=self.release_claim,
+            detach=None,
+            monotonic=self.monotonic,
+            wall=self.wall,
+        )
+
+    # ------------------------------------------------------------------ heartbeats
+
+    def _heartbeat(self, reserved: Reserved, context: CyclesContext) -> Steps[None]:
+        return heartbeat_steps(
+            reserved,
+            context,
+            config=self.config,
+            report=self._report,
+        )
+
+    def _report(self, event: HeartbeatEvent) -> None:
+        callback = self.on_heartbeat_failure
+        if callback is None:
+            return
+        try:
+            callback(event)
+        except Exception:
+            log.exception("on_heartbeat_failure callback raised")
+
+    async def run_async_heartbeat(self, reserved: Reserved, context: CyclesContext) -> None:
+        """Drive the heartbeat in the current task until cancelled; never raises anything but cancellation."""
+        try:
+            await run_async(self._heartbeat(reserved, context), self.async_env())
+        except Exception:
+            log.exception("heartbeat crashed: reservation_id=%s", reserved.reservation_id)
+
+    def start_background_heartbeat(self, reserved: Reserved, context: CyclesContext) -> Callable[[], None]:
+        """Run the heartbeat as a task of the background worker; returns the function that stops it."""
+        future: Future[Any] = self.background.submit(self._heartbeat(reserved, context), settlement=False)
+        return lambda: future.cancel() and None
+
+    def start_sync_heartbeat(self, reserved: Reserved, context: CyclesContext) -> _Stopper:
+        """The sync client's heartbeat (on the background worker)."""
+        return _Stopper(self.start_background_heartbeat(reserved, context))
+
+    # ------------------------------------------------------------------ replay
+
+    def replay_records(self) -> int:
+        """Resume every unresolved record of this partition on the background worker.
+
+        Records another process is working on are skipped. Returns how many were resumed.
+        """
+        if not self.journal_enabled:
+            return 0
+        try:
+            loaded = self.journal.load()
+        except JournalError as exc:
+            log.error("journal replay failed: %s", exc)
+            return 0
+        resumed = 0
+        for record in loaded.records:
+            rid = record.reservation_id
+            with self._lock:
+                if rid in self._claims:
+                    continue
+            stack = ExitStack()
+            try:
+                fresh = stack.enter_context(self.journal.claim(rid))
+            except JournalBusyError:
+                continue
+            if fresh is None:
+                stack.close()
+                continue
+            with self._lock:
+                self._claims[rid] = stack
+            self.background.submit(self._resume(self._from_record(fresh)))
+            resumed += 1
+        return resumed
+
+    def _resume(self, pending: PendingSettlement) -> Steps[Any]:
+        return settle_steps(pending, self.policy, journal=True, resume=True)
+
+
+@attrs.define
+class _Stopper:
+    stop: Callable[[], None]
+
+    def cancel(self) -> None:
+        self.stop()
+
+
+def worker_sender_for_sync(send: Callable[[HttpRequest, int | None], CyclesResponse]) -> Callable[[], Any]:
+    """The background sender of a sync client: its blocking send, run off the worker's event loop."""
+
+    def make() -> Callable[[HttpRequest, int | None], Any]:
+        import anyio
+
+        limiter = anyio.CapacityLimiter(8)
+
+        async def send_async(request: HttpRequest, deadline_ms: int | None) -> CyclesResponse:
+            return await anyio.to_thread.run_sync(send, request, deadline_ms, limiter=limiter)
+
+        return send_async
+
+    return make
+
+
+def worker_sender_for_async(
+    config: Any, transport: httpx.AsyncBaseTransport | None, options: dict[str, Any], send: Any
+) -> Callable[[], Any]:
+    """The background sender of an async client: its own `httpx.AsyncClient` in the worker's loop."""
+
+    def make() -> Callable[[HttpRequest, int | None], Any]:
+        http = httpx.AsyncClient(transport=transport, **options)
+
+        async def send_async(request: HttpRequest, deadline_ms: int | None) -> CyclesResponse:
+            response: CyclesResponse = await send(http, config, request, deadline_ms)
+            return response
+
+        return send_async
+
+    return make

@@ -1,0 +1,346 @@
+"""`reserve_for_stream`: a reservation handle for work whose cost is known only as it streams.
+
+``async with reserve_for_stream(...) as stream`` (or ``with`` on a sync `CyclesClient`) reserves on entry and
+settles on exit; ``stream = await reserve_for_stream(...)`` hands the caller the commit/release. Terminal calls
+are once-only: the first wins, under a lock, before any request is sent.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator, Mapping
+from contextlib import AsyncExitStack, ExitStack
+from types import TracebackType
+from typing import Any
+
+import anyio
+
+from . import _runtime
+from ._defaults import resolve_client
+from ._drivers import DETACHED, run_async, run_sync
+from ._guard import Guard, GuardOptions
+from .client import AsyncCyclesClient, CyclesClient
+from .context import CyclesContext, bind
+from .errors import CyclesError
+from .lifecycle import PendingSettlement, Reserved, Settlement, release_steps, reserve_steps, settle_steps
+from .models import Caps, CommitOveragePolicy, CyclesMetrics, Decision, DryRunResult, Unit
+
+__all__ = ["AsyncStreamReservation", "StreamReservation", "reserve_for_stream"]
+
+STREAM_FAILED = "stream_failed"
+STREAM_RELEASED = "stream_released"
+
+
+class _Handle:
+    """State shared by the sync and async handles: once-only finalization and the settlement record."""
+
+    def __init__(self, guard: Guard, runtime: _runtime.Runtime, reserved: Reserved) -> None:
+        self._guard = guard
+        self._runtime = runtime
+        self._reserved = reserved
+        self._context = Guard.context(reserved)
+        self._lock = threading.Lock()
+        self._finalized = False
+        self._stop_heartbeat: Callable[[], None] = lambda: None
+        self.actual: int | None = None
+        """Usage recorded so far; committed on exit when set (also when the block raises)."""
+
+    @property
+    def reservation_id(self) -> str:
+        """The server's reservation id."""
+        return self._context.reservation_id
+
+    @property
+    def decision(self) -> Decision | str:
+        """``ALLOW`` or ``ALLOW_WITH_CAPS``."""
+        return self._context.decision
+
+    @property
+    def caps(self) -> Caps | None:
+        """The caps of an ``ALLOW_WITH_CAPS`` decision."""
+        return self._context.caps
+
+    @property
+    def expires_at_ms(self) -> int | None:
+        """The lease's current expiry (kept current by the heartbeat)."""
+        return self._context.expires_at_ms
+
+    @property
+    def context(self) -> CyclesContext:
+        """The reservation's `CyclesContext`."""
+        return self._context
+
+    @property
+    def metrics(self) -> CyclesMetrics | None:
+        """Metrics sent with the commit (settable during the stream)."""
+        return self._context.metrics
+
+    @metrics.setter
+    def metrics(self, value: CyclesMetrics | None) -> None:
+        self._context.metrics = value
+
+    @property
+    def finalized(self) -> bool:
+        """True once commit, release or dispose has been called."""
+        return self._finalized
+
+    def _finalize(self) -> bool:
+        """Claim the one terminal call; False when another already happened."""
+        with self._lock:
+            if self._finalized:
+                return False
+            self._finalized = True
+        self._stop_heartbeat()
+        return True
+
+    def _record(
+        self, actual: int | None, metrics: CyclesMetrics | None, metadata: Mapping[str, Any] | None
+    ) -> PendingSettlement:
+        return self._guard.settlement(
+            self._reserved,
+            self._context,
+            actual=actual,
+            elapsed_ms=self._runtime.monotonic() - self._reserved.received_at_ms,
+            metrics=metrics,
+            metadata=metadata,
+        )
+
+    def _settle_steps(
+        self, actual: int | None, metrics: CyclesMetrics | None, metadata: Mapping[str, Any] | None
+    ) -> Generator[Any, Any, Settlement]:
+        record = self._record(actual, metrics, metadata)
+        return settle_steps(record, self._runtime.policy, journal=self._runtime.journal_enabled)
+
+    @staticmethod
+    def _check(outcome: Any) -> None:
+        if outcome is DETACHED:
+            return
+        if isinstance(outcome, Settlement) and outcome.state == "rejected" and outcome.error is not None:
+            raise outcome.error
+
+    def _already(self) -> CyclesError:
+        return CyclesError("StreamReservation already finalized")
+
+    def _exit_plan(self, failed: bool) -> str:
+        if self._finalized:
+            return "none"
+        if self.actual is not None or not failed:
+            return "commit"
+        return "release"
+
+
+class AsyncStreamReservation(_Handle):
+    """The async stream handle (from an `AsyncCyclesClient`)."""
+
+    async def commit(
+        self, actual: int, metrics: CyclesMetrics | None = None, metadata: Mapping[str, Any] | None = None
+    ) -> None:
+        """Commit ``actual`` (once). An understood rejection raises the typed `CyclesProtocolError`; a
+        transient failure returns normally and settles in the background (``client.flush()`` waits for it)."""
+        if not self._finalize():
+            raise self._already()
+        with anyio.CancelScope(shield=True):
+            outcome = await run_async(self._settle_steps(actual, metrics, metadata), self._runtime.async_env())
+        self._check(outcome)
+
+    async def release(self, reason: str | None = None) -> None:
+        """Release the reservation (no-op once finalized)."""
+        if self._finalize():
+            with anyio.CancelScope(shield=True):
+                await run_async(
+                    release_steps(self.reservation_id, reason or STREAM_RELEASED), self._runtime.async_env()
+                )
+
+    def dispose(self) -> None:
+        """Stop the heartbeat and forget the reservation (it expires on its own); no-op once finalized."""
+        self._finalize()
+
+    async def _exit(self, failed: bool) -> None:
+        plan = self._exit_plan(failed)
+        if plan == "commit":
+            if self._finalize():
+                with anyio.CancelScope(shield=True):
+                    outcome = await run_async(
+                        self._settle_steps(self.actual, None, None), self._runtime.async_env()
+                    )
+                if not failed:
+                    self._check(outcome)
+        elif plan == "release":
+            await self.release(STREAM_FAILED)
+
+
+class StreamReservation(_Handle):
+    """The sync stream handle (from a `CyclesClient`)."""
+
+    def commit(
+        self, actual: int, metrics: CyclesMetrics | None = None, metadata: Mapping[str, Any] | None = None
+    ) -> None:
+        """Commit ``actual`` (once); see `AsyncStreamReservation.commit`."""
+        if not self._finalize():
+            raise self._already()
+        outcome = run_sync(self._settle_steps(actual, metrics, metadata), self._runtime.sync_env())
+        self._check(outcome)
+
+    def release(self, reason: str | None = None) -> None:
+        """Release the reservation (no-op once finalized)."""
+        if self._finalize():
+            run_sync(release_steps(self.reservation_id, reason or STREAM_RELEASED), self._runtime.sync_env())
+
+    def dispose(self) -> None:
+        """Stop the heartbeat and forget the reservation (it expires on its own); no-op once finalized."""
+        self._finalize()
+
+    def _exit(self, failed: bool) -> None:
+        plan = self._exit_plan(failed)
+        if plan == "commit":
+            if self._finalize():
+                outcome = run_sync(self._settle_steps(self.actual, None, None), self._runtime.sync_env())
+                if not failed:
+                    self._check(outcome)
+        elif plan == "release":
+            self.release(STREAM_FAILED)
+
+
+class _StreamStarter:
+    """What `reserve_for_stream` returns: awaitable, an async context manager, or a sync one."""
+
+    def __init__(self, guard: Guard, client: CyclesClient | AsyncCyclesClient | None) -> None:
+        self._guard = guard
+        self._client = client
+        self._async_stack: AsyncExitStack | None = None
+        self._sync_stack: ExitStack | None = None
+        self._handle: Any = None
+
+    async def _reserve_async(self) -> tuple[AsyncStreamReservation, _runtime.Runtime]:
+        client = resolve_client(self._client, want_async=True)
+        runtime = _runtime.of(client)
+        request = self._guard.plan(client.config, (), {})
+        reserved = await run_async(reserve_steps(request), runtime.async_env())
+        if isinstance(reserved, DryRunResult) or reserved.reservation_id is None:  # pragma: no cover - observe mode
+            raise CyclesError("the server did not create a reservation for the stream (observe mode?)")
+        return AsyncStreamReservation(self._guard, runtime, reserved), runtime
+
+    def __await__(self) -> Generator[Any, None, AsyncStreamReservation]:
+        return self._awaited().__await__()
+
+    async def _awaited(self) -> AsyncStreamReservation:
+        handle, runtime = await self._reserve_async()
+        handle._stop_heartbeat = runtime.start_background_heartbeat(handle._reserved, handle._context)
+        return handle
+
+    async def __aenter__(self) -> AsyncStreamReservation:
+        handle, runtime = await self._reserve_async()
+        stack = AsyncExitStack()
+        try:
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            scope = anyio.CancelScope()
+
+            async def beat() -> None:
+                with scope:
+                    await runtime.run_async_heartbeat(handle._reserved, handle._context)
+
+            tg.start_soon(beat)
+            handle._stop_heartbeat = scope.cancel
+            stack.enter_context(bind(handle._context))
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._async_stack, self._handle = stack, handle
+        return handle
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        handle: AsyncStreamReservation = self._handle
+        stack = self._async_stack
+        assert stack is not None
+        try:
+            await handle._exit(failed=exc_type is not None)
+        finally:
+            handle._stop_heartbeat()
+            await stack.aclose()
+
+    def __enter__(self) -> StreamReservation:
+        client = resolve_client(self._client, want_async=False)
+        runtime = _runtime.of(client)
+        request = self._guard.plan(client.config, (), {})
+        reserved = run_sync(reserve_steps(request), runtime.sync_env())
+        if isinstance(reserved, DryRunResult) or reserved.reservation_id is None:  # pragma: no cover - observe mode
+            raise CyclesError("the server did not create a reservation for the stream (observe mode?)")
+        handle = StreamReservation(self._guard, runtime, reserved)
+        handle._stop_heartbeat = runtime.start_background_heartbeat(reserved, handle._context)
+        stack = ExitStack()
+        stack.enter_context(bind(handle._context))
+        self._sync_stack, self._handle = stack, handle
+        return handle
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        handle: StreamReservation = self._handle
+        try:
+            handle._exit(failed=exc_type is not None)
+        finally:
+            handle._stop_heartbeat()
+            assert self._sync_stack is not None
+            self._sync_stack.close()
+
+
+def reserve_for_stream(
+    *,
+    client: CyclesClient | AsyncCyclesClient | None = None,
+    estimate: int,
+    actual: int | None = None,
+    use_estimate_if_actual_not_provided: bool = True,
+    action_kind: str = "unknown",
+    action_name: str = "unknown",
+    action_tags: list[str] | None = None,
+    unit: Unit | str = Unit.USD_MICROCENTS,
+    ttl_ms: int = 60000,
+    grace_period_ms: int | None = None,
+    overage_policy: CommitOveragePolicy | str = CommitOveragePolicy.ALLOW_IF_AVAILABLE,
+    tenant: str | None = None,
+    workspace: str | None = None,
+    app: str | None = None,
+    workflow: str | None = None,
+    agent: str | None = None,
+    toolset: str | None = None,
+    dimensions: Mapping[str, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Any:
+    """Reserve ``estimate`` for a streamed piece of work.
+
+    Use ``async with reserve_for_stream(client=..., estimate=...) as stream:`` (``with`` for a sync client).
+    Set ``stream.actual`` (and ``stream.metrics``) as usage becomes known, or call ``commit(actual)``.
+    Leaving the block without a commit commits ``stream.actual`` if set, else the estimate (marked
+    ``actual_source="estimate"``); leaving it with an exception commits ``stream.actual`` if set, else
+    releases. ``stream = await reserve_for_stream(...)`` gives you the handle to settle yourself.
+    """
+    options = GuardOptions(
+        estimate=estimate,
+        actual=actual,
+        use_estimate_if_actual_not_provided=use_estimate_if_actual_not_provided,
+        action_kind=action_kind,
+        action_name=action_name,
+        action_tags=action_tags,
+        unit=unit,
+        ttl_ms=ttl_ms,
+        grace_period_ms=grace_period_ms,
+        overage_policy=overage_policy,
+        subject={
+            name: value
+            for name, value in (
+                ("tenant", tenant),
+                ("workspace", workspace),
+                ("app", app),
+                ("workflow", workflow),
+                ("agent", agent),
+                ("toolset", toolset),
+            )
+            if value is not None
+        },
+        dimensions=dimensions,
+        metadata=metadata,
+    )
+    options.check()
+    return _StreamStarter(Guard(options), client)
