@@ -78,12 +78,14 @@ async def main() -> None:
         try:
             await too_expensive()
         except BudgetExceededError as exc:
-            print(f"4. denied as expected -> {type(exc).__name__}: {exc.error_code.value if exc.error_code else None} (request {exc.request_id})")
+            code = exc.error_code.value if exc.error_code else None
+            print(f"4. denied as expected -> {type(exc).__name__}: {code} (request {exc.request_id})")
 
         print("\nbalances:")
         async for balance in client.iter_balances(tenant="acme"):
             spent = balance.spent.amount if balance.spent else 0
-            print(f"  {balance.scope_path:<32} remaining {dollars(balance.remaining.amount):>10}  spent {dollars(spent)}")
+            remaining = dollars(balance.remaining.amount)
+            print(f"  {balance.scope_path:<32} remaining {remaining:>10}  spent {dollars(spent)}")
     server.close()
     print(f"\nruncycles {runcycles.__version__}: done.")
 

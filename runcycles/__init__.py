@@ -3,7 +3,6 @@
 Everything public is importable from here; see the README for a tour.
 """
 
-from ._version import __version__
 from ._defaults import (
     set_default_client,
     set_default_config,
@@ -11,6 +10,7 @@ from ._defaults import (
 from ._heartbeat import (
     HeartbeatEvent,
 )
+from ._version import __version__
 from .client import (
     AsyncCyclesClient,
     CyclesClient,

@@ -9,6 +9,7 @@ within the flush timeout and cancel the rest, whose journal records stay for a l
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -127,10 +128,8 @@ class Background:
                 log.warning(
                     "closing with %d unresolved settlement(s); their journal records are kept for replay", remaining
                 )
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
                 portal.call(portal.stop, True)
-            except RuntimeError:
-                pass  # the loop already ended
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
         return remaining

@@ -206,7 +206,11 @@ class Runtime:
     def start_background_heartbeat(self, reserved: Reserved, context: CyclesContext) -> Callable[[], None]:
         """Run the heartbeat as a task of the background worker; returns the function that stops it."""
         future: Future[Any] = self.background.submit(self._heartbeat(reserved, context), settlement=False)
-        return lambda: future.cancel() and None
+
+        def stop() -> None:
+            future.cancel()
+
+        return stop
 
     def start_sync_heartbeat(self, reserved: Reserved, context: CyclesContext) -> _Stopper:
         """The sync client's heartbeat (on the background worker)."""

@@ -209,14 +209,12 @@ class CyclesClient(_ClientBase):
     def iter_reservations(self, **filters: Any) -> Iterator[ReservationSummary]:
         """Every reservation matching ``filters``, following ``next_cursor``."""
         for page in self._pages(rq.list_reservations(filters), "list_reservations failed"):
-            for row in reservation_list_response_from_wire(page.body).reservations:
-                yield row
+            yield from reservation_list_response_from_wire(page.body).reservations
 
     def iter_balances(self, **filters: Any) -> Iterator[Balance]:
         """Every balance matching ``filters``, following ``next_cursor``."""
         for page in self._pages(rq.balances(filters), "get_balances failed"):
-            for row in balance_response_from_wire(page.body).balances:
-                yield row
+            yield from balance_response_from_wire(page.body).balances
 
     def close(self) -> None:
         """Drain background settlements (bounded by ``flush_timeout_ms``) and close the connection pool."""

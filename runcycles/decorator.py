@@ -117,7 +117,9 @@ class _ClientSlot:
         return self._client
 
 
-def _sync_wrapper(guard: Guard, fn: Callable[P, R], explicit: CyclesClient | AsyncCyclesClient | None) -> Callable[P, R]:
+def _sync_wrapper(
+    guard: Guard, fn: Callable[P, R], explicit: CyclesClient | AsyncCyclesClient | None
+) -> Callable[P, R]:
     slot = _ClientSlot(explicit, want_async=False)
 
     @functools.wraps(fn)

@@ -15,7 +15,18 @@ from typing import Any
 import attrs
 
 from ._protocol import requests as rq
-from ._protocol.effects import Detach, JournalDelete, JournalRelease, JournalWrite, Now, Send, Sent, SleepUntil, Steps, WallNow
+from ._protocol.effects import (
+    Detach,
+    JournalDelete,
+    JournalRelease,
+    JournalWrite,
+    Now,
+    Send,
+    Sent,
+    SleepUntil,
+    Steps,
+    WallNow,
+)
 from ._protocol.outcomes import Outcome, OutcomeKind, classify
 from ._protocol.settlement import next_retry_delay_ms
 from .config import CyclesConfig

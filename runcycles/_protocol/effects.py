@@ -14,7 +14,18 @@ import attrs
 from ..response import CyclesResponse
 from .requests import HttpRequest
 
-__all__ = ["Detach", "JournalDelete", "JournalRelease", "JournalWrite", "Now", "Send", "Sent", "SleepUntil", "Steps", "WallNow"]
+__all__ = [
+    "Detach",
+    "JournalDelete",
+    "JournalRelease",
+    "JournalWrite",
+    "Now",
+    "Send",
+    "Sent",
+    "SleepUntil",
+    "Steps",
+    "WallNow",
+]
 
 T = TypeVar("T")
 

@@ -232,7 +232,7 @@ def balances(filters: Mapping[str, object], *, traceparent: str | None = None) -
 
 def with_cursor(request: HttpRequest, cursor: str) -> HttpRequest:
     """The same query, asking for the page after ``cursor``."""
-    params = tuple(p for p in request.params if p[0] != "cursor") + (("cursor", cursor),)
+    params = (*tuple(p for p in request.params if p[0] != "cursor"), ("cursor", cursor))
     return attrs.evolve(request, params=params)
 
 

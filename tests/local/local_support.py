@@ -45,7 +45,7 @@ def conforms(schema: str, body: Any) -> None:
 def _schema_for(method: str, path: str) -> str | None:
     parts = tuple(p for p in path.split("?")[0].strip("/").split("/"))
     for (m, shape), name in _RESPONSE_SCHEMAS.items():
-        if m == method and len(shape) == len(parts) and all(s in ("*", p) for s, p in zip(shape, parts)):
+        if m == method and len(shape) == len(parts) and all(s in ("*", p) for s, p in zip(shape, parts, strict=True)):
             return name
     return None
 
@@ -100,7 +100,7 @@ class _Switch:
 
 
 def start_uvicorn(app: Any) -> tuple[str, Any, threading.Thread]:
-    """Run ``app`` under uvicorn on a free 127.0.0.1 port in a background thread; returns (base_url, server, thread)."""
+    """Serve ``app`` with uvicorn on a free 127.0.0.1 port in a thread; returns (base_url, server, thread)."""
     import uvicorn
 
     ready = threading.Event()
@@ -122,7 +122,7 @@ def start_uvicorn(app: Any) -> tuple[str, Any, threading.Thread]:
 
 
 class World:
-    """A seeded server (tenants ``acme`` and ``beta``, each with a 1_000_000 tenant budget) and its clients."""
+    """A seeded server (tenants ``acme`` and ``beta``, 1_000_000 tenant budgets each) and its clients."""
 
     def __init__(self, server: LocalCyclesServer, clock: FakeClock, factory: Any) -> None:
         self.server = server
