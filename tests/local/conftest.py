@@ -39,17 +39,13 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def world(
-    server: LocalCyclesServer, clock: FakeClock, mode: str, request: pytest.FixtureRequest
-) -> Iterator[World]:
+def world(server: LocalCyclesServer, clock: FakeClock, mode: str, request: pytest.FixtureRequest) -> Iterator[World]:
     hooks = {"response": [check_response]}
     if mode == "inproc":
         transport = server.transport()
 
         def factory(headers: dict[str, str]) -> httpx.Client:
-            return httpx.Client(
-                transport=transport, base_url="http://local", headers=headers, event_hooks=hooks
-            )
+            return httpx.Client(transport=transport, base_url="http://local", headers=headers, event_hooks=hooks)
     else:
         base_url, switch = request.getfixturevalue("http_switch")
         switch.target = server.asgi_app

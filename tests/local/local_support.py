@@ -35,9 +35,7 @@ _RESPONSE_SCHEMAS = {
 
 def conforms(schema: str, body: Any) -> None:
     """Assert ``body`` validates against the protocol schema ``schema``."""
-    validator = jsonschema.Draft202012Validator(
-        {"$ref": f"#/components/schemas/{schema}", "components": _COMPONENTS}
-    )
+    validator = jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{schema}", "components": _COMPONENTS})
     errors = sorted(validator.iter_errors(body), key=str)
     assert not errors, f"{schema}: {errors[0].message} in {body}"
 
@@ -187,9 +185,7 @@ class World:
         return (client or self.http).post(f"/v1/reservations/{rid}/commit", json=body)
 
     def release(self, rid: str, client: httpx.Client | None = None) -> httpx.Response:
-        return (client or self.http).post(
-            f"/v1/reservations/{rid}/release", json={"idempotency_key": self.key_("l")}
-        )
+        return (client or self.http).post(f"/v1/reservations/{rid}/release", json={"idempotency_key": self.key_("l")})
 
     def extend(self, rid: str, by: int = 10_000, client: httpx.Client | None = None) -> httpx.Response:
         body = {"idempotency_key": self.key_("x"), "extend_by_ms": by}

@@ -10,9 +10,7 @@ from local_support import USD, World, error_of
 
 def test_live_reserve_holds_budget_and_reports_scopes(world: World) -> None:
     world.server.create_budget("tenant:acme/workspace:prod", USD, 5_000)
-    body = world.reserve_body(
-        300, subject={"tenant": "acme", "workspace": "Prod", "agent": "bot"}, ttl_ms=20_000
-    )
+    body = world.reserve_body(300, subject={"tenant": "acme", "workspace": "Prod", "agent": "bot"}, ttl_ms=20_000)
     response = world.http.post("/v1/reservations", json=body)
     assert response.status_code == 200
     data = response.json()
@@ -363,9 +361,7 @@ def test_list_by_idempotency_key_and_include(world: World) -> None:
 
 def test_list_windows_and_validation(world: World) -> None:
     world.reserve_id(1)
-    ok = world.http.get(
-        "/v1/reservations", params={"from": "2000-01-01T00:00:00Z", "to": "", "finalized_to": ""}
-    )
+    ok = world.http.get("/v1/reservations", params={"from": "2000-01-01T00:00:00Z", "to": "", "finalized_to": ""})
     assert ok.status_code == 200 and len(ok.json()["reservations"]) == 1
     finalized = world.http.get("/v1/reservations", params={"finalized_from": "2000-01-01T00:00:00Z"})
     assert finalized.json()["reservations"] == []  # ACTIVE rows have no finalized_at_ms
@@ -394,9 +390,7 @@ def test_balances_match_the_scope_and_its_descendants(world: World) -> None:
     ]
     first = world.http.get("/v1/balances", params={"tenant": "acme", "limit": "3"}).json()
     assert first["has_more"] is True and len(first["balances"]) == 3
-    rest = world.http.get(
-        "/v1/balances", params={"tenant": "acme", "limit": "3", "cursor": first["next_cursor"]}
-    )
+    rest = world.http.get("/v1/balances", params={"tenant": "acme", "limit": "3", "cursor": first["next_cursor"]})
     assert len(rest.json()["balances"]) == 1 and rest.json()["has_more"] is False
     missing = world.http.get("/v1/balances")
     assert missing.status_code == 400 and error_of(missing) == "INVALID_REQUEST"
@@ -430,9 +424,7 @@ def test_commit_replay_is_idempotent_and_mismatch_is_409(world: World) -> None:
     again = world.http.post(f"/v1/reservations/{rid}/commit", json=body)
     assert again.status_code == 200 and again.content == first.content
     assert world.budget()["spent"] == 60
-    changed = world.http.post(
-        f"/v1/reservations/{rid}/commit", json={**body, "actual": {"unit": USD, "amount": 61}}
-    )
+    changed = world.http.post(f"/v1/reservations/{rid}/commit", json={**body, "actual": {"unit": USD, "amount": 61}})
     assert changed.status_code == 409 and error_of(changed) == "IDEMPOTENCY_MISMATCH"
 
 
@@ -474,13 +466,9 @@ def test_idempotency_keys_are_scoped_by_tenant_and_endpoint(world: World) -> Non
 
 def test_header_idempotency_key_must_match_body(world: World) -> None:
     body = world.reserve_body(1)
-    ok = world.http.post(
-        "/v1/reservations", json=body, headers={"X-Idempotency-Key": body["idempotency_key"]}
-    )
+    ok = world.http.post("/v1/reservations", json=body, headers={"X-Idempotency-Key": body["idempotency_key"]})
     assert ok.status_code == 200
-    bad = world.http.post(
-        "/v1/reservations", json=world.reserve_body(1), headers={"X-Idempotency-Key": "other"}
-    )
+    bad = world.http.post("/v1/reservations", json=world.reserve_body(1), headers={"X-Idempotency-Key": "other"})
     assert bad.status_code == 400 and error_of(bad) == "INVALID_REQUEST"
 
 
@@ -521,9 +509,7 @@ def test_v0126_optional_fields_are_accepted(world: World) -> None:
 
 def test_malformed_json_and_non_object_bodies_are_400(world: World) -> None:
     for content in (b"{not json", b"[1, 2]", b"", b'{"idempotency_key": NaN}'):
-        response = world.http.post(
-            "/v1/decide", content=content, headers={"Content-Type": "application/json"}
-        )
+        response = world.http.post("/v1/decide", content=content, headers={"Content-Type": "application/json"})
         assert response.status_code == 400 and error_of(response) == "INVALID_REQUEST", content
 
 
@@ -578,9 +564,7 @@ def test_correlation_headers(world: World) -> None:
     assert error.status_code == 404
     assert error.json()["trace_id"] == error.headers["x-cycles-trace-id"] != "not-a-trace-id"
     assert error.headers["x-request-id"] != "client-chosen"
-    ids = {
-        world.http.get("/v1/balances", params={"tenant": "acme"}).headers["x-request-id"] for _ in range(3)
-    }
+    ids = {world.http.get("/v1/balances", params={"tenant": "acme"}).headers["x-request-id"] for _ in range(3)}
     assert len(ids) == 3
 
 
