@@ -8,10 +8,12 @@ through it to the journal, holding each record's claim while this process works 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import ExitStack
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -217,6 +219,32 @@ class Runtime:
         return _Stopper(self.start_background_heartbeat(reserved, context))
 
     # ------------------------------------------------------------------ replay
+
+    def has_stored_records(self) -> bool:
+        """Whether this client's partition already holds records (creates nothing; cheap)."""
+        if not self.journal_enabled:
+            return False
+        from .journal import _fallback_root, default_journal_root, journal_fingerprint
+
+        config = self.config
+        fingerprint = journal_fingerprint(config.base_url, tenant=config.tenant, api_key=config.api_key)
+        roots = [Path(config.journal_dir)] if config.journal_dir else [default_journal_root(), _fallback_root()]
+        for root in roots:
+            try:
+                with os.scandir(root / fingerprint) as entries:
+                    if any(e.name.endswith(".json") for e in entries):
+                        return True
+            except OSError:
+                continue
+        return False
+
+    def replay_on_start(self) -> None:
+        """Resume stored records in the background when there are any (called when a client is built)."""
+        try:
+            if self.has_stored_records():
+                self.replay_records()
+        except Exception:
+            log.exception("journal replay on start failed")
 
     def replay_records(self) -> int:
         """Resume every unresolved record of this partition on the background worker.

@@ -123,6 +123,7 @@ class CyclesClient(_ClientBase):
             make_worker_sender=worker_sender_for_sync(send),
             on_heartbeat_failure=on_heartbeat_failure,
         )
+        self._runtime.replay_on_start()
 
     def _send_for_lifecycle(self, request: rq.HttpRequest, deadline_ms: int | None) -> CyclesResponse:
         return self.send(request, deadline_ms=deadline_ms)
@@ -251,6 +252,7 @@ class AsyncCyclesClient(_ClientBase):
             make_worker_sender=worker_sender_for_async(config, transport, self._http_options(), _send_async),
             on_heartbeat_failure=on_heartbeat_failure,
         )
+        self._runtime.replay_on_start()
 
     async def _send_for_lifecycle(self, request: rq.HttpRequest, deadline_ms: int | None) -> CyclesResponse:
         return await _send_async(self._http, self._config, request, deadline_ms)
