@@ -1,4 +1,56 @@
-"""The embedded Cycles server: SQLite ledger, runtime and admin planes, in-process transports, ASGI app."""
+"""The embedded Cycles server: SQLite ledger, runtime and admin planes, in-process transports, ASGI app.
+
+Quick start::
+
+    from runcycles.local import LocalCyclesServer
+
+    server = LocalCyclesServer()                      # or LocalCyclesServer("cycles.db")
+    server.create_tenant("acme")
+    key = server.create_api_key("acme")              # the secret; stored only as a salted SHA-256
+    server.create_budget("tenant:acme", "USD_MICROCENTS", 100_000_000)
+    client = httpx.Client(transport=server.transport(), base_url="http://local",
+                          headers={"X-Cycles-API-Key": key})
+
+Network mode: ``runcycles serve [--db PATH] [--port 7878]`` (needs ``runcycles[server]``), or
+``uvicorn.run(server.asgi_app)``.
+
+Layout: ``_ledger`` (schema, connections, transactions), ``_validate`` (strict request schemas),
+``_runtime`` / ``_admin`` (handlers), ``_http`` (routing, auth, correlation, error bodies: the pure
+``handle`` core), ``_transports`` / ``_asgi`` (thin shells), ``server`` (``LocalCyclesServer``).
+
+Behaviour where the specs leave room (documented choices, most following the reference server):
+
+* Budgets may carry ``caps`` (local extension, on ``POST /v1/admin/budgets``, ``PATCH`` and
+  ``create_budget(caps=...)``): a reserve or decide whose deepest budgeted scope has caps answers
+  ``ALLOW_WITH_CAPS`` with them. ``close_budget`` (Python only) makes BUDGET_CLOSED reachable without a
+  tenant close.
+* Budget scopes are tenant-rooted (``tenant:<id>[/level:value...]`` in canonical order, lower-cased);
+  subject values are lower-cased for scope derivation; ``Balance.scope`` is the leaf segment and
+  ``scope_path`` the full id; balances and ledgers always carry every amount field.
+* Reserve checks per budgeted scope in canonical order, first failure wins: FROZEN / CLOSED, over-limit
+  (OVERDRAFT_LIMIT_EXCEEDED), ``debt > 0`` with ``overdraft_limit == 0`` (DEBT_OUTSTANDING), remaining.
+  Dry runs and decide report these as ``200 DENY`` with ``reason_code`` (BUDGET_NOT_FOUND without budget).
+* Commit over the estimate: REJECT -> 409 BUDGET_EXCEEDED (the reservation stays ACTIVE);
+  ALLOW_IF_AVAILABLE caps the overage to the smallest remaining and flags scopes that could not cover it
+  ``is_over_limit``; ALLOW_WITH_OVERDRAFT adds the overage to ``debt`` on each scope that cannot cover it
+  (409 OVERDRAFT_LIMIT_EXCEEDED if ``debt + overage > overdraft_limit`` there). Events likewise with the
+  whole actual. A FROZEN budget refuses commits and events (admin spec: no commits), not releases.
+* Funding: CREDIT/DEBIT/RESET/RESET_SPENT as the admin spec; REPAY_DEBT lowers debt (capped at it).
+  Funding and limit changes leave the over-limit state once ``debt <= overdraft_limit``; only the runtime
+  enters it.
+* Expiry: commit/release until ``expires_at_ms + grace``, extend until ``expires_at_ms``; reservations past
+  grace are expired (hold refunded, status EXPIRED, GET -> 410) lazily on access, or by
+  ``sweep_expired()``. ``max_reservation_extensions`` and TTL defaults are read from the tenant's current
+  settings.
+* Idempotency per (tenant, endpoint, key); successes only are stored (status and body); the payload is
+  compared as canonical JSON of the defaults-filled request; live and dry-run reserves share one key space.
+  Replays recompute ``remaining_ttl_ms`` for create/extend (0 once the reservation is not ACTIVE).
+* Tenants: SUSPENDED keys get 401 (as the reference server). CLOSED releases open reservations (reason
+  ``tenant_closed``) and closes budgets, but keeps keys valid so clients see the typed 409 TENANT_CLOSED
+  (dry run / decide: DENY) instead of a bare 401; replays of pre-close successes still answer.
+* LIMIT_EXCEEDED never occurs (no rate limiting); INTERNAL_ERROR only for an unexpected failure (logged on
+  ``runcycles.local``, never with request secrets).
+"""
 
 from ._base import LocalServerError
 from .server import LocalCyclesServer
