@@ -236,6 +236,13 @@ def budget_denial(budget: Budget, estimate: int) -> tuple[str, str] | None:
     return None
 
 
+def check_open(budgets: list[Budget]) -> None:
+    """409 BUDGET_FROZEN / BUDGET_CLOSED if any budget cannot take charges."""
+    for budget in budgets:
+        if budget.status in ("FROZEN", "CLOSED"):
+            raise LocalServerError(409, f"BUDGET_{budget.status}", f"Budget is {budget.status}: {budget.scope}")
+
+
 def save_all(conn: sqlite3.Connection, budgets: list[Budget], now: int) -> None:
     """Write back every budget."""
     for budget in budgets:
@@ -405,11 +412,7 @@ def commit_reservation(env: Env, req: Request, reservation_id: str) -> Response:
         if actual["unit"] != res.unit:
             raise LocalServerError(400, "UNIT_MISMATCH", f"actual.unit must be {res.unit}")
         budgets = [b for b in db.load_budgets(conn, res.tenant_id, res.budget_scopes) if b.unit == res.unit]
-        for budget in budgets:
-            if budget.status in ("FROZEN", "CLOSED"):
-                raise LocalServerError(
-                    409, f"BUDGET_{budget.status}", f"Budget is {budget.status} for scope {budget.scope}"
-                )
+        check_open(budgets)
         charged = apply_commit(budgets, res.reserved, actual["amount"], res.overage_policy)
         save_all(conn, budgets, now)
         res.status = "COMMITTED"
@@ -550,11 +553,7 @@ def create_event(env: Env, req: Request) -> Response:
         budgets = budgets_for(conn, req.tenant, scopes, actual["unit"])
         if not budgets:
             raise LocalServerError(404, "NOT_FOUND", f"Budget not found for provided scope: {scopes[-1]}")
-        for budget in budgets:
-            if budget.status in ("FROZEN", "CLOSED"):
-                raise LocalServerError(
-                    409, f"BUDGET_{budget.status}", f"Budget is {budget.status} for scope {budget.scope}"
-                )
+        check_open(budgets)
         policy = body.get("overage_policy", tenant_setting(tenant, "default_commit_overage_policy"))
         charged = apply_event(budgets, actual["amount"], policy)
         save_all(conn, budgets, now)
@@ -728,7 +727,7 @@ def list_reservations(env: Env, req: Request) -> Response:
     }
     if more:
         last = page[-1]
-        value = {"tenant_id": last.tenant_id}.get(column, getattr(last, column, None))
+        value = getattr(last, column)
         result["next_cursor"] = encode_cursor({"h": cursor_binding, "v": value, "id": last.reservation_id})
     return 200, dumps(result)
 
