@@ -1,0 +1,173 @@
+"""The heartbeat generator against a simulated server on a fake clock (no sleeps, milliseconds to run)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from runcycles._heartbeat import HeartbeatEvent, heartbeat_steps
+from runcycles._protocol import requests as rq
+from runcycles._protocol.effects import Now, Send, Sent, SleepUntil, WallNow
+from runcycles.config import CyclesConfig
+from runcycles.context import CyclesContext
+from runcycles.lifecycle import Reserved
+from runcycles.mappers import reservation_create_response_from_wire
+from runcycles.models import Action, Amount, ReservationCreateRequest, Subject
+from runcycles.response import CyclesResponse
+
+CONFIG = CyclesConfig(base_url="http://x", api_key="k", journal_enabled=False)
+RTT = 40.0
+
+
+class SimServer:
+    """Extends relative to the current expiry by ``extend_by_ms``; counts extensions; time in ms."""
+
+    def __init__(self, ttl_ms: int, max_extensions: int = 10) -> None:
+        self.now = 0.0
+        self.expires = float(ttl_ms)
+        self.extensions = 0
+        self.max_extensions = max_extensions
+        self.keys: list[str] = []
+        self.min_margin = float("inf")
+
+    def extend(self, body: dict[str, Any]) -> CyclesResponse:
+        self.keys.append(body["idempotency_key"])
+        if self.now > self.expires:
+            return _reply(410, {"error": "RESERVATION_EXPIRED", "message": "x", "request_id": "r"})
+        if self.extensions >= self.max_extensions:
+            return _reply(409, {"error": "MAX_EXTENSIONS_EXCEEDED", "message": "x", "request_id": "r"})
+        self.extensions += 1
+        self.min_margin = min(self.min_margin, self.expires - self.now)
+        self.expires += body["extend_by_ms"]
+        return _reply(
+            200,
+            {"status": "ACTIVE", "expires_at_ms": int(self.expires), "remaining_ttl_ms": int(self.expires - self.now)},
+        )
+
+
+def _reply(status: int, body: Any, headers: dict[str, str] | None = None) -> CyclesResponse:
+    return rq.parse_response(status, httpx.Headers(headers or {}), json.dumps(body).encode())
+
+
+def reserved_for(ttl_ms: int, remaining: int | None = None) -> Reserved:
+    body: dict[str, Any] = {
+        "decision": "ALLOW",
+        "reservation_id": "r-1",
+        "affected_scopes": ["tenant:a"],
+        "reserved": {"unit": "USD_MICROCENTS", "amount": 1},
+        "expires_at_ms": ttl_ms,
+    }
+    if remaining is not None:
+        body["remaining_ttl_ms"] = remaining
+    return Reserved(
+        request=ReservationCreateRequest(
+            idempotency_key="c",
+            subject=Subject(tenant="a"),
+            action=Action(kind="k", name="n"),
+            estimate=Amount(unit="USD_MICROCENTS", amount=1),
+            ttl_ms=ttl_ms,
+        ),
+        response=reservation_create_response_from_wire(body),
+        sent_at_ms=0.0,
+        received_at_ms=RTT,
+    )
+
+
+def drive(
+    steps: Any, server: SimServer, until_ms: float, respond: Callable[[SimServer, rq.HttpRequest], CyclesResponse]
+) -> list[float]:
+    """Run the generator until simulated time passes ``until_ms`` (the guarded call ends) or it stops."""
+    sends: list[float] = []
+    answer: Any = None
+    server.now = RTT
+    while True:
+        try:
+            effect = steps.send(answer)
+        except StopIteration:
+            return sends
+        answer = None
+        if isinstance(effect, SleepUntil):
+            if effect.at_ms >= until_ms:
+                return sends
+            server.now = max(server.now, effect.at_ms)
+        elif isinstance(effect, Now):
+            answer = server.now
+        elif isinstance(effect, WallNow):
+            answer = int(server.now)
+        elif isinstance(effect, Send):
+            sent_at = server.now
+            sends.append(sent_at)
+            server.now += RTT / 2
+            response = respond(server, effect.request)
+            server.now += RTT / 2
+            answer = Sent(response, sent_at, server.now)
+
+
+def ok(server: SimServer, request: rq.HttpRequest) -> CyclesResponse:
+    return server.extend(json.loads(request.content or b""))
+
+
+def test_short_lease_survives_a_60_second_call_with_the_default_config() -> None:
+    ttl = 10_000
+    server = SimServer(ttl)
+    events: list[HeartbeatEvent] = []
+    reserved = reserved_for(ttl, remaining=ttl)
+    context = CyclesContext(reservation_id="r-1", estimate=1, decision="ALLOW")
+    sends = drive(heartbeat_steps(reserved, context, config=CONFIG, report=events.append), server, 60_000, ok)
+    assert events == []
+    assert server.expires > 60_000  # still alive when the call ends
+    assert server.min_margin > 0  # never extended a lapsed lease
+    assert server.extensions <= 10
+    assert len(set(server.keys)) == len(server.keys)  # a fresh key per successful beat
+    assert context.expires_at_ms == int(server.expires)
+    assert sends[0] > 1000  # no immediate priming extend
+
+
+def test_transport_failure_retries_with_the_same_key_and_reports_it() -> None:
+    ttl = 30_000
+    server = SimServer(ttl)
+    failures = {"n": 0}
+
+    def flaky(server: SimServer, request: rq.HttpRequest) -> CyclesResponse:
+        body = json.loads(request.content or b"")
+        if failures["n"] < 2:
+            failures["n"] += 1
+            server.keys.append(body["idempotency_key"])
+            return rq.transport_failure(httpx.ConnectError("down"))
+        return server.extend(body)
+
+    events: list[HeartbeatEvent] = []
+    context = CyclesContext(reservation_id="r-1", estimate=1, decision="ALLOW")
+    drive(heartbeat_steps(reserved_for(ttl, ttl), context, config=CONFIG, report=events.append), server, 40_000, flaky)
+    assert [e.disposition for e in events] == ["retrying", "retrying"]
+    assert all(e.reservation_id == "r-1" for e in events)
+    assert server.keys[0] == server.keys[1] == server.keys[2]  # same key until a success
+    assert server.extensions >= 1
+
+
+def test_permanent_code_stops_and_reports() -> None:
+    ttl = 30_000
+    server = SimServer(ttl, max_extensions=0)
+    events: list[HeartbeatEvent] = []
+    context = CyclesContext(reservation_id="r-1", estimate=1, decision="ALLOW")
+    steps = heartbeat_steps(reserved_for(ttl, ttl), context, config=CONFIG, report=events.append)
+    sends = drive(steps, server, 10**9, ok)
+    assert len(sends) == 1
+    assert [e.disposition for e in events] == ["stopped"]
+    assert events[0].error_code == "MAX_EXTENSIONS_EXCEEDED"
+
+
+def test_429_beyond_the_window_stops_instead_of_lapsing() -> None:
+    ttl = 30_000
+    server = SimServer(ttl)
+
+    def limited(server: SimServer, request: rq.HttpRequest) -> CyclesResponse:
+        return _reply(429, {"error": "LIMIT_EXCEEDED", "message": "x", "request_id": "r"}, {"Retry-After": "3600"})
+
+    events: list[HeartbeatEvent] = []
+    context = CyclesContext(reservation_id="r-1", estimate=1, decision="ALLOW")
+    drive(heartbeat_steps(reserved_for(ttl, ttl), context, config=CONFIG, report=events.append), server, 10**9, limited)
+    assert events and events[-1].disposition == "stopped"
