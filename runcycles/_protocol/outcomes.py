@@ -14,12 +14,15 @@ import attrs
 
 from ..errors import ResponseFormatError, error_code_of
 from ..mappers import (
+    balance_response_from_wire,
     commit_response_from_wire,
     decision_response_from_wire,
     event_create_response_from_wire,
     release_response_from_wire,
     reservation_create_response_from_wire,
+    reservation_detail_from_wire,
     reservation_extend_response_from_wire,
+    reservation_list_response_from_wire,
 )
 from ..models import Decision, ErrorCode
 from ..response import CyclesResponse
@@ -99,6 +102,10 @@ def _decision_ok(model: Any) -> bool:
     return isinstance(model.decision, Decision)
 
 
+def _readable(model: Any) -> bool:
+    return True
+
+
 _READERS: dict[Operation, tuple[int, Callable[[Any], Any], Callable[[Any], bool]]] = {
     Operation.CREATE: (200, reservation_create_response_from_wire, _decision_ok),
     Operation.COMMIT: (200, commit_response_from_wire, _commit_ok),
@@ -106,6 +113,9 @@ _READERS: dict[Operation, tuple[int, Callable[[Any], Any], Callable[[Any], bool]
     Operation.EXTEND: (200, reservation_extend_response_from_wire, _extend_ok),
     Operation.DECIDE: (200, decision_response_from_wire, _decision_ok),
     Operation.EVENT: (201, event_create_response_from_wire, _event_ok),
+    Operation.GET: (200, reservation_detail_from_wire, _readable),
+    Operation.LIST: (200, reservation_list_response_from_wire, _readable),
+    Operation.BALANCES: (200, balance_response_from_wire, _readable),
 }
 
 
@@ -127,7 +137,7 @@ def _read_success(operation: Operation, response: CyclesResponse) -> Outcome:
 
 
 def classify(operation: Operation, response: CyclesResponse) -> Outcome:
-    """What ``response`` means for ``operation`` (a mutating operation or decide)."""
+    """What ``response`` means for ``operation`` (any operation; reads succeed on a readable 200)."""
     if response.is_transport_error or response.is_server_error:
         return Outcome(
             kind=OutcomeKind.TRANSIENT, response=response, error_code=error_code_of(response),

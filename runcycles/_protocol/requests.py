@@ -104,7 +104,11 @@ def _check_traceparent(traceparent: str | None) -> dict[str, str]:
 def _reservation_path(reservation_id: str, suffix: str = "") -> str:
     if not isinstance(reservation_id, str) or not 1 <= len(reservation_id) <= 128:
         raise ValueError(f"reservation_id must be a string of 1 to 128 characters, got {reservation_id!r}")
-    return f"/v1/reservations/{quote(reservation_id, safe='')}{suffix}"
+    segment = quote(reservation_id, safe="")
+    if segment in (".", ".."):
+        # A bare dot segment would be normalised away by the URL parser and change the route.
+        segment = segment.replace(".", "%2E")
+    return f"/v1/reservations/{segment}{suffix}"
 
 
 def _post(operation: Operation, path: str, request: object, traceparent: str | None) -> HttpRequest:
@@ -194,6 +198,14 @@ def _query(filters: Mapping[str, object], allowed: frozenset[str], what: str) ->
     return tuple(params)
 
 
+def _parse_bound(name: str, text: str) -> _dt.datetime:
+    # Python 3.10's fromisoformat does not accept the RFC 3339 "Z" suffix.
+    try:
+        return _dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+    except ValueError:
+        raise ValueError(f"{name} must be an ISO 8601 date-time, got {text!r}") from None
+
+
 def list_reservations(filters: Mapping[str, object], *, traceparent: str | None = None) -> HttpRequest:
     """``GET /v1/reservations`` (``from_`` is accepted for the ``from`` filter)."""
     params = _query(filters, _LIST_FILTERS, "list_reservations")
@@ -201,7 +213,7 @@ def list_reservations(filters: Mapping[str, object], *, traceparent: str | None 
     for low, high in (("from", "to"), ("expires_from", "expires_to"), ("finalized_from", "finalized_to")):
         if low in bounds and high in bounds:
             try:
-                if _dt.datetime.fromisoformat(bounds[low]) > _dt.datetime.fromisoformat(bounds[high]):
+                if _parse_bound(low, bounds[low]) > _parse_bound(high, bounds[high]):
                     raise ValueError(f"{low} must not be later than {high}")
             except TypeError:
                 raise ValueError(f"{low} and {high} must both carry a UTC offset") from None
