@@ -168,6 +168,20 @@ def test_zero_delay_guard_survives_failed_attempts_of_the_immediate_beat() -> No
     assert done.is_stop and done.reason == STOP_SHORT_LEASE
 
 
+def test_no_two_zero_delay_beats_in_a_row() -> None:
+    # lead 17000 = retry reserve: the immediate fresh beat; it fails with a retry window of exactly 0.
+    schedule, zero = _primary(budget=7000, remaining=18500)
+    assert zero.delay_ms == 0
+    beat = schedule.on_extend_failure(now_ms=8500, kind=FailureKind.TRANSPORT)
+    assert beat.is_stop
+    # After a positive beat, the zero window's immediate retry is allowed; its success with 0 delay stops.
+    schedule, _ = _primary()
+    retry = schedule.on_extend_failure(now_ms=48500, kind=FailureKind.TRANSPORT)
+    assert retry.is_extend and retry.delay_ms == 0
+    done = schedule.on_extend_success(sent_at_ms=48500, received_at_ms=48600, expires_at_ms=1, remaining_ttl_ms=20000)
+    assert done.is_stop and done.reason == STOP_SHORT_LEASE
+
+
 # -- transient failures -------------------------------------------------------------------------------
 
 
