@@ -92,7 +92,11 @@ def heartbeat_steps(
         remaining_ttl_ms=created.remaining_ttl_ms,
     )
     key = new_key()
+    noted: set[str] = set()
     while True:
+        if beat.note and beat.note not in noted:
+            noted.add(beat.note)
+            log.warning("heartbeat: %s: reservation_id=%s", beat.note, reservation_id)
         if beat.is_stop:
             message = beat.reason or "stopped"
             log.warning("heartbeat stopped: reservation_id=%s reason=%s", reservation_id, message)

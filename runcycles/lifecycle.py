@@ -28,7 +28,7 @@ from ._protocol.effects import (
     WallNow,
 )
 from ._protocol.outcomes import Outcome, OutcomeKind, classify
-from ._protocol.settlement import next_retry_delay_ms
+from ._protocol.settlement import MAX_RETRY_AFTER_MS, retry_state, settlement_retrying
 from .config import CyclesConfig
 from .errors import (
     CyclesProtocolError,
@@ -364,6 +364,13 @@ def settle_steps(
             )
     detached = False
     retries = 0
+    # tenacity decides when to stop and how long to wait; the generator only yields the sleep.
+    retrying = settlement_retrying(
+        max_attempts=policy.max_attempts,
+        initial_ms=policy.initial_ms,
+        multiplier=policy.multiplier,
+        max_ms=policy.max_ms,
+    )
     while True:
         if record.not_before_ms is not None:
             wall: int = yield WallNow()
@@ -419,7 +426,8 @@ def settle_steps(
                 yield JournalDelete(record.reservation_id)
             return Settlement(state="rejected", error=rejection)
         # Unknown outcome: keep the spend and try again with the same key and body.
-        if not policy.enabled or retries >= policy.max_attempts:
+        state = retry_state(retrying, retries + 1)
+        if not policy.enabled or retrying.stop(state):
             log.error(
                 "settlement unresolved (%s) and retries %s; the journal keeps it for replay: reservation_id=%s",
                 outcome.problem or outcome.kind.value,
@@ -437,18 +445,14 @@ def settle_steps(
         if not detached:
             detached = True
             yield Detach()
-        delay = next_retry_delay_ms(
-            retries,
-            initial_ms=policy.initial_ms,
-            multiplier=policy.multiplier,
-            max_ms=policy.max_ms,
-            retry_after_ms=outcome.retry_after_ms,
-        )
+        delay = int(retrying.wait(state) * 1000)
+        if outcome.retry_after_ms is not None:
+            delay = max(delay, min(outcome.retry_after_ms, MAX_RETRY_AFTER_MS))
         retries += 1
         record = attrs.evolve(record, attempts=record.attempts + 1)
         if outcome.kind is OutcomeKind.RATE_LIMITED and outcome.retry_after_ms is not None:
             wall = yield WallNow()
-            record = attrs.evolve(record, not_before_ms=wall + min(outcome.retry_after_ms, 3_600_000))
+            record = attrs.evolve(record, not_before_ms=wall + min(outcome.retry_after_ms, MAX_RETRY_AFTER_MS))
             if journal:
                 yield JournalWrite(record)
         now = yield Now()
