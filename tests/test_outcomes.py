@@ -89,7 +89,9 @@ WRONG = {
 }
 
 
-def answer(status: int, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None) -> CyclesResponse:
+def answer(
+    status: int, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None
+) -> CyclesResponse:
     content = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
     return parse_response(status, httpx.Headers(headers or {}), content)
 
@@ -167,8 +169,11 @@ def test_wrong_status_or_decision_is_ambiguous(operation: Operation) -> None:
     assert outcome.kind is OutcomeKind.AMBIGUOUS
 
 
+UNREADABLE = [b"", b"not json", b'{"status": "COMMI', b"[1, 2]", b'"COMMITTED"', b"null", b"\xff\xfe"]
+
+
 @pytest.mark.parametrize("operation", ALL_OPS)
-@pytest.mark.parametrize("raw", [b"", b"not json", b'{"status": "COMMI', b"[1, 2]", b'"COMMITTED"', b"null", b"\xff\xfe"])
+@pytest.mark.parametrize("raw", UNREADABLE)
 def test_unreadable_success_body_is_ambiguous(operation: Operation, raw: bytes) -> None:
     status, _, _ = SUCCESS[operation]
     assert classify(operation, answer(status, raw=raw)).kind is OutcomeKind.AMBIGUOUS

@@ -56,7 +56,9 @@ def test_defaults() -> None:
     assert len(r.headers) == 0
     assert r.error_message is None
     assert r.transport_error is None
-    for name in ("request_id", "trace_id", "cycles_tenant", "rate_limit_remaining", "rate_limit_reset", "retry_after_ms"):
+    accessors = ("request_id", "trace_id", "cycles_tenant", "rate_limit_remaining", "rate_limit_reset")
+    assert r.retry_after_ms is None
+    for name in accessors:
         assert getattr(r, name) is None
     assert r.get_body_attribute("x") is None
     assert r.get_error_response() is None

@@ -95,7 +95,7 @@ def dumps(body: Mapping[str, Any]) -> bytes:
 def _check_traceparent(traceparent: str | None) -> dict[str, str]:
     if traceparent is None:
         return {}
-    match = _TRACEPARENT.match(traceparent) if isinstance(traceparent, str) else None
+    match = _TRACEPARENT.fullmatch(traceparent) if isinstance(traceparent, str) else None
     if match is None or set(match.group(1)) == {"0"} or set(match.group(2)) == {"0"}:
         raise ValueError(f"traceparent must be a W3C trace context '00-<32 hex>-<16 hex>-<2 hex>', got {traceparent!r}")
     return {"traceparent": traceparent}
