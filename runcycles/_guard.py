@@ -18,7 +18,7 @@ from .lifecycle import PendingSettlement, Reserved, build_create, build_settleme
 from .models import CommitOveragePolicy, CyclesMetrics, ReservationCreateRequest, Unit
 from .validation import validate_amount, validate_grace_period_ms, validate_ttl_ms
 
-__all__ = ["Guard", "GuardOptions"]
+__all__ = ["Guard", "GuardOptions", "options_from"]
 
 SUBJECT_FIELDS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
 
@@ -71,6 +71,15 @@ class GuardOptions:
                 raise TypeError(f"unknown subject field {name!r}")
         if self.metadata is not None and not isinstance(self.metadata, Mapping):
             raise ValueError("metadata must be a dict")
+
+
+def options_from(arguments: Mapping[str, Any]) -> GuardOptions:
+    """`GuardOptions` from a public function's keyword arguments (the six subject fields gathered up)."""
+    names = {field.name for field in attrs.fields(GuardOptions)} - {"subject"}
+    subject = {name: arguments[name] for name in SUBJECT_FIELDS if arguments.get(name) is not None}
+    options = GuardOptions(subject=subject, **{name: arguments[name] for name in names if name in arguments})
+    options.check()
+    return options
 
 
 @attrs.frozen

@@ -67,6 +67,8 @@ class Runtime:
         self._make_worker_sender = make_worker_sender
         self._journal: Journal | None = None
         self._claims: dict[str, ExitStack] = {}
+        self._sync_env: SyncEnv | None = None
+        self._async_env: AsyncEnv | None = None
         self._lock = threading.Lock()
         self.background = Background(self._worker_env)
         self.background.set_exit_timeout(self.config.flush_timeout_ms)
@@ -142,42 +144,32 @@ class Runtime:
     def _detach(self, steps: Steps[Any]) -> None:
         self.background.submit(steps)
 
+    def _services(self, *, detach: bool) -> dict[str, Any]:
+        return {
+            "journal_write": self.journal_write,
+            "journal_delete": self.journal_delete,
+            "journal_release": self.release_claim,
+            "detach": self._detach if detach else None,
+            "monotonic": self.monotonic,
+            "wall": self.wall,
+        }
+
     def sync_env(self) -> SyncEnv:
         """The environment of the blocking driver (for the sync client)."""
-        assert self._send_sync is not None
-        return SyncEnv(
-            send=self._send_sync,
-            journal_write=self.journal_write,
-            journal_delete=self.journal_delete,
-            journal_release=self.release_claim,
-            detach=self._detach,
-            monotonic=self.monotonic,
-            wall=self.wall,
-        )
+        if self._sync_env is None:
+            assert self._send_sync is not None
+            self._sync_env = SyncEnv(send=self._send_sync, **self._services(detach=True))
+        return self._sync_env
 
     def async_env(self) -> AsyncEnv:
         """The environment of the async driver in the caller's event loop (for the async client)."""
-        assert self._send_async is not None
-        return AsyncEnv(
-            send=self._send_async,
-            journal_write=self.journal_write,
-            journal_delete=self.journal_delete,
-            journal_release=self.release_claim,
-            detach=self._detach,
-            monotonic=self.monotonic,
-            wall=self.wall,
-        )
+        if self._async_env is None:
+            assert self._send_async is not None
+            self._async_env = AsyncEnv(send=self._send_async, **self._services(detach=True))
+        return self._async_env
 
     def _worker_env(self) -> AsyncEnv:
-        return AsyncEnv(
-            send=self._make_worker_sender(),
-            journal_write=self.journal_write,
-            journal_delete=self.journal_delete,
-            journal_release=self.release_claim,
-            detach=None,
-            monotonic=self.monotonic,
-            wall=self.wall,
-        )
+        return AsyncEnv(send=self._make_worker_sender(), **self._services(detach=False))
 
     # ------------------------------------------------------------------ heartbeats
 

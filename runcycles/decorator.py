@@ -12,7 +12,7 @@ import anyio
 from . import _runtime
 from ._defaults import resolve_client
 from ._drivers import run_async, run_sync
-from ._guard import Guard, GuardOptions
+from ._guard import Guard, options_from
 from .client import AsyncCyclesClient, CyclesClient
 from .context import bind
 from .lifecycle import Reserved, release_steps, reserve_steps, settle_steps
@@ -60,34 +60,7 @@ def with_cycles(
     A denial raises the typed error (`BudgetExceededError`, …); the function is then never called. With
     ``dry_run=True`` the wrapper returns a `DryRunResult` instead of the function's result.
     """
-    options = GuardOptions(
-        estimate=estimate,
-        actual=actual,
-        use_estimate_if_actual_not_provided=use_estimate_if_actual_not_provided,
-        action_kind=action_kind,
-        action_name=action_name,
-        action_tags=action_tags,
-        unit=unit,
-        ttl_ms=ttl_ms,
-        grace_period_ms=grace_period_ms,
-        overage_policy=overage_policy,
-        dry_run=dry_run,
-        subject={
-            name: value
-            for name, value in (
-                ("tenant", tenant),
-                ("workspace", workspace),
-                ("app", app),
-                ("workflow", workflow),
-                ("agent", agent),
-                ("toolset", toolset),
-            )
-            if value is not None
-        },
-        dimensions=dimensions,
-        metadata=metadata,
-    )
-    options.check()
+    options = options_from(locals())
     guard = Guard(options)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:

@@ -18,7 +18,7 @@ import anyio
 from . import _runtime
 from ._defaults import resolve_client
 from ._drivers import DETACHED, run_async, run_sync
-from ._guard import Guard, GuardOptions
+from ._guard import Guard, options_from
 from .client import AsyncCyclesClient, CyclesClient
 from .context import CyclesContext, bind
 from .errors import CyclesError
@@ -316,31 +316,5 @@ def reserve_for_stream(
     ``actual_source="estimate"``); leaving it with an exception commits ``stream.actual`` if set, else
     releases. ``stream = await reserve_for_stream(...)`` gives you the handle to settle yourself.
     """
-    options = GuardOptions(
-        estimate=estimate,
-        actual=actual,
-        use_estimate_if_actual_not_provided=use_estimate_if_actual_not_provided,
-        action_kind=action_kind,
-        action_name=action_name,
-        action_tags=action_tags,
-        unit=unit,
-        ttl_ms=ttl_ms,
-        grace_period_ms=grace_period_ms,
-        overage_policy=overage_policy,
-        subject={
-            name: value
-            for name, value in (
-                ("tenant", tenant),
-                ("workspace", workspace),
-                ("app", app),
-                ("workflow", workflow),
-                ("agent", agent),
-                ("toolset", toolset),
-            )
-            if value is not None
-        },
-        dimensions=dimensions,
-        metadata=metadata,
-    )
-    options.check()
+    options = options_from(locals())
     return _StreamStarter(Guard(options), client)
