@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import attrs
 import httpx
 import pytest
@@ -786,3 +787,17 @@ def test_api_key_never_in_repr_of_client_objects() -> None:
     response = run_sync(server, "get_reservation", "r-1")
     assert API_KEY not in repr(response)
     assert API_KEY not in repr(config())
+
+
+@pytest.mark.anyio
+async def test_async_deadline_bounds_a_hung_server() -> None:
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async with AsyncCyclesClient(config(), transport=httpx.MockTransport(hang)) as client:
+        with anyio.fail_after(5):  # the test's own safety net, far above the 50 ms deadline
+            response = await client.send(rq.extend("r-1", EXTEND), deadline_ms=50)
+    assert response.status == -1
+    assert isinstance(response.transport_error, httpx.TimeoutException)
+    assert response.error_message is not None and "50 ms" in response.error_message
