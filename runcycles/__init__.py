@@ -1,152 +1,279 @@
 """runcycles: a budget guard for AI and other metered work, speaking the Cycles protocol.
 
-Everything public is importable from here; see the README for a tour.
+Everything public is importable from here; see the README for a tour. Submodules load on first use of one of
+their names, so ``import runcycles`` stays cheap.
 """
 
-from ._defaults import (
-    set_default_client,
-    set_default_config,
-)
-from ._heartbeat import (
-    HeartbeatEvent,
-)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .client import (
-    AsyncCyclesClient,
-    CyclesClient,
-)
-from .config import (
-    CyclesConfig,
-)
-from .context import (
-    CyclesContext,
-    get_cycles_context,
-)
-from .decorator import (
-    with_cycles,
-)
-from .errors import (
-    BudgetExceededError,
-    CyclesError,
-    CyclesProtocolError,
-    CyclesTransportError,
-    DebtOutstandingError,
-    OverdraftLimitExceededError,
-    ReservationExpiredError,
-    ReservationFinalizedError,
-    ResponseFormatError,
-    TenantClosedError,
-)
-from .journal import (
-    JournalError,
-)
-from .mappers import (
-    action_from_wire,
-    action_quota_violation_from_wire,
-    action_to_wire,
-    amount_from_wire,
-    amount_to_wire,
-    balance_from_wire,
-    balance_response_from_wire,
-    caps_from_wire,
-    commit_request_from_wire,
-    commit_request_to_wire,
-    commit_response_from_wire,
-    cycles_evidence_ref_from_wire,
-    decision_request_from_wire,
-    decision_request_to_wire,
-    decision_response_from_wire,
-    deny_detail_from_wire,
-    error_response_from_wire,
-    event_create_request_from_wire,
-    event_create_request_to_wire,
-    event_create_response_from_wire,
-    from_wire,
-    metrics_from_wire,
-    metrics_to_wire,
-    policy_keys_from_wire,
-    policy_keys_to_wire,
-    release_request_from_wire,
-    release_request_to_wire,
-    release_response_from_wire,
-    request_body,
-    reservation_create_request_from_wire,
-    reservation_create_request_to_wire,
-    reservation_create_response_from_wire,
-    reservation_detail_from_wire,
-    reservation_evidence_from_wire,
-    reservation_extend_request_from_wire,
-    reservation_extend_request_to_wire,
-    reservation_extend_response_from_wire,
-    reservation_list_response_from_wire,
-    reservation_summary_from_wire,
-    signed_amount_from_wire,
-    signed_amount_to_wire,
-    standard_metrics_from_wire,
-    standard_metrics_to_wire,
-    subject_from_wire,
-    subject_to_wire,
-    to_wire,
-)
-from .models import (
-    Action,
-    ActionQuotaViolation,
-    Amount,
-    Balance,
-    BalanceResponse,
-    Caps,
-    CommitOveragePolicy,
-    CommitRequest,
-    CommitResponse,
-    CommitStatus,
-    CyclesEvidenceRef,
-    CyclesMetrics,
-    Decision,
-    DecisionRequest,
-    DecisionResponse,
-    DenyDetail,
-    DryRunResult,
-    ErrorCode,
-    ErrorResponse,
-    EventCreateRequest,
-    EventCreateResponse,
-    EventStatus,
-    ExtendStatus,
-    ObserveMode,
-    PolicyKeys,
-    ReleaseRequest,
-    ReleaseResponse,
-    ReleaseStatus,
-    ReservationCreateRequest,
-    ReservationCreateResponse,
-    ReservationDetail,
-    ReservationEvidence,
-    ReservationExtendRequest,
-    ReservationExtendResponse,
-    ReservationListResponse,
-    ReservationStatus,
-    ReservationSummary,
-    SignedAmount,
-    StandardMetrics,
-    Subject,
-    Unit,
-)
-from .response import (
-    CyclesResponse,
-)
-from .streaming import (
-    AsyncStreamReservation,
-    StreamReservation,
-    reserve_for_stream,
-)
-from .validation import (
-    error_code_from_string,
-    is_allowed,
-    is_denied,
-    is_metrics_empty,
-    is_retryable_error_code,
-    is_tool_allowed,
-)
+
+if TYPE_CHECKING:
+    from ._defaults import (
+        set_default_client,
+        set_default_config,
+    )
+    from ._heartbeat import (
+        HeartbeatEvent,
+    )
+    from .client import (
+        AsyncCyclesClient,
+        CyclesClient,
+    )
+    from .config import (
+        CyclesConfig,
+    )
+    from .context import (
+        CyclesContext,
+        get_cycles_context,
+    )
+    from .decorator import (
+        with_cycles,
+    )
+    from .errors import (
+        BudgetExceededError,
+        CyclesError,
+        CyclesProtocolError,
+        CyclesTransportError,
+        DebtOutstandingError,
+        OverdraftLimitExceededError,
+        ReservationExpiredError,
+        ReservationFinalizedError,
+        ResponseFormatError,
+        TenantClosedError,
+    )
+    from .journal import (
+        JournalError,
+    )
+    from .mappers import (
+        action_from_wire,
+        action_quota_violation_from_wire,
+        action_to_wire,
+        amount_from_wire,
+        amount_to_wire,
+        balance_from_wire,
+        balance_response_from_wire,
+        caps_from_wire,
+        commit_request_from_wire,
+        commit_request_to_wire,
+        commit_response_from_wire,
+        cycles_evidence_ref_from_wire,
+        decision_request_from_wire,
+        decision_request_to_wire,
+        decision_response_from_wire,
+        deny_detail_from_wire,
+        error_response_from_wire,
+        event_create_request_from_wire,
+        event_create_request_to_wire,
+        event_create_response_from_wire,
+        from_wire,
+        metrics_from_wire,
+        metrics_to_wire,
+        policy_keys_from_wire,
+        policy_keys_to_wire,
+        release_request_from_wire,
+        release_request_to_wire,
+        release_response_from_wire,
+        request_body,
+        reservation_create_request_from_wire,
+        reservation_create_request_to_wire,
+        reservation_create_response_from_wire,
+        reservation_detail_from_wire,
+        reservation_evidence_from_wire,
+        reservation_extend_request_from_wire,
+        reservation_extend_request_to_wire,
+        reservation_extend_response_from_wire,
+        reservation_list_response_from_wire,
+        reservation_summary_from_wire,
+        signed_amount_from_wire,
+        signed_amount_to_wire,
+        standard_metrics_from_wire,
+        standard_metrics_to_wire,
+        subject_from_wire,
+        subject_to_wire,
+        to_wire,
+    )
+    from .models import (
+        Action,
+        ActionQuotaViolation,
+        Amount,
+        Balance,
+        BalanceResponse,
+        Caps,
+        CommitOveragePolicy,
+        CommitRequest,
+        CommitResponse,
+        CommitStatus,
+        CyclesEvidenceRef,
+        CyclesMetrics,
+        Decision,
+        DecisionRequest,
+        DecisionResponse,
+        DenyDetail,
+        DryRunResult,
+        ErrorCode,
+        ErrorResponse,
+        EventCreateRequest,
+        EventCreateResponse,
+        EventStatus,
+        ExtendStatus,
+        ObserveMode,
+        PolicyKeys,
+        ReleaseRequest,
+        ReleaseResponse,
+        ReleaseStatus,
+        ReservationCreateRequest,
+        ReservationCreateResponse,
+        ReservationDetail,
+        ReservationEvidence,
+        ReservationExtendRequest,
+        ReservationExtendResponse,
+        ReservationListResponse,
+        ReservationStatus,
+        ReservationSummary,
+        SignedAmount,
+        StandardMetrics,
+        Subject,
+        Unit,
+    )
+    from .response import (
+        CyclesResponse,
+    )
+    from .streaming import (
+        AsyncStreamReservation,
+        StreamReservation,
+        reserve_for_stream,
+    )
+    from .validation import (
+        error_code_from_string,
+        is_allowed,
+        is_denied,
+        is_metrics_empty,
+        is_retryable_error_code,
+        is_tool_allowed,
+    )
+
+_EXPORTS: dict[str, str] = {
+    "Action": "models",
+    "ActionQuotaViolation": "models",
+    "Amount": "models",
+    "AsyncCyclesClient": "client",
+    "AsyncStreamReservation": "streaming",
+    "Balance": "models",
+    "BalanceResponse": "models",
+    "BudgetExceededError": "errors",
+    "Caps": "models",
+    "CommitOveragePolicy": "models",
+    "CommitRequest": "models",
+    "CommitResponse": "models",
+    "CommitStatus": "models",
+    "CyclesClient": "client",
+    "CyclesConfig": "config",
+    "CyclesContext": "context",
+    "CyclesError": "errors",
+    "CyclesEvidenceRef": "models",
+    "CyclesMetrics": "models",
+    "CyclesProtocolError": "errors",
+    "CyclesResponse": "response",
+    "CyclesTransportError": "errors",
+    "DebtOutstandingError": "errors",
+    "Decision": "models",
+    "DecisionRequest": "models",
+    "DecisionResponse": "models",
+    "DenyDetail": "models",
+    "DryRunResult": "models",
+    "ErrorCode": "models",
+    "ErrorResponse": "models",
+    "EventCreateRequest": "models",
+    "EventCreateResponse": "models",
+    "EventStatus": "models",
+    "ExtendStatus": "models",
+    "HeartbeatEvent": "_heartbeat",
+    "JournalError": "journal",
+    "ObserveMode": "models",
+    "OverdraftLimitExceededError": "errors",
+    "PolicyKeys": "models",
+    "ReleaseRequest": "models",
+    "ReleaseResponse": "models",
+    "ReleaseStatus": "models",
+    "ReservationCreateRequest": "models",
+    "ReservationCreateResponse": "models",
+    "ReservationDetail": "models",
+    "ReservationEvidence": "models",
+    "ReservationExpiredError": "errors",
+    "ReservationExtendRequest": "models",
+    "ReservationExtendResponse": "models",
+    "ReservationFinalizedError": "errors",
+    "ReservationListResponse": "models",
+    "ReservationStatus": "models",
+    "ReservationSummary": "models",
+    "ResponseFormatError": "errors",
+    "SignedAmount": "models",
+    "StandardMetrics": "models",
+    "StreamReservation": "streaming",
+    "Subject": "models",
+    "TenantClosedError": "errors",
+    "Unit": "models",
+    "action_from_wire": "mappers",
+    "action_quota_violation_from_wire": "mappers",
+    "action_to_wire": "mappers",
+    "amount_from_wire": "mappers",
+    "amount_to_wire": "mappers",
+    "balance_from_wire": "mappers",
+    "balance_response_from_wire": "mappers",
+    "caps_from_wire": "mappers",
+    "commit_request_from_wire": "mappers",
+    "commit_request_to_wire": "mappers",
+    "commit_response_from_wire": "mappers",
+    "cycles_evidence_ref_from_wire": "mappers",
+    "decision_request_from_wire": "mappers",
+    "decision_request_to_wire": "mappers",
+    "decision_response_from_wire": "mappers",
+    "deny_detail_from_wire": "mappers",
+    "error_code_from_string": "validation",
+    "error_response_from_wire": "mappers",
+    "event_create_request_from_wire": "mappers",
+    "event_create_request_to_wire": "mappers",
+    "event_create_response_from_wire": "mappers",
+    "from_wire": "mappers",
+    "get_cycles_context": "context",
+    "is_allowed": "validation",
+    "is_denied": "validation",
+    "is_metrics_empty": "validation",
+    "is_retryable_error_code": "validation",
+    "is_tool_allowed": "validation",
+    "metrics_from_wire": "mappers",
+    "metrics_to_wire": "mappers",
+    "policy_keys_from_wire": "mappers",
+    "policy_keys_to_wire": "mappers",
+    "release_request_from_wire": "mappers",
+    "release_request_to_wire": "mappers",
+    "release_response_from_wire": "mappers",
+    "request_body": "mappers",
+    "reservation_create_request_from_wire": "mappers",
+    "reservation_create_request_to_wire": "mappers",
+    "reservation_create_response_from_wire": "mappers",
+    "reservation_detail_from_wire": "mappers",
+    "reservation_evidence_from_wire": "mappers",
+    "reservation_extend_request_from_wire": "mappers",
+    "reservation_extend_request_to_wire": "mappers",
+    "reservation_extend_response_from_wire": "mappers",
+    "reservation_list_response_from_wire": "mappers",
+    "reservation_summary_from_wire": "mappers",
+    "reserve_for_stream": "streaming",
+    "set_default_client": "_defaults",
+    "set_default_config": "_defaults",
+    "signed_amount_from_wire": "mappers",
+    "signed_amount_to_wire": "mappers",
+    "standard_metrics_from_wire": "mappers",
+    "standard_metrics_to_wire": "mappers",
+    "subject_from_wire": "mappers",
+    "subject_to_wire": "mappers",
+    "to_wire": "mappers",
+    "with_cycles": "decorator",
+}
 
 __all__ = [
     "Action",
@@ -268,3 +395,18 @@ __all__ = [
     "to_wire",
     "with_cycles",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
