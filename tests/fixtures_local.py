@@ -4,6 +4,7 @@ is wrapped in the fault-injection layer (tests/faults.py).
 
 Import the fixtures into a test module::
 
+    # ruff: noqa: F811
     from fixtures_local import Harness, harness, mode, uvicorn_switch  # noqa: F401
 """
 
@@ -140,7 +141,8 @@ class Harness:
         """An `AsyncCyclesClient` (use it with ``async with``) and its fault layer."""
         inner: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport() if self.http else self.server.async_transport()
         faults = AsyncFaultyTransport(inner)
-        client = AsyncCyclesClient(self.config(**overrides), transport=faults, on_heartbeat_failure=on_heartbeat_failure)
+        config = self.config(**overrides)
+        client = AsyncCyclesClient(config, transport=faults, on_heartbeat_failure=on_heartbeat_failure)
         return client, faults
 
     def sync_client(

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from fixtures_local)
 """`with_cycles` end to end against the embedded server: in process and over real HTTP (uvicorn), asserting the
 exact requests (through the fault layer's log) and the ledger the server ends up with."""
 
