@@ -458,3 +458,23 @@ def test_extend_transport_failure_sync_client(harness: Harness) -> None:
     with lock:
         assert [(e.reservation_id, e.disposition) for e in events] == [(rid[0], "retrying")]
     harness.assert_ledger(spent=ACTUAL)
+
+
+@INPROC
+@pytest.mark.anyio
+async def test_server_side_max_extensions_stops_heartbeat(harness: Harness) -> None:
+    """A real 409 MAX_EXTENSIONS_EXCEEDED from the server: reported as stopped with the code, never retried."""
+    harness.server.update_tenant("acme", max_reservation_extensions=1)
+    events: list[HeartbeatEvent] = []
+    client, faults = harness.async_client(on_heartbeat_failure=events.append)
+    async with client:
+        rid = await _run_with_heartbeat(
+            harness, faults, client, 2000, lambda f: any(e.disposition == "stopped" for e in events)
+        )
+        assert await client.flush() == 0
+    assert faults.sequence() == ["create", "extend", "extend", "commit"]
+    assert [e.status for e in faults.entries("extend")] == [200, 409]
+    assert [(e.reservation_id, e.disposition, e.error_code) for e in events] == [
+        (rid, "stopped", "MAX_EXTENSIONS_EXCEEDED")
+    ]
+    harness.assert_ledger(spent=ACTUAL)

@@ -462,17 +462,149 @@ async def test_thousand_concurrent_calls(harness: Harness) -> None:
 @pytest.mark.anyio
 async def test_no_thread_on_the_async_happy_path(harness: Harness) -> None:
     client, faults = harness.async_client(journal_enabled=False)
-    before = threading.active_count()
-    during: list[int] = []
+    before = set(threading.enumerate())  # identities: threads that end meanwhile (idle pools) do not matter
+    started: list[set[threading.Thread]] = []
     async with client:
 
         @with_cycles(estimate=10, client=client)
         async def work() -> None:
-            during.append(threading.active_count())
+            started.append(set(threading.enumerate()) - before)
 
         for _ in range(5):
             await work()
         assert await client.flush() == 0
-        assert threading.active_count() == before
-    assert during == [before] * 5
+        assert set(threading.enumerate()) - before == set()
+    assert started == [set()] * 5
     assert faults.count("commit") == 5
+    assert not client.pending_settlements
+
+
+# --------------------------------------------------------------------------- cancellation, validation, defaults
+
+
+@INPROC
+@pytest.mark.anyio
+async def test_cancelled_call_releases(harness: Harness) -> None:
+    client, faults = harness.async_client()
+    started = anyio.Event()
+    async with client:
+
+        @with_cycles(estimate=100, client=client)
+        async def work() -> None:
+            started.set()
+            await anyio.sleep_forever()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(work)
+            await started.wait()
+            tg.cancel_scope.cancel()
+    assert faults.sequence() == ["create", "release"]
+    assert faults.log[1].status == 200
+    harness.assert_ledger(spent=0)
+
+
+@INPROC
+@pytest.mark.anyio
+async def test_invalid_estimate_sends_nothing(harness: Harness) -> None:
+    client, faults = harness.async_client()
+    async with client:
+
+        @with_cycles(estimate=lambda n: n, client=client)
+        async def work(n: int) -> None:
+            raise AssertionError("must not run")
+
+        with pytest.raises(ValueError, match="estimate must be non-negative"):
+            await work(-1)
+    assert faults.log == []
+    with pytest.raises(ValueError, match="ttl_ms"):
+        with_cycles(estimate=1, ttl_ms=500)
+
+
+@INPROC
+@pytest.mark.anyio
+async def test_dry_run_with_caps(harness: Harness) -> None:
+    harness.server.create_budget("tenant:acme/workspace:capped", USD, 100_000, caps={"max_tokens": 64})
+    client, _ = harness.async_client()
+    async with client:
+
+        @with_cycles(estimate=100, workspace="capped", dry_run=True, client=client)
+        async def work() -> None:
+            raise AssertionError("must not run")
+
+        result = await work()
+    assert isinstance(result, DryRunResult)
+    assert result.decision is Decision.ALLOW_WITH_CAPS
+    assert result.caps is not None and result.caps.max_tokens == 64
+    harness.assert_ledger(spent=0, scope="tenant:acme/workspace:capped")
+
+
+@INPROC
+@pytest.mark.anyio
+async def test_default_client_is_used_and_cached(harness: Harness) -> None:
+    from runcycles import set_default_client
+
+    client, faults = harness.async_client()
+
+    @with_cycles(estimate=10, actual=5)
+    async def work() -> str:
+        return "ok"
+
+    async with client:
+        set_default_client(client)
+        try:
+            assert await work() == "ok"
+        finally:
+            set_default_client(None)
+        assert await work() == "ok"  # resolved at the first call, then kept by the wrapper
+    assert faults.sequence() == ["create", "commit", "create", "commit"]
+    harness.assert_ledger(spent=10)
+
+    @with_cycles(estimate=10)
+    async def orphan() -> None:
+        raise AssertionError("must not run")
+
+    with pytest.raises(RuntimeError, match="No Cycles client available"):
+        await orphan()
+
+
+# --------------------------------------------------------------------------- short leases survive
+
+
+def _extends_ok(n: int) -> Any:
+    return lambda f: sum(1 for e in f.entries("extend") if e.status == 200) >= n
+
+
+@INPROC
+@pytest.mark.anyio
+async def test_short_lease_survives_a_longer_call(harness: Harness) -> None:
+    """ttl 2 s, no grace: the call outlives the first expiry; the heartbeat keeps it alive to the commit."""
+    client, faults = harness.async_client()
+    async with client:
+
+        @with_cycles(estimate=100, actual=100, ttl_ms=2000, grace_period_ms=0, client=client)
+        async def work() -> None:
+            await faults.wait_for(_extends_ok(3), timeout=20)
+
+        await work()
+        assert await client.flush() == 0
+    create, commit = faults.entries("create")[0], faults.entries("commit")[0]
+    assert commit.at - create.at > 2.0  # past the lease the create granted
+    assert commit.status == 200
+    assert faults.count("event") == 0
+    keys = faults.keys("extend")
+    assert len(set(keys)) == len(keys)  # a fresh key per beat
+    harness.assert_ledger(spent=100)
+
+
+def test_short_lease_survives_sync(harness: Harness) -> None:
+    client, faults = harness.sync_client()
+
+    @with_cycles(estimate=100, actual=100, ttl_ms=2000, grace_period_ms=0, client=client)
+    def work() -> None:
+        faults.wait_for_sync(_extends_ok(3), timeout=20)
+
+    work()
+    assert client.flush() == 0
+    create, commit = faults.entries("create")[0], faults.entries("commit")[0]
+    assert commit.at - create.at > 2.0 and commit.status == 200
+    harness.assert_ledger(spent=100)

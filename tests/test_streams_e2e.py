@@ -244,3 +244,43 @@ def test_sync_stream_transient_commit(harness: Harness) -> None:
     assert client.flush() == 0
     assert faults.sequence() == ["create", "commit", "commit_same_key"]
     harness.assert_ledger(spent=333)
+
+
+@INPROC
+def test_sync_concurrent_terminal_calls_from_threads(harness: Harness) -> None:
+    import threading
+
+    client, faults = harness.sync_client()
+    barrier = threading.Barrier(8)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def commit(amount: int) -> None:
+        barrier.wait()
+        try:
+            handle.commit(amount)
+            result = "commit"
+        except CyclesError:
+            result = "refused"
+        with lock:
+            outcomes.append(result)
+
+    def release() -> None:
+        barrier.wait()
+        handle.release()
+        with lock:
+            outcomes.append("release")
+
+    with reserve_for_stream(client=client, estimate=900) as handle:
+        threads = [threading.Thread(target=commit, args=(100 + i,)) for i in range(4)]
+        threads += [threading.Thread(target=release) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert get_cycles_context() is None
+    assert client.flush() == 0
+    settle = [e for e in faults.log if e.operation in ("commit", "release")]
+    assert len(settle) == 1
+    assert outcomes.count("refused") == (3 if settle[0].operation == "commit" else 4)
+    harness.assert_ledger(spent=settle[0].body["actual"]["amount"] if settle[0].operation == "commit" else 0)
