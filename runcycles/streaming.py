@@ -24,6 +24,7 @@ from .context import CyclesContext, bind
 from .errors import CyclesError
 from .lifecycle import PendingSettlement, Reserved, Settlement, release_steps, reserve_steps, settle_steps
 from .models import Caps, CommitOveragePolicy, CyclesMetrics, Decision, DryRunResult, Unit
+from .validation import validate_amount
 
 __all__ = ["AsyncStreamReservation", "StreamReservation", "reserve_for_stream"]
 
@@ -136,7 +137,9 @@ class AsyncStreamReservation(_Handle):
         self, actual: int, metrics: CyclesMetrics | None = None, metadata: Mapping[str, Any] | None = None
     ) -> None:
         """Commit ``actual`` (once). An understood rejection raises the typed `CyclesProtocolError`; a
-        transient failure returns normally and settles in the background (``client.flush()`` waits for it)."""
+        transient failure returns normally and settles in the background (``client.flush()`` waits for it).
+        An invalid ``actual`` raises ``ValueError`` and leaves the handle open."""
+        validate_amount("actual", actual)
         if not self._finalize():
             raise self._already()
         with anyio.CancelScope(shield=True):
@@ -176,6 +179,7 @@ class StreamReservation(_Handle):
         self, actual: int, metrics: CyclesMetrics | None = None, metadata: Mapping[str, Any] | None = None
     ) -> None:
         """Commit ``actual`` (once); see `AsyncStreamReservation.commit`."""
+        validate_amount("actual", actual)
         if not self._finalize():
             raise self._already()
         outcome = run_sync(self._settle_steps(actual, metrics, metadata), self._runtime.sync_env())

@@ -284,3 +284,29 @@ def test_sync_concurrent_terminal_calls_from_threads(harness: Harness) -> None:
     assert len(settle) == 1
     assert outcomes.count("refused") == (3 if settle[0].operation == "commit" else 4)
     harness.assert_ledger(spent=settle[0].body["actual"]["amount"] if settle[0].operation == "commit" else 0)
+
+
+@INPROC
+@pytest.mark.anyio
+async def test_invalid_commit_amount_raises_and_keeps_the_handle_open(harness: Harness) -> None:
+    client, faults = harness.async_client()
+    async with client, reserve_for_stream(client=client, estimate=900) as s:
+        for bad in (-5, 1.5, True):
+            with pytest.raises(ValueError, match="actual"):
+                await s.commit(bad)  # type: ignore[arg-type]
+        assert not s.finalized
+        await s.commit(5)
+    assert faults.sequence() == ["create", "commit"]
+    assert faults.log[1].body["actual"]["amount"] == 5
+    harness.assert_ledger(spent=5)
+
+
+@INPROC
+def test_invalid_commit_amount_sync(harness: Harness) -> None:
+    client, faults = harness.sync_client()
+    with reserve_for_stream(client=client, estimate=900) as s:
+        with pytest.raises(ValueError, match="actual must be non-negative"):
+            s.commit(-1)
+        assert not s.finalized
+    assert faults.sequence() == ["create", "commit"]  # the exit committed the estimate
+    harness.assert_ledger(spent=900)
