@@ -478,3 +478,92 @@ async def test_server_side_max_extensions_stops_heartbeat(harness: Harness) -> N
         (rid, "stopped", "MAX_EXTENSIONS_EXCEEDED")
     ]
     harness.assert_ledger(spent=ACTUAL)
+
+
+# --------------------------------------------------------------------------- release and event faults
+
+
+@INPROC
+@pytest.mark.anyio
+async def test_release_fault_still_reraises_the_original(harness: Harness) -> None:
+    client, faults = harness.async_client()
+    faults.on("release", times=2).connect_error()
+    boom = KeyError("boom")
+    async with client:
+
+        @with_cycles(estimate=ESTIMATE, client=client)
+        async def work() -> None:
+            raise boom
+
+        with pytest.raises(KeyError) as caught:
+            await work()
+    assert caught.value is boom
+    assert faults.sequence() == ["create", "release", "release_same_key"]
+    harness.assert_ledger(spent=0, reserved=ESTIMATE)  # held until the reservation expires
+
+
+@INPROC
+@pytest.mark.anyio
+async def test_release_recovered_by_same_key_retry(harness: Harness) -> None:
+    client, faults = harness.async_client()
+    faults.on("release").lost_response()
+    async with client:
+
+        @with_cycles(estimate=ESTIMATE, client=client)
+        async def work() -> None:
+            raise KeyError("boom")
+
+        with pytest.raises(KeyError):
+            await work()
+    assert faults.sequence() == ["create", "release", "release_same_key"]
+    assert [e.status for e in faults.entries("release")] == [None, 200]
+    harness.assert_ledger(spent=0)
+
+
+EVENT_FAULTS: dict[str, Setup] = {
+    "status_500": lambda f: f.on("event").status(500),
+    "lost_response": lambda f: f.on("event").lost_response(),
+    # The right body with the wrong status (200, not 201) is not a success: retried with the same key.
+    "2xx_200_instead_of_201": lambda f: f.on("event").body(200, lambda real: real),
+}
+
+
+def _assert_event_settled_once(harness: Harness, faults: FaultPlan) -> None:
+    assert faults.sequence() == ["create", "commit", "event_same_key", "event_same_key"]
+    assert faults.entries("commit")[0].status == 410
+    assert faults.entries("event")[-1].status == 201
+    assert len(set(faults.keys("event"))) == 1
+    harness.assert_ledger(spent=ACTUAL)  # the event charged exactly once
+
+
+@INPROC
+@pytest.mark.anyio
+@pytest.mark.parametrize("fault", sorted(EVENT_FAULTS))
+async def test_event_fallback_faults_retried_same_key(harness: Harness, fault: str) -> None:
+    client, faults = harness.async_client()
+    EVENT_FAULTS[fault](faults)
+    async with client:
+
+        @with_cycles(estimate=ESTIMATE, actual=ACTUAL, ttl_ms=10_000, grace_period_ms=0, client=client)
+        async def work() -> str:
+            harness.clock.advance(20_000)
+            return "done"
+
+        assert await work() == "done"
+        assert await client.flush() == 0
+    _assert_event_settled_once(harness, faults)
+
+
+@pytest.mark.parametrize("fault", sorted(EVENT_FAULTS))
+def test_event_fallback_faults_retried_same_key_sync(harness: Harness, fault: str) -> None:
+    client, faults = harness.sync_client()
+    EVENT_FAULTS[fault](faults)
+
+    @with_cycles(estimate=ESTIMATE, actual=ACTUAL, ttl_ms=10_000, grace_period_ms=0, client=client)
+    def work() -> str:
+        harness.clock.advance(20_000)
+        return "done"
+
+    assert work() == "done"
+    assert client.flush() == 0
+    _assert_event_settled_once(harness, faults)

@@ -608,3 +608,52 @@ def test_short_lease_survives_sync(harness: Harness) -> None:
     create, commit = faults.entries("create")[0], faults.entries("commit")[0]
     assert commit.at - create.at > 2.0 and commit.status == 200
     harness.assert_ledger(spent=100)
+
+
+@INPROC
+@pytest.mark.anyio
+async def test_short_lease_survives_without_remaining_ttl(harness: Harness) -> None:
+    """A server that omits ``remaining_ttl_ms``: the fallback schedule keeps a 2 s lease alive too."""
+    client, faults = harness.async_client()
+    strip = lambda real: {k: v for k, v in real.items() if k != "remaining_ttl_ms"}  # noqa: E731
+    faults.on(["create", "extend"], times=None).body(200, strip)
+    async with client:
+
+        @with_cycles(estimate=100, actual=100, ttl_ms=2000, grace_period_ms=0, client=client)
+        async def work() -> None:
+            await faults.wait_for(_extends_ok(3), timeout=20)
+
+        await work()
+    create, commit = faults.entries("create")[0], faults.entries("commit")[0]
+    assert commit.at - create.at > 2.0 and commit.status == 200
+    assert all("remaining_ttl_ms" not in (e.body or {}) for e in faults.entries("extend"))
+    harness.assert_ledger(spent=100)
+
+
+@INPROC
+def test_sync_calls_from_many_threads(harness: Harness) -> None:
+    client, faults = harness.sync_client()
+    errors: list[BaseException] = []
+
+    @with_cycles(estimate=20, actual=lambda r: r, client=client)
+    def work(n: int) -> int:
+        ctx = get_cycles_context()
+        assert ctx is not None
+        return n
+
+    def run(t: int) -> None:
+        try:
+            for i in range(5):
+                assert work(t + i) == t + i
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert client.flush() == 0
+    assert faults.count("create") == 100 and faults.count("commit") == 100
+    harness.assert_ledger(spent=sum(t + i for t in range(20) for i in range(5)))

@@ -310,3 +310,46 @@ def test_invalid_commit_amount_sync(harness: Harness) -> None:
         assert not s.finalized
     assert faults.sequence() == ["create", "commit"]  # the exit committed the estimate
     harness.assert_ledger(spent=900)
+
+
+@INPROC
+@pytest.mark.anyio
+async def test_cancelled_stream_releases(harness: Harness) -> None:
+    client, faults = harness.async_client()
+    entered = anyio.Event()
+    async with client:
+
+        async def stream() -> None:
+            async with reserve_for_stream(client=client, estimate=900):
+                entered.set()
+                await anyio.sleep_forever()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stream)
+            await entered.wait()
+            tg.cancel_scope.cancel()
+    assert faults.sequence() == ["create", "release"]
+    assert faults.log[1].status == 200 and faults.log[1].body["reason"] == "stream_failed"
+    harness.assert_ledger(spent=0)
+
+
+@INPROC
+@pytest.mark.anyio
+async def test_cancelled_stream_with_usage_commits_it(harness: Harness) -> None:
+    client, faults = harness.async_client()
+    entered = anyio.Event()
+    async with client:
+
+        async def stream() -> None:
+            async with reserve_for_stream(client=client, estimate=900) as s:
+                s.actual = 120
+                entered.set()
+                await anyio.sleep_forever()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stream)
+            await entered.wait()
+            tg.cancel_scope.cancel()
+    assert faults.sequence() == ["create", "commit"]
+    assert faults.log[1].status == 200
+    harness.assert_ledger(spent=120)
