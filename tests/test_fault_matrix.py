@@ -129,6 +129,13 @@ def _status(code: int, error: ErrorCode | None = None) -> Callable[[BaseExceptio
     return check
 
 
+def _typed(cls: type[CyclesProtocolError]) -> Callable[[BaseException], None]:
+    def check(exc: BaseException) -> None:
+        assert isinstance(exc, cls), repr(exc)
+
+    return check
+
+
 def _transport(cause: type[Exception]) -> Callable[[BaseException], None]:
     def check(exc: BaseException) -> None:
         assert isinstance(exc, CyclesTransportError) and isinstance(exc.__cause__, cause)
@@ -163,12 +170,10 @@ CREATE_RAISES: dict[str, tuple[Setup, list[str], Callable[[BaseException], None]
     "rate_limited_bare": (lambda f: f.on("create").rate_limited(), ["create"], _retry_after(None), 0),
     "status_401": (lambda f: f.on("create").status(401), ["create"], _status(401, ErrorCode.UNAUTHORIZED), 0),
     "status_410": (
-        lambda f: f.on("create").status(410), ["create"],
-        lambda e: isinstance(e, ReservationExpiredError) or pytest.fail(repr(e)), 0,
+        lambda f: f.on("create").status(410), ["create"], _typed(ReservationExpiredError), 0,
     ),
     "status_409_finalized": (
-        lambda f: f.on("create").status(409), ["create"],
-        lambda e: isinstance(e, ReservationFinalizedError) or pytest.fail(repr(e)), 0,
+        lambda f: f.on("create").status(409), ["create"], _typed(ReservationFinalizedError), 0,
     ),
 }
 

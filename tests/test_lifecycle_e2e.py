@@ -199,7 +199,7 @@ async def test_caps_reach_the_context(harness: Harness) -> None:
         @with_cycles(estimate=100, workspace="capped", client=client)
         async def work() -> None:
             ctx = get_cycles_context()
-            assert ctx is not None
+            assert ctx is not None and ctx.caps is not None
             seen.update(decision=ctx.decision, has_caps=ctx.has_caps(), max_tokens=ctx.caps.max_tokens,
                         search=is_tool_allowed(ctx.caps, "search"), shell=is_tool_allowed(ctx.caps, "shell"))
 
@@ -528,7 +528,7 @@ async def test_dry_run_with_caps(harness: Harness) -> None:
     async with client:
 
         @with_cycles(estimate=100, workspace="capped", dry_run=True, client=client)
-        async def work() -> None:
+        async def work() -> Any:
             raise AssertionError("must not run")
 
         result = await work()

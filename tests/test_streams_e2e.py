@@ -293,7 +293,7 @@ async def test_invalid_commit_amount_raises_and_keeps_the_handle_open(harness: H
     async with client, reserve_for_stream(client=client, estimate=900) as s:
         for bad in (-5, 1.5, True):
             with pytest.raises(ValueError, match="actual"):
-                await s.commit(bad)  # type: ignore[arg-type]
+                await s.commit(bad)
         assert not s.finalized
         await s.commit(5)
     assert faults.sequence() == ["create", "commit"]
