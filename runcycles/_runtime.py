@@ -299,12 +299,26 @@ def worker_sender_for_sync(send: Callable[[HttpRequest, int | None], CyclesRespo
 
 
 def worker_sender_for_async(
-    config: Any, transport: httpx.AsyncBaseTransport | None, options: dict[str, Any], send: Any
+    config: Any,
+    transport: httpx.AsyncBaseTransport | None,
+    factory: Callable[[], httpx.AsyncBaseTransport] | None,
+    options: dict[str, Any],
+    send: Any,
 ) -> Callable[[], Any]:
-    """The background sender of an async client: its own `httpx.AsyncClient` in the worker's loop."""
+    """The background sender of an async client: its own `httpx.AsyncClient` in the worker's loop.
+
+    A network transport's connection pool belongs to the event loop that opened it, so the worker never
+    shares one: it builds its own (``factory``, else a default ``httpx.AsyncHTTPTransport``).
+    """
 
     def make() -> Callable[[HttpRequest, int | None], Any]:
-        http = httpx.AsyncClient(transport=transport, **options)
+        if factory is not None:
+            own: httpx.AsyncBaseTransport | None = factory()
+        elif transport is None or isinstance(transport, httpx.AsyncHTTPTransport):
+            own = None
+        else:
+            own = transport
+        http = httpx.AsyncClient(transport=own, **options)
 
         async def send_async(request: HttpRequest, deadline_ms: int | None) -> CyclesResponse:
             response: CyclesResponse = await send(http, config, request, deadline_ms)

@@ -61,6 +61,8 @@ async def _send_async(
         return rq.transport_failure(exc)
     except TimeoutError:
         return rq.transport_failure(httpx.TimeoutException(f"attempt deadline of {deadline_ms} ms exceeded"))
+    except OSError as exc:  # a transport that leaks a socket error: still "no answer", never a crash
+        return rq.transport_failure(exc)
     return rq.parse_response(reply.status_code, reply.headers, reply.content, reply.reason_phrase)
 
 
@@ -152,6 +154,8 @@ class CyclesClient(_ClientBase):
             )
         except httpx.HTTPError as exc:
             return rq.transport_failure(exc)
+        except OSError as exc:  # a transport that leaks a socket error: still "no answer", never a crash
+            return rq.transport_failure(exc)
         return rq.parse_response(reply.status_code, reply.headers, reply.content, reply.reason_phrase)
 
     def create_reservation(self, request: Any, *, traceparent: str | None = None) -> CyclesResponse:
@@ -240,7 +244,12 @@ class AsyncCyclesClient(_ClientBase):
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         on_heartbeat_failure: Callable[[HeartbeatEvent], None] | None = None,
+        background_transport: Callable[[], httpx.AsyncBaseTransport] | None = None,
     ) -> None:
+        """``background_transport`` builds the transport of the background worker's own event loop (retries
+        and replays outlive the caller's loop). By default the worker uses a fresh ``httpx.AsyncHTTPTransport``
+        when ``transport`` is None or one, and ``transport`` itself otherwise (in-process and mock transports
+        are not bound to an event loop)."""
         from ._runtime import Runtime, worker_sender_for_async
 
         super().__init__(config)
@@ -249,7 +258,9 @@ class AsyncCyclesClient(_ClientBase):
             self,
             send_sync=None,
             send_async=self._send_for_lifecycle,
-            make_worker_sender=worker_sender_for_async(config, transport, self._http_options(), _send_async),
+            make_worker_sender=worker_sender_for_async(
+                config, transport, background_transport, self._http_options(), _send_async
+            ),
             on_heartbeat_failure=on_heartbeat_failure,
         )
         self._runtime.replay_on_start()
