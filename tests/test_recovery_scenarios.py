@@ -22,7 +22,7 @@ from typing import Any
 
 import anyio
 import pytest
-from faults import AsyncFaultyTransport, FaultPlan
+from faults import AsyncFaultyTransport, FaultPlan, FaultyTransport
 from recovery_helpers import (
     ACTUAL,
     BASE_URL,
@@ -247,8 +247,6 @@ def test_cr_core_003_heartbeat_transport_error_is_reported_and_non_fatal(world: 
     retried with the same key, the work goes on and its spend is committed."""
     events: list[HeartbeatEvent] = []
     server = world.server()
-    from faults import FaultyTransport
-
     faults = FaultyTransport(server.transport())
     faults.on("extend").connect_error()
     client = CyclesClient(world.config(), transport=faults, on_heartbeat_failure=events.append)
