@@ -727,8 +727,8 @@ class EventCreateResponse:
 
 
 @attrs.frozen(kw_only=True)
-class ReservationDetail:
-    """``GET /v1/reservations/{id}`` 200 body."""
+class _ReservationView:
+    """The fields a reservation read shares (the spec's ReservationDetail and ReservationSummary agree)."""
 
     reservation_id: str = attrs.field(metadata=w.STR)
     status: ReservationStatus | str = attrs.field(metadata=w.enum_of(ReservationStatus))
@@ -749,25 +749,14 @@ class ReservationDetail:
 
 
 @attrs.frozen(kw_only=True)
-class ReservationSummary:
-    """One row of ``GET /v1/reservations``."""
+class ReservationDetail(_ReservationView):
+    """``GET /v1/reservations/{id}`` 200 body."""
 
-    reservation_id: str = attrs.field(metadata=w.STR)
-    status: ReservationStatus | str = attrs.field(metadata=w.enum_of(ReservationStatus))
-    subject: Subject = attrs.field(metadata=w.model(Subject))
-    action: Action = attrs.field(metadata=w.model(Action))
-    reserved: Amount = attrs.field(metadata=w.model(Amount))
-    created_at_ms: int = attrs.field(metadata=w.INT)
-    expires_at_ms: int = attrs.field(metadata=w.INT)
-    scope_path: str = attrs.field(metadata=w.STR)
-    affected_scopes: tuple[str, ...] = attrs.field(converter=_to_scopes, metadata=w.SCOPES)
-    idempotency_key: str | None = attrs.field(default=None, metadata=w.STR)
-    committed: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
-    finalized_at_ms: int | None = attrs.field(default=None, metadata=w.INT)
-    metadata: Mapping[str, Any] | None = attrs.field(default=None, metadata=w.OBJECT)
-    committed_metadata: Mapping[str, Any] | None = attrs.field(default=None, metadata=w.OBJECT)
-    evidence: ReservationEvidence | None = attrs.field(default=None, metadata=w.model(ReservationEvidence))
-    extra: Mapping[str, Any] = _extra()
+
+@attrs.frozen(kw_only=True)
+class ReservationSummary(_ReservationView):
+    """One row of ``GET /v1/reservations`` (``metadata``, ``committed_metadata`` and ``evidence`` only when
+    requested with ``include=``)."""
 
 
 @attrs.frozen(kw_only=True)
