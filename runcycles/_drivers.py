@@ -89,6 +89,25 @@ def _journal_call(fn: Callable[[Any], None] | None, arg: Any) -> BaseException |
     return None
 
 
+def _journal_job(effect: object, env: SyncEnv | AsyncEnv) -> tuple[Callable[[Any], None] | None, Any] | None:
+    """The blocking journal call an effect asks for (``None`` when it is not a journal effect)."""
+    if isinstance(effect, JournalWrite):
+        return env.journal_write, effect.record
+    if isinstance(effect, JournalDelete):
+        return env.journal_delete, effect.reservation_id
+    if isinstance(effect, JournalRelease):
+        return env.journal_release, effect.reservation_id
+    return None
+
+
+def _clock(effect: object, env: SyncEnv | AsyncEnv) -> float | int:
+    if isinstance(effect, Now):
+        return env.monotonic()
+    if isinstance(effect, WallNow):
+        return env.wall()
+    raise TypeError(f"unknown effect {effect!r}")  # pragma: no cover - a programming error
+
+
 def run_sync(steps: Steps[T], env: SyncEnv) -> T:
     """Drive ``steps`` to completion (or to a ``Detach``) on this thread."""
     answer: Any = None
@@ -97,6 +116,7 @@ def run_sync(steps: Steps[T], env: SyncEnv) -> T:
             effect = steps.send(answer)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
+        answer = None
         if isinstance(effect, Send):
             sent_at = env.monotonic()
             response = env.send(effect.request, effect.deadline_ms)
@@ -105,25 +125,14 @@ def run_sync(steps: Steps[T], env: SyncEnv) -> T:
             delay = (effect.at_ms - env.monotonic()) / 1000.0
             if delay > 0:
                 time.sleep(delay)
-            answer = None
-        elif isinstance(effect, Now):
-            answer = env.monotonic()
-        elif isinstance(effect, WallNow):
-            answer = env.wall()
-        elif isinstance(effect, JournalWrite):
-            answer = _journal_call(env.journal_write, effect.record)
-        elif isinstance(effect, JournalDelete):
-            answer = _journal_call(env.journal_delete, effect.reservation_id)
-        elif isinstance(effect, JournalRelease):
-            answer = _journal_call(env.journal_release, effect.reservation_id)
         elif isinstance(effect, Detach):
-            if env.detach is None:
-                answer = None
-                continue
-            env.detach(steps)
-            return DETACHED  # type: ignore[no-any-return]
-        else:  # pragma: no cover - a programming error
-            raise TypeError(f"unknown effect {effect!r}")
+            if env.detach is not None:
+                env.detach(steps)
+                return DETACHED  # type: ignore[no-any-return]
+        elif (job := _journal_job(effect, env)) is not None:
+            answer = _journal_call(*job)
+        else:
+            answer = _clock(effect, env)
 
 
 async def run_async(steps: Steps[T], env: AsyncEnv) -> T:
@@ -134,31 +143,21 @@ async def run_async(steps: Steps[T], env: AsyncEnv) -> T:
             effect = steps.send(answer)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
+        answer = None
         if isinstance(effect, Send):
             sent_at = env.monotonic()
             response = await env.send(effect.request, effect.deadline_ms)
             answer = Sent(response, sent_at, env.monotonic())
         elif isinstance(effect, SleepUntil):
             await anyio.sleep(max(0.0, (effect.at_ms - env.monotonic()) / 1000.0))
-            answer = None
-        elif isinstance(effect, Now):
-            answer = env.monotonic()
-        elif isinstance(effect, WallNow):
-            answer = env.wall()
-        elif isinstance(effect, JournalWrite):
-            answer = await _off_loop(env.journal_write, effect.record)
-        elif isinstance(effect, JournalDelete):
-            answer = await _off_loop(env.journal_delete, effect.reservation_id)
-        elif isinstance(effect, JournalRelease):
-            answer = await _off_loop(env.journal_release, effect.reservation_id)
         elif isinstance(effect, Detach):
-            if env.detach is None:
-                answer = None
-                continue
-            env.detach(steps)
-            return DETACHED  # type: ignore[no-any-return]
-        else:  # pragma: no cover - a programming error
-            raise TypeError(f"unknown effect {effect!r}")
+            if env.detach is not None:
+                env.detach(steps)
+                return DETACHED  # type: ignore[no-any-return]
+        elif (job := _journal_job(effect, env)) is not None:
+            answer = await _off_loop(*job)
+        else:
+            answer = _clock(effect, env)
 
 
 async def _off_loop(fn: Callable[[Any], None] | None, arg: Any) -> BaseException | None:
