@@ -65,7 +65,8 @@ class _Switch:
         await self.target(scope, receive, send)
 
 
-def _start_uvicorn(app: Any) -> tuple[str, Any, threading.Thread]:
+def start_uvicorn(app: Any) -> tuple[str, Any, threading.Thread]:
+    """Serve ``app`` with uvicorn on a free 127.0.0.1 port in a thread; returns (base_url, server, thread)."""
     import uvicorn
 
     ready = threading.Event()
@@ -89,7 +90,7 @@ def _start_uvicorn(app: Any) -> tuple[str, Any, threading.Thread]:
 @pytest.fixture(scope="session")
 def uvicorn_switch() -> Iterator[tuple[str, _Switch]]:
     switch = _Switch()
-    base_url, server, thread = _start_uvicorn(switch)
+    base_url, server, thread = start_uvicorn(switch)
     yield base_url, switch
     server.should_exit = True
     thread.join(10)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
-import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jsonschema
+from fixtures_local import _Switch, start_uvicorn  # noqa: F401  (re-exported for tests/local)
 
 from runcycles.local import LocalCyclesServer
 
@@ -78,45 +76,6 @@ class FakeClock:
 
     def advance(self, ms: int) -> None:
         self.now += ms
-
-
-class _Switch:
-    """ASGI app forwarding to the current test's server, so one uvicorn serves the whole session."""
-
-    def __init__(self) -> None:
-        self.target: Any = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                kind = message["type"].rsplit(".", 1)[-1]
-                await send({"type": f"lifespan.{kind}.complete"})
-                if kind == "shutdown":
-                    return
-        await self.target(scope, receive, send)
-
-
-def start_uvicorn(app: Any) -> tuple[str, Any, threading.Thread]:
-    """Serve ``app`` with uvicorn on a free 127.0.0.1 port in a thread; returns (base_url, server, thread)."""
-    import uvicorn
-
-    ready = threading.Event()
-
-    class _Server(uvicorn.Server):
-        async def startup(self, sockets: Any = None) -> None:
-            await super().startup(sockets=sockets)
-            ready.set()
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = _Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
-    assert ready.wait(10), "uvicorn did not start"
-    return f"http://127.0.0.1:{port}", server, thread
 
 
 class World:
