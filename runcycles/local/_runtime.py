@@ -106,6 +106,13 @@ def closed_error() -> LocalServerError:
     return LocalServerError(409, "TENANT_CLOSED", "Tenant is closed")
 
 
+def _settle_clock(env: Env, conn: sqlite3.Connection) -> int:
+    """Server time for a write transaction, after expiring what has lapsed (lazy expiry)."""
+    now = env.clock()
+    db.sweep_expired(conn, now)
+    return now
+
+
 @attrs.define(kw_only=True)
 class Idem:
     """The idempotency slot of one request: where its response is stored and what it must match."""
@@ -262,8 +269,7 @@ def create_reservation(env: Env, req: Request) -> Response:
     dry_run = bool(body.get("dry_run", False))
     estimate = body["estimate"]
     with env.ledger.write() as conn:
-        now = env.clock()
-        db.sweep_expired(conn, now)
+        now = _settle_clock(env, conn)
         replay = idem.replay(conn, now)
         if replay is not None:
             return replay[0], refresh_ttl(conn, replay[1], None, now)
@@ -348,8 +354,7 @@ def decide(env: Env, req: Request) -> Response:
     check_subject_tenant(req, body["subject"])
     idem = Idem.of(req.tenant, "decide", body)
     with env.ledger.write() as conn:
-        now = env.clock()
-        db.sweep_expired(conn, now)
+        now = _settle_clock(env, conn)
         replay = idem.replay(conn, now)
         if replay is not None:
             return replay
@@ -400,8 +405,7 @@ def commit_reservation(env: Env, req: Request, reservation_id: str) -> Response:
     idem = Idem.of(req.tenant, f"commit:{reservation_id}", body)
     actual = body["actual"]
     with env.ledger.write() as conn:
-        now = env.clock()
-        db.sweep_expired(conn, now)
+        now = _settle_clock(env, conn)
         replay = idem.replay(conn, now)
         if replay is not None:
             return replay
@@ -472,8 +476,7 @@ def release_reservation(env: Env, req: Request, reservation_id: str) -> Response
     """``POST /v1/reservations/{id}/release``: return the whole hold."""
     body = req.idempotent_json(RELEASE_REQUEST)
     with env.ledger.write() as conn:
-        now = env.clock()
-        db.sweep_expired(conn, now)
+        now = _settle_clock(env, conn)
         tenant = req.tenant
         if tenant is None:  # admin force-release: keys are scoped by the reservation's tenant
             found = db.get_reservation(conn, reservation_id)
@@ -503,8 +506,7 @@ def extend_reservation(env: Env, req: Request, reservation_id: str) -> Response:
     assert req.tenant is not None
     idem = Idem.of(req.tenant, f"extend:{reservation_id}", body)
     with env.ledger.write() as conn:
-        now = env.clock()
-        db.sweep_expired(conn, now)
+        now = _settle_clock(env, conn)
         replay = idem.replay(conn, now)
         if replay is not None:
             return replay[0], refresh_ttl(conn, replay[1], reservation_id, now)
@@ -541,8 +543,7 @@ def create_event(env: Env, req: Request) -> Response:
     idem = Idem.of(req.tenant, "event", body, "event")
     actual = body["actual"]
     with env.ledger.write() as conn:
-        now = env.clock()
-        db.sweep_expired(conn, now)
+        now = _settle_clock(env, conn)
         replay = idem.replay(conn, now)
         if replay is not None:
             return replay
