@@ -7,7 +7,7 @@
     python3 dev.py setup    # only create/refresh .venv
 
 It creates ``.venv`` beside this file on first use and installs the package
-with its ``dev`` and ``server`` extras into it.
+with its ``dev``, ``server`` and integration extras into it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".installed"
+# Every extra, so that the integration tests run against the real packages.
+EXTRAS = "dev,server,openai,anthropic,langchain,agents,fastapi,otel"
 
 
 def _run(*cmd: str | os.PathLike[str]) -> None:
@@ -41,7 +43,7 @@ def ensure_venv() -> None:
         return
     if not PY.exists():
         venv.EnvBuilder(with_pip=True).create(VENV)
-    _run(PY, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", ".[dev,server]")
+    _run(PY, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e", f".[{EXTRAS}]")
     STAMP.write_text(digest)
 
 
