@@ -8,7 +8,7 @@ lifecycle.
 
 from __future__ import annotations
 
-import math
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -17,6 +17,7 @@ import anyio
 import httpx
 
 from ._protocol import requests as rq
+from ._text import BodyReader, Scrubber
 from ._version import __version__
 from .config import CyclesConfig
 from .errors import CyclesTransportError, error_from_response
@@ -43,27 +44,55 @@ def _timeout(config: CyclesConfig, deadline_ms: int | None = None) -> httpx.Time
     return httpx.Timeout(connect=connect / 1000, read=read / 1000, write=read / 1000, pool=connect / 1000)
 
 
+def _attempt(config: CyclesConfig, deadline_ms: int | None) -> tuple[int, httpx.Timeout]:
+    """The whole-attempt budget (the tighter of ``deadline_ms`` and connect + read) and httpx's timeouts."""
+    budget = config.request_timeout_budget_ms
+    if deadline_ms is None or deadline_ms >= budget:
+        return budget, _timeout(config)
+    deadline_ms = max(1, deadline_ms)
+    return deadline_ms, _timeout(config, deadline_ms)
+
+
+def _deadline_exceeded(budget_ms: int) -> httpx.TimeoutException:
+    return httpx.TimeoutException(f"attempt deadline of {budget_ms} ms exceeded")
+
+
+def _answer(reply: httpx.Response, reader: BodyReader, scrub: Scrubber) -> CyclesResponse:
+    cut_at = reader.limit if reader.cut else None
+    return rq.parse_response(
+        reply.status_code, reply.headers, reader.content(), reply.reason_phrase, scrub=scrub, cut_at=cut_at
+    )
+
+
 async def _send_async(
     http: httpx.AsyncClient, config: CyclesConfig, request: rq.HttpRequest, deadline_ms: int | None
 ) -> CyclesResponse:
-    limit = math.inf if deadline_ms is None else deadline_ms / 1000
+    budget_ms, timeout = _attempt(config, deadline_ms)
+    scrub = Scrubber(config.api_key)
     try:
-        with anyio.fail_after(limit):
-            reply = await http.request(
+        with anyio.fail_after(budget_ms / 1000):
+            async with http.stream(
                 request.method,
                 request.path,
                 params=request.params or None,
                 content=request.content,
                 headers=dict(request.headers),
-                timeout=_timeout(config, deadline_ms) if deadline_ms is not None else httpx.USE_CLIENT_DEFAULT,
-            )
+                timeout=timeout,
+            ) as reply:
+                reader = BodyReader(config.max_response_bytes, reply.headers.get("content-encoding"))
+                if reply.is_stream_consumed:  # a transport that answered with a body already in memory
+                    reader.feed(reply.content)
+                else:
+                    async for chunk in reply.aiter_raw():
+                        if not reader.feed(chunk):
+                            break
     except httpx.HTTPError as exc:
-        return rq.transport_failure(exc)
+        return rq.transport_failure(exc, scrub=scrub)
     except TimeoutError:
-        return rq.transport_failure(httpx.TimeoutException(f"attempt deadline of {deadline_ms} ms exceeded"))
+        return rq.transport_failure(_deadline_exceeded(budget_ms), scrub=scrub)
     except OSError as exc:  # a transport that leaks a socket error: still "no answer", never a crash
-        return rq.transport_failure(exc)
-    return rq.parse_response(reply.status_code, reply.headers, reply.content, reply.reason_phrase)
+        return rq.transport_failure(exc, scrub=scrub)
+    return _answer(reply, reader, scrub)
 
 
 class _ClientBase:
@@ -75,6 +104,7 @@ class _ClientBase:
         if not isinstance(config, CyclesConfig):
             raise TypeError(f"config must be a CyclesConfig, got {type(config).__name__}")
         self._config = config
+        self._scrub = Scrubber(config.api_key)
 
     @property
     def config(self) -> CyclesConfig:
@@ -85,7 +115,12 @@ class _ClientBase:
         return {
             "base_url": self._config.base_url,
             "timeout": _timeout(self._config),
-            "headers": {"X-Cycles-API-Key": self._config.api_key, "User-Agent": USER_AGENT},
+            "headers": {
+                "X-Cycles-API-Key": self._config.api_key,
+                "User-Agent": USER_AGENT,
+                # Bodies are read against a byte cap; a compressed one could inflate past it in one chunk.
+                "Accept-Encoding": "identity",
+            },
             "follow_redirects": False,
         }
 
@@ -142,21 +177,38 @@ class CyclesClient(_ClientBase):
         return self._runtime.replay_records()
 
     def send(self, request: rq.HttpRequest, *, deadline_ms: int | None = None) -> CyclesResponse:
-        """Send one prepared request; ``deadline_ms`` tightens the attempt's timeouts."""
+        """Send one prepared request, bounded as a whole by ``connect + read`` timeout (or ``deadline_ms`` when
+        tighter).
+
+        The body is read in chunks against a monotonic deadline, so a server trickling its answer is cut off
+        at the budget (give or take one read); the headers are bounded per read by the read timeout.
+        """
+        budget_ms, timeout = _attempt(self._config, deadline_ms)
+        deadline = time.monotonic() + budget_ms / 1000
+        scrub = self._scrub
         try:
-            reply = self._http.request(
+            with self._http.stream(
                 request.method,
                 request.path,
                 params=request.params or None,
                 content=request.content,
                 headers=dict(request.headers),
-                timeout=_timeout(self._config, deadline_ms) if deadline_ms is not None else httpx.USE_CLIENT_DEFAULT,
-            )
+                timeout=timeout,
+            ) as reply:
+                reader = BodyReader(self._config.max_response_bytes, reply.headers.get("content-encoding"))
+                chunks = (reply.content,) if reply.is_stream_consumed else reply.iter_raw()
+                for chunk in chunks:
+                    if time.monotonic() > deadline:
+                        raise _deadline_exceeded(budget_ms)
+                    if not reader.feed(chunk):
+                        break
+                if time.monotonic() > deadline:
+                    raise _deadline_exceeded(budget_ms)
         except httpx.HTTPError as exc:
-            return rq.transport_failure(exc)
+            return rq.transport_failure(exc, scrub=scrub)
         except OSError as exc:  # a transport that leaks a socket error: still "no answer", never a crash
-            return rq.transport_failure(exc)
-        return rq.parse_response(reply.status_code, reply.headers, reply.content, reply.reason_phrase)
+            return rq.transport_failure(exc, scrub=scrub)
+        return _answer(reply, reader, scrub)
 
     def create_reservation(self, request: Any, *, traceparent: str | None = None) -> CyclesResponse:
         """``POST /v1/reservations``."""
@@ -269,7 +321,8 @@ class AsyncCyclesClient(_ClientBase):
         return await _send_async(self._http, self._config, request, deadline_ms)
 
     async def send(self, request: rq.HttpRequest, *, deadline_ms: int | None = None) -> CyclesResponse:
-        """Send one prepared request; ``deadline_ms`` bounds the whole attempt."""
+        """Send one prepared request, bounded as a whole by ``connect + read`` timeout (or ``deadline_ms`` when
+        tighter); the body is read up to ``max_response_bytes``."""
         return await _send_async(self._http, self._config, request, deadline_ms)
 
     async def flush(self, timeout_ms: int | None = None) -> int:

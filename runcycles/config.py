@@ -34,6 +34,11 @@ def _positive(_: object, attribute: attrs.Attribute[int], value: int) -> None:
         raise ValueError(f"{attribute.name} must be a positive integer (milliseconds), got {value!r}")
 
 
+def _positive_bytes(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{attribute.name} must be a positive integer (bytes), got {value!r}")
+
+
 def _non_negative(_: object, attribute: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{attribute.name} must be a non-negative integer, got {value!r}")
@@ -63,6 +68,14 @@ class CyclesConfig:
 
     ``extend_timeout_ms`` (optional) is a tighter deadline for heartbeat extend requests; when unset the
     heartbeat derives one from the lease so that short leases survive (see the README).
+
+    Every attempt (reserve, extend, commit, event, release, reads) is bounded as a whole by
+    ``connect_timeout_ms + read_timeout_ms`` (`request_timeout_budget_ms`), however slowly the server
+    trickles its answer; a blown budget is a transport failure. ``max_response_bytes`` (default 1 MiB) is
+    how much of a response body is read: a longer one is cut and read as a malformed (ambiguous) answer.
+    ``replay_verify_after_ms`` (default 6 days, inside the reference server's 7-day idempotency window) is
+    the age past which a journaled settlement is verified with a GET of its reservation before anything
+    is resent: committed means settled; otherwise the record is quarantined and reported, never resent blind.
     """
 
     base_url: str = attrs.field(validator=_check_url)
@@ -84,6 +97,8 @@ class CyclesConfig:
     journal_enabled: bool = attrs.field(default=True, validator=_bool)
     journal_dir: str | None = attrs.field(default=None, validator=_optional_str)
     extend_timeout_ms: int | None = attrs.field(default=None)
+    max_response_bytes: int = attrs.field(default=1_048_576, validator=_positive_bytes)
+    replay_verify_after_ms: int = attrs.field(default=518_400_000, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         value = self.extend_timeout_ms
@@ -92,7 +107,8 @@ class CyclesConfig:
 
     @property
     def request_timeout_budget_ms(self) -> int:
-        """The enforced upper bound of one attempt: connect plus read timeout."""
+        """The enforced upper bound of one whole attempt (connect, send, headers, body): connect plus read
+        timeout."""
         return self.connect_timeout_ms + self.read_timeout_ms
 
     def default_subject(self) -> dict[str, str]:
@@ -128,6 +144,7 @@ class CyclesConfig:
             "RETRY_MAX_DELAY": "retry_max_delay_ms",
             "FLUSH_TIMEOUT": "flush_timeout_ms",
             "EXTEND_TIMEOUT": "extend_timeout_ms",
+            "REPLAY_VERIFY_AFTER": "replay_verify_after_ms",
         }
         for var, field in ints.items():
             if (value := get(var)) is not None:
@@ -135,6 +152,11 @@ class CyclesConfig:
                     kwargs[field] = int(value.strip())
                 except ValueError:
                     raise ValueError(f"{prefix}{var} must be an integer (milliseconds), got {value!r}") from None
+        if (value := get("MAX_RESPONSE_BYTES")) is not None:
+            try:
+                kwargs["max_response_bytes"] = int(value.strip())
+            except ValueError:
+                raise ValueError(f"{prefix}MAX_RESPONSE_BYTES must be an integer (bytes), got {value!r}") from None
         if (value := get("RETRY_MULTIPLIER")) is not None:
             try:
                 kwargs["retry_multiplier"] = float(value.strip())

@@ -35,6 +35,10 @@ class CyclesResponse:
     ``status`` is the HTTP status, or ``-1`` when no response arrived (``transport_error`` then holds the
     httpx exception). ``body`` is the decoded JSON (any JSON value) or ``None`` when the body was empty or
     not JSON. No accessor raises, whatever the server sent.
+
+    The wire clients read at most ``max_response_bytes`` of a body: past it ``body_truncated`` is True,
+    ``content`` holds the bytes read and ``body`` is ``None``. The configured API key is redacted from
+    ``body``, ``headers``, ``content`` and ``error_message``; ``error_message`` is capped at 2,048 characters.
     """
 
     status: int
@@ -43,6 +47,7 @@ class CyclesResponse:
     error_message: str | None = None
     transport_error: BaseException | None = attrs.field(default=None, eq=False)
     content: bytes = attrs.field(default=b"", repr=False)
+    body_truncated: bool = False
 
     @property
     def is_success(self) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 
+from .._text import cap
 from ..errors import ResponseFormatError, error_code_of
 from ..mappers import (
     balance_response_from_wire,
@@ -121,6 +122,8 @@ _READERS: dict[Operation, tuple[int, Callable[[Any], Any], Callable[[Any], bool]
 
 def _read_success(operation: Operation, response: CyclesResponse) -> Outcome:
     expected, reader, check = _READERS[operation]
+    if response.body_truncated:
+        return Outcome(kind=OutcomeKind.AMBIGUOUS, response=response, problem=response.error_message)
     if response.status != expected:
         return Outcome(
             kind=OutcomeKind.AMBIGUOUS,
@@ -130,7 +133,7 @@ def _read_success(operation: Operation, response: CyclesResponse) -> Outcome:
     try:
         model = reader(response.body)
     except ResponseFormatError as exc:
-        return Outcome(kind=OutcomeKind.AMBIGUOUS, response=response, problem=str(exc))
+        return Outcome(kind=OutcomeKind.AMBIGUOUS, response=response, problem=cap(str(exc)))
     if not check(model):
         return Outcome(kind=OutcomeKind.AMBIGUOUS, response=response, problem="unexpected status or decision")
     return Outcome(kind=OutcomeKind.SUCCESS, response=response, model=model)

@@ -13,6 +13,7 @@ from urllib.parse import quote
 import attrs
 import httpx
 
+from .._text import Scrubber
 from ..mappers import request_body
 from ..response import CyclesResponse
 
@@ -54,6 +55,7 @@ _LIST_FILTERS = frozenset(
     }
 )
 _BALANCE_FILTERS = frozenset({*_SUBJECT_FILTERS, "include_children", "limit", "cursor"})
+_NO_SECRET = Scrubber(None)
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
 
@@ -258,26 +260,52 @@ def next_cursor(response: CyclesResponse, previous: str | None) -> str | None:
     return cursor
 
 
-def parse_response(status: int, headers: httpx.Headers, content: bytes, reason: str = "") -> CyclesResponse:
-    """Decode one HTTP response; never raises, whatever the bytes."""
+def parse_response(
+    status: int,
+    headers: httpx.Headers,
+    content: bytes,
+    reason: str = "",
+    *,
+    scrub: Scrubber | None = None,
+    cut_at: int | None = None,
+) -> CyclesResponse:
+    """Decode one HTTP response; never raises, whatever the bytes.
+
+    ``scrub`` redacts the API key from everything kept and caps the error text. ``cut_at`` says the body
+    was not read past that many bytes: it is then not decoded at all (``body`` is ``None``,
+    ``body_truncated`` is set), so a 2xx reads as a malformed, ambiguous answer, never as a success.
+    """
+    scrub = scrub if scrub is not None else _NO_SECRET
     body: Any = None
-    if content:
+    if content and cut_at is None:
         try:
-            body = json.loads(content)
+            body = scrub.data(json.loads(content))
         except (ValueError, UnicodeDecodeError, RecursionError):
             body = None
     message: str | None = None
-    if not 200 <= status < 300:
+    if cut_at is not None:
+        message = f"response body larger than {cut_at} bytes (not read past the limit)"
+        if not 200 <= status < 300:
+            message = f"{reason or f'HTTP {status}'}; {message}"
+    elif not 200 <= status < 300:
         if isinstance(body, Mapping) and isinstance(body.get("message"), str) and body["message"]:
             message = body["message"]
         elif isinstance(body, Mapping) and isinstance(body.get("error"), str) and body["error"]:
             message = body["error"]
         else:
             message = reason or f"HTTP {status}"
-    return CyclesResponse(status=status, body=body, headers=headers, error_message=message, content=content)
+    return CyclesResponse(
+        status=status,
+        body=body,
+        headers=scrub.headers(headers),
+        error_message=scrub.text(message) if message is not None else None,
+        content=scrub.content(content),
+        body_truncated=cut_at is not None,
+    )
 
 
-def transport_failure(exc: BaseException) -> CyclesResponse:
+def transport_failure(exc: BaseException, *, scrub: Scrubber | None = None) -> CyclesResponse:
     """The response recorded when no HTTP answer arrived."""
     text = str(exc) or type(exc).__name__
-    return CyclesResponse(status=-1, error_message=f"{type(exc).__name__}: {text}", transport_error=exc)
+    message = (scrub if scrub is not None else _NO_SECRET).text(f"{type(exc).__name__}: {text}")
+    return CyclesResponse(status=-1, error_message=message, transport_error=exc)
