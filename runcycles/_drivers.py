@@ -17,6 +17,7 @@ import attrs
 from ._protocol.effects import (
     Detach,
     JournalDelete,
+    JournalQuarantine,
     JournalRelease,
     JournalWrite,
     Now,
@@ -61,6 +62,7 @@ class SyncEnv:
     journal_write: Callable[[Any], None] | None = None
     journal_delete: Callable[[str], None] | None = None
     journal_release: Callable[[str], None] | None = None
+    journal_quarantine: Callable[[JournalQuarantine], None] | None = None
     detach: Callable[[Steps[Any]], None] | None = None
     monotonic: Callable[[], float] = monotonic_ms
     wall: Callable[[], int] = wall_ms
@@ -74,6 +76,7 @@ class AsyncEnv:
     journal_write: Callable[[Any], None] | None = None
     journal_delete: Callable[[str], None] | None = None
     journal_release: Callable[[str], None] | None = None
+    journal_quarantine: Callable[[JournalQuarantine], None] | None = None
     detach: Callable[[Steps[Any]], None] | None = None
     monotonic: Callable[[], float] = monotonic_ms
     wall: Callable[[], int] = wall_ms
@@ -97,6 +100,8 @@ def _journal_job(effect: object, env: SyncEnv | AsyncEnv) -> tuple[Callable[[Any
         return env.journal_delete, effect.reservation_id
     if isinstance(effect, JournalRelease):
         return env.journal_release, effect.reservation_id
+    if isinstance(effect, JournalQuarantine):
+        return env.journal_quarantine, effect
     return None
 
 

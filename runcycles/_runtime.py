@@ -22,11 +22,12 @@ import httpx
 from ._background import Background
 from ._drivers import AsyncEnv, SyncEnv, monotonic_ms, run_async, wall_ms
 from ._heartbeat import HeartbeatEvent, heartbeat_steps
-from ._protocol.effects import Steps
+from ._protocol.effects import JournalQuarantine, Steps
 from ._protocol.requests import HttpRequest
+from ._replay import replay_steps
 from .context import CyclesContext
 from .journal import Journal, JournalBusyError, JournalError, JournalRecord
-from .lifecycle import PendingSettlement, Reserved, RetryPolicy, settle_steps
+from .lifecycle import PendingSettlement, Reserved, RetryPolicy
 from .response import CyclesResponse
 
 if TYPE_CHECKING:
@@ -67,6 +68,9 @@ class Runtime:
         self._make_worker_sender = make_worker_sender
         self._journal: Journal | None = None
         self._claims: dict[str, ExitStack] = {}
+        # reservation id -> (mode, recorded_at_ms): a rewrite keeps the time the spend was first journaled
+        # (or switched to event mode), which is what the replay's age check measures.
+        self._recorded: dict[str, tuple[str, int]] = {}
         self._sync_env: SyncEnv | None = None
         self._async_env: AsyncEnv | None = None
         self._lock = threading.Lock()
@@ -89,6 +93,11 @@ class Runtime:
             return self._journal
 
     def _to_record(self, pending: PendingSettlement) -> JournalRecord:
+        with self._lock:
+            known = self._recorded.get(pending.reservation_id)
+            if known is None or known[0] != pending.mode:
+                known = (pending.mode, self.wall())
+                self._recorded[pending.reservation_id] = known
         return JournalRecord(
             reservation_id=pending.reservation_id,
             mode="event" if pending.mode == "event" else "commit",
@@ -98,6 +107,7 @@ class Runtime:
             base_url=self.config.base_url,
             not_before_ms=pending.not_before_ms,
             attempts=pending.attempts,
+            recorded_at_ms=known[1],
         )
 
     @staticmethod
@@ -136,8 +146,16 @@ class Runtime:
         """Stop holding the record (it stays on disk for a later replay)."""
         with self._lock:
             stack = self._claims.pop(reservation_id, None)
+            self._recorded.pop(reservation_id, None)
         if stack is not None:
             stack.close()
+
+    def journal_quarantine(self, effect: JournalQuarantine) -> None:
+        """Move an unsettleable record aside (see `Journal.quarantine`) and drop its claim."""
+        try:
+            self.journal.quarantine(effect.reservation_id, effect.reason)
+        finally:
+            self.release_claim(effect.reservation_id)
 
     # ------------------------------------------------------------------ environments
 
@@ -149,6 +167,7 @@ class Runtime:
             "journal_write": self.journal_write,
             "journal_delete": self.journal_delete,
             "journal_release": self.release_claim,
+            "journal_quarantine": self.journal_quarantine,
             "detach": self._detach if detach else None,
             "monotonic": self.monotonic,
             "wall": self.wall,
@@ -266,12 +285,18 @@ class Runtime:
                 continue
             with self._lock:
                 self._claims[rid] = stack
-            self.background.submit(self._resume(self._from_record(fresh)))
+                self._recorded[rid] = (fresh.mode, fresh.recorded_at_ms)
+            self.background.submit(self._resume(fresh))
             resumed += 1
         return resumed
 
-    def _resume(self, pending: PendingSettlement) -> Steps[Any]:
-        return settle_steps(pending, self.policy, journal=True, resume=True)
+    def _resume(self, record: JournalRecord) -> Steps[Any]:
+        return replay_steps(
+            self._from_record(record),
+            self.policy,
+            recorded_at_ms=record.recorded_at_ms,
+            verify_after_ms=self.config.replay_verify_after_ms,
+        )
 
 
 @attrs.define

@@ -838,11 +838,21 @@ class Journal:
 
     # ------------------------------------------------------------------------------------ loading
 
-    def _quarantine(self, path: Path, reason: str, quarantined: list[Path] | None = None) -> Path | None:
+    def quarantine(self, reservation_id: str, reason: str) -> Path | None:
+        """Move the record of ``reservation_id`` into ``quarantine/`` (kept for an operator, never replayed).
+
+        For a record that cannot be settled safely (e.g. too old to resend without risking a double
+        charge). Call it while holding the record's claim. Returns where it went (``None``: no record).
+        """
+        return self._quarantine(self.path_for(reservation_id), reason, label="unsettled")
+
+    def _quarantine(
+        self, path: Path, reason: str, quarantined: list[Path] | None = None, *, label: str = "corrupt"
+    ) -> Path | None:
         quarantine = path.parent / _QUARANTINE_DIR
         try:
             _makedirs(quarantine)
-            destination = quarantine / f"{path.name}.corrupt-{_now_ms()}"
+            destination = quarantine / f"{path.name}.{label}-{_now_ms()}"
             if destination.exists():
                 destination = destination.with_name(f"{destination.name}-{secrets.token_hex(4)}")
             os.replace(path, destination)
@@ -851,7 +861,8 @@ class Journal:
             return None
         except OSError as exc:
             raise JournalError(f"cannot quarantine invalid journal record {path}: {exc}") from exc
-        logger.error("quarantined invalid journal record %s (%s) as %s", path, reason, destination)
+        what = "invalid" if label == "corrupt" else label
+        logger.error("quarantined %s journal record %s (%s) as %s", what, path, reason, destination)
         if quarantined is not None:
             quarantined.append(destination)
         return destination

@@ -688,8 +688,9 @@ def test_cr_durable_007_legacy_record_of_a_real_reservation_replays(world: World
     v2 = json.loads(standard.read_text())
     standard.unlink()
     legacy = partition / _legacy_name(rid)
+    # Written when the spend was (a record days old would be verified with a GET first: test_replay_age).
     legacy.write_text(json.dumps({**_legacy_v1(rid, key, ACTUAL), "commit_body": v2["commit_body"],
-                                  "event_fallback_body": v2["event_body"]}))
+                                  "event_fallback_body": v2["event_body"], "recorded_at_ms": v2["recorded_at_ms"]}))
     with build_client(ClientSpec(world=world)) as fresh:
         assert fresh.client.flush(10_000) == 0
         entries = fresh.recorder.entries

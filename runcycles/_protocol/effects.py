@@ -17,6 +17,7 @@ from .requests import HttpRequest
 __all__ = [
     "Detach",
     "JournalDelete",
+    "JournalQuarantine",
     "JournalRelease",
     "JournalWrite",
     "Now",
@@ -79,6 +80,15 @@ class JournalDelete:
 
 
 @attrs.frozen
+class JournalQuarantine:
+    """Move an unresolved record aside for an operator (never replayed) and drop its claim; the answer is an
+    error or None."""
+
+    reservation_id: str
+    reason: str
+
+
+@attrs.frozen
 class JournalRelease:
     """Stop holding an unresolved record's claim (it stays for a later replay); the answer is an error or None."""
 
@@ -90,5 +100,7 @@ class Detach:
     """The inline part is over: the rest continues on the client's background worker."""
 
 
-Effect = Send | SleepUntil | Now | WallNow | JournalWrite | JournalDelete | JournalRelease | Detach
+Effect = (
+    Send | SleepUntil | Now | WallNow | JournalWrite | JournalDelete | JournalQuarantine | JournalRelease | Detach
+)
 Steps = Generator[Effect, Any, T]
