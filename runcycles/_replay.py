@@ -41,6 +41,7 @@ __all__ = ["replay_steps"]
 log = logging.getLogger("runcycles.lifecycle")
 
 _DAY_MS = 86_400_000
+_GONE = {404: "not found", 410: "expired"}
 _UNCLEAR = (OutcomeKind.TRANSIENT, OutcomeKind.AMBIGUOUS, OutcomeKind.RATE_LIMITED, OutcomeKind.RETAIN)
 
 
@@ -65,7 +66,7 @@ def replay_steps(
     if status == "ACTIVE" and record.mode == "commit":
         log.info("old journaled commit: reservation %s is still active; committing with the same key", rid)
         return (yield from settle_steps(record, policy, journal=True, resume=True))
-    if status is None and (outcome.kind in _UNCLEAR and outcome.response.status not in (404, 410)):
+    if status is None and outcome.kind in _UNCLEAR and outcome.response.status not in _GONE:
         log.warning(
             "could not verify an old journaled settlement (%s); kept for a later replay: reservation_id=%s",
             outcome.problem or outcome.kind.value,
@@ -73,7 +74,13 @@ def replay_steps(
         )
         yield JournalRelease(rid)
         return Settlement(state="retained")
-    found = f"reservation {status}" if status is not None else f"HTTP {outcome.response.status} reading it"
+    http_status = outcome.response.status
+    if status is not None:
+        found = f"reservation {status}"
+    elif http_status in _GONE:
+        found = f"reservation {_GONE[http_status]} (HTTP {http_status})"
+    else:
+        found = f"HTTP {http_status} reading the reservation"
     reason = (
         f"journaled {age_ms / _DAY_MS:.1f} days ago (verify after {verify_after_ms / _DAY_MS:.1f}), "
         f"{record.mode} mode, {found}"
