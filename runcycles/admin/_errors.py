@@ -45,7 +45,8 @@ class CyclesAdminError(CyclesProtocolError):
         return self.status >= 500 or self.status == 429 or self.code in _RETRYABLE_CODES
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r}, status={self.status}, code={self.code!r}, request_id={self.request_id!r})"
+        name = type(self).__name__
+        return f"{name}({self.message!r}, status={self.status}, code={self.code!r}, request_id={self.request_id!r})"
 
 
 class AdminInvalidRequestError(CyclesAdminError):
