@@ -52,7 +52,9 @@ def test_tenants_create_list_close(run: Cli) -> None:
     assert out.splitlines()[0].split() == ["TENANT", "NAME", "STATUS", "CREATED"]
     assert out.splitlines()[1].split()[:4] == ["acme", "Acme", "Corp", "ACTIVE"]
     rows = run.json("tenants", "list", "--status", "active")
-    assert [(r["tenant_id"], r["metadata"], r["max_reservation_extensions"]) for r in rows] == [("acme", {"team": "ml"}, 3)]
+    assert [(r["tenant_id"], r["metadata"], r["max_reservation_extensions"]) for r in rows] == [
+        ("acme", {"team": "ml"}, 3)
+    ]
     closed = run.json("tenants", "close", "acme")
     assert closed["status"] == "CLOSED"
     assert run.json("tenants", "list", "--status", "ACTIVE") == []
@@ -196,7 +198,8 @@ def test_balances_and_reservations_with_the_tenant_key(run: Cli, server: LocalCy
     scoped = run.json("balances", "--scope", "tenant:acme/agent:bot")
     assert [b["scope_path"] for b in scoped] == ["tenant:acme/agent:bot"]
     assert scoped[0]["reserved"]["amount"] == 2_500_000
-    assert [b["scope_path"] for b in run.json("balances", "--tenant", "acme")] == ["tenant:acme", "tenant:acme/agent:bot"]
+    everything = run.json("balances", "--tenant", "acme")
+    assert [b["scope_path"] for b in everything] == ["tenant:acme", "tenant:acme/agent:bot"]
     code, _, err = run("balances", "--scope", "galaxy:far")
     assert code == 2 and "--scope segments must be level:value" in err
 
