@@ -18,6 +18,7 @@ import httpx
 
 from .._protocol.requests import parse_response, transport_failure
 from ..response import CyclesResponse
+from . import _budget_ops as budget_ops
 from . import _operations as ops
 from ._config import AdminConfig
 from ._models import ApiKey, BudgetFunding, BudgetLedger, CreatedApiKey, FundingOperation, Page, Tenant
@@ -153,40 +154,40 @@ class CyclesAdminClient:
         ``options``: ``tenant_id`` (default: the scope's tenant), ``overdraft_limit``,
         ``commit_overage_policy``, ``rollover_policy``, ``period_start``, ``period_end``, ``metadata``.
         """
-        return self._run(ops.create_budget(scope, unit, allocated, **options))
+        return self._run(budget_ops.create_budget(scope, unit, allocated, **options))
 
     def list_budgets(self, **filters: Any) -> Page[BudgetLedger]:
         """One page of ledgers (``tenant_id``, ``scope_prefix``, ``unit``, ``status``, ``over_limit``,
         ``has_debt``, ``utilization_min``, ``utilization_max``, ``search``, ``sort_by``, ``sort_dir``,
         ``limit``, ``cursor``)."""
-        return self._run(ops.list_budgets(**filters))
+        return self._run(budget_ops.list_budgets(**filters))
 
     def iter_budgets(self, **filters: Any) -> Iterator[BudgetLedger]:
         """Every ledger matching ``filters``, following the cursor."""
-        return self._iter(ops.list_budgets(**filters))
+        return self._iter(budget_ops.list_budgets(**filters))
 
     def get_budget(self, scope: str, unit: Any) -> BudgetLedger:
         """The ledger of exactly (``scope``, ``unit``)."""
-        return self._run(ops.get_budget(scope, unit))
+        return self._run(budget_ops.get_budget(scope, unit))
 
     def update_budget(self, scope: str, unit: Any, **fields: Any) -> BudgetLedger:
         """Change ``overdraft_limit``, ``commit_overage_policy`` or ``metadata`` of a ledger."""
-        return self._run(ops.update_budget(scope, unit, **fields))
+        return self._run(budget_ops.update_budget(scope, unit, **fields))
 
     def fund_budget(
         self, scope: str, unit: Any, operation: FundingOperation | str, amount: Any, **options: Any
     ) -> BudgetFunding:
         """CREDIT, DEBIT, RESET, RESET_SPENT or REPAY_DEBT (``options``: ``tenant_id``, ``spent`` for
         RESET_SPENT, ``reason``, ``idempotency_key``, ``metadata``)."""
-        return self._run(ops.fund_budget(scope, unit, operation, amount, **options))
+        return self._run(budget_ops.fund_budget(scope, unit, operation, amount, **options))
 
     def freeze_budget(self, scope: str, unit: Any, *, reason: str | None = None) -> BudgetLedger:
         """ACTIVE -> FROZEN: no reservations, commits or funding until unfrozen."""
-        return self._run(ops.set_budget_frozen(scope, unit, True, reason=reason))
+        return self._run(budget_ops.set_budget_frozen(scope, unit, True, reason=reason))
 
     def unfreeze_budget(self, scope: str, unit: Any, *, reason: str | None = None) -> BudgetLedger:
         """FROZEN -> ACTIVE."""
-        return self._run(ops.set_budget_frozen(scope, unit, False, reason=reason))
+        return self._run(budget_ops.set_budget_frozen(scope, unit, False, reason=reason))
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -298,37 +299,37 @@ class AsyncCyclesAdminClient:
 
     async def create_budget(self, scope: str, unit: Any, allocated: Any, **options: Any) -> BudgetLedger:
         """See :meth:`CyclesAdminClient.create_budget`."""
-        return await self._run(ops.create_budget(scope, unit, allocated, **options))
+        return await self._run(budget_ops.create_budget(scope, unit, allocated, **options))
 
     async def list_budgets(self, **filters: Any) -> Page[BudgetLedger]:
         """See :meth:`CyclesAdminClient.list_budgets`."""
-        return await self._run(ops.list_budgets(**filters))
+        return await self._run(budget_ops.list_budgets(**filters))
 
     def iter_budgets(self, **filters: Any) -> AsyncIterator[BudgetLedger]:
         """Every ledger matching ``filters`` (``async for``), following the cursor."""
-        return self._iter(ops.list_budgets(**filters))
+        return self._iter(budget_ops.list_budgets(**filters))
 
     async def get_budget(self, scope: str, unit: Any) -> BudgetLedger:
         """The ledger of exactly (``scope``, ``unit``)."""
-        return await self._run(ops.get_budget(scope, unit))
+        return await self._run(budget_ops.get_budget(scope, unit))
 
     async def update_budget(self, scope: str, unit: Any, **fields: Any) -> BudgetLedger:
         """See :meth:`CyclesAdminClient.update_budget`."""
-        return await self._run(ops.update_budget(scope, unit, **fields))
+        return await self._run(budget_ops.update_budget(scope, unit, **fields))
 
     async def fund_budget(
         self, scope: str, unit: Any, operation: FundingOperation | str, amount: Any, **options: Any
     ) -> BudgetFunding:
         """See :meth:`CyclesAdminClient.fund_budget`."""
-        return await self._run(ops.fund_budget(scope, unit, operation, amount, **options))
+        return await self._run(budget_ops.fund_budget(scope, unit, operation, amount, **options))
 
     async def freeze_budget(self, scope: str, unit: Any, *, reason: str | None = None) -> BudgetLedger:
         """ACTIVE -> FROZEN."""
-        return await self._run(ops.set_budget_frozen(scope, unit, True, reason=reason))
+        return await self._run(budget_ops.set_budget_frozen(scope, unit, True, reason=reason))
 
     async def unfreeze_budget(self, scope: str, unit: Any, *, reason: str | None = None) -> BudgetLedger:
         """FROZEN -> ACTIVE."""
-        return await self._run(ops.set_budget_frozen(scope, unit, False, reason=reason))
+        return await self._run(budget_ops.set_budget_frozen(scope, unit, False, reason=reason))
 
     async def aclose(self) -> None:
         """Close the connection pool."""

@@ -28,6 +28,7 @@ from runcycles.admin import (
     TenantStatus,
     as_dict,
 )
+from runcycles.admin import _budget_ops as budget_ops
 from runcycles.admin import _operations as ops
 from runcycles.errors import BudgetExceededError, CyclesTransportError, ResponseFormatError, TenantClosedError
 from runcycles.models import Amount
@@ -67,7 +68,7 @@ def test_paths_quote_identifiers() -> None:
 
 def test_budget_calls_derive_the_tenant_and_check_amounts() -> None:
     limit = Amount(unit="USD_MICROCENTS", amount=2)
-    call = ops.create_budget("tenant:acme/workspace:eng", "usd_microcents", 5, overdraft_limit=limit)
+    call = budget_ops.create_budget("tenant:acme/workspace:eng", "usd_microcents", 5, overdraft_limit=limit)
     assert call.body == {
         "tenant_id": "acme",
         "scope": "tenant:acme/workspace:eng",
@@ -76,23 +77,23 @@ def test_budget_calls_derive_the_tenant_and_check_amounts() -> None:
         "overdraft_limit": {"unit": "USD_MICROCENTS", "amount": 2},
     }
     with pytest.raises(ValueError, match="tenant_id is required"):
-        ops.create_budget("workspace:eng", "TOKENS", 5)
+        budget_ops.create_budget("workspace:eng", "TOKENS", 5)
     with pytest.raises(ValueError, match="allocated must be between"):
-        ops.create_budget("tenant:acme", "TOKENS", -1)
+        budget_ops.create_budget("tenant:acme", "TOKENS", -1)
     with pytest.raises(TypeError, match="allocated must be an int"):
-        ops.create_budget("tenant:acme", "TOKENS", 1.5)
+        budget_ops.create_budget("tenant:acme", "TOKENS", 1.5)
     with pytest.raises(TypeError, match="allocated must be an int"):
-        ops.create_budget("tenant:acme", "TOKENS", True)
+        budget_ops.create_budget("tenant:acme", "TOKENS", True)
     with pytest.raises(ValueError, match="allocated.unit must be TOKENS"):
-        ops.create_budget("tenant:acme", "TOKENS", Amount(unit="CREDITS", amount=1))
+        budget_ops.create_budget("tenant:acme", "TOKENS", Amount(unit="CREDITS", amount=1))
     with pytest.raises(ValueError, match="unit must be one of"):
-        ops.get_budget("tenant:acme", "EUROS")
-    assert ops.get_budget("tenant:acme", "TOKENS").params == (("scope", "tenant:acme"), ("unit", "TOKENS"))
+        budget_ops.get_budget("tenant:acme", "EUROS")
+    assert budget_ops.get_budget("tenant:acme", "TOKENS").params == (("scope", "tenant:acme"), ("unit", "TOKENS"))
 
 
 @pytest.mark.parametrize("operation", [*FundingOperation, "credit", "reset-spent", "Repay_Debt"])
 def test_fund_accepts_every_spec_operation(operation: Any) -> None:
-    call = ops.fund_budget("tenant:acme", "TOKENS", operation, 7)
+    call = budget_ops.fund_budget("tenant:acme", "TOKENS", operation, 7)
     assert call.body is not None
     assert call.body["operation"] in {op.value for op in FundingOperation}
     assert call.body["amount"] == {"unit": "TOKENS", "amount": 7}
@@ -100,18 +101,18 @@ def test_fund_accepts_every_spec_operation(operation: Any) -> None:
 
 
 def test_fund_idempotency_key_is_generated_unless_given_and_spent_only_for_reset_spent() -> None:
-    first = ops.fund_budget("tenant:acme", "TOKENS", "CREDIT", 1).body
-    second = ops.fund_budget("tenant:acme", "TOKENS", "CREDIT", 1).body
+    first = budget_ops.fund_budget("tenant:acme", "TOKENS", "CREDIT", 1).body
+    second = budget_ops.fund_budget("tenant:acme", "TOKENS", "CREDIT", 1).body
     assert first is not None and second is not None
     assert first["idempotency_key"] != second["idempotency_key"]
-    mine = ops.fund_budget("tenant:acme", "TOKENS", "CREDIT", 1, idempotency_key="once").body
+    mine = budget_ops.fund_budget("tenant:acme", "TOKENS", "CREDIT", 1, idempotency_key="once").body
     assert mine is not None and mine["idempotency_key"] == "once"
-    reset = ops.fund_budget("tenant:acme", "TOKENS", "RESET_SPENT", 10, spent=3).body
+    reset = budget_ops.fund_budget("tenant:acme", "TOKENS", "RESET_SPENT", 10, spent=3).body
     assert reset is not None and reset["spent"] == {"unit": "TOKENS", "amount": 3}
     with pytest.raises(ValueError, match="spent is only allowed with RESET_SPENT"):
-        ops.fund_budget("tenant:acme", "TOKENS", "CREDIT", 10, spent=3)
+        budget_ops.fund_budget("tenant:acme", "TOKENS", "CREDIT", 10, spent=3)
     with pytest.raises(ValueError, match="operation must be one of"):
-        ops.fund_budget("tenant:acme", "TOKENS", "REFUND", 10)
+        budget_ops.fund_budget("tenant:acme", "TOKENS", "REFUND", 10)
 
 
 def test_permissions_must_be_spec_names() -> None:
@@ -127,16 +128,16 @@ def test_updates_need_a_field_and_list_filters_are_checked() -> None:
     for build in (
         lambda: ops.update_tenant("acme"),
         lambda: ops.update_api_key("key_1"),
-        lambda: ops.update_budget("tenant:acme", "TOKENS"),
+        lambda: budget_ops.update_budget("tenant:acme", "TOKENS"),
     ):
         with pytest.raises(ValueError, match="at least one field"):
             build()
-    call = ops.list_budgets(tenant_id="acme", status=BudgetStatus.FROZEN, over_limit=True, limit=5)
+    call = budget_ops.list_budgets(tenant_id="acme", status=BudgetStatus.FROZEN, over_limit=True, limit=5)
     assert call.params == (("tenant_id", "acme"), ("status", "FROZEN"), ("over_limit", "true"), ("limit", "5"))
     with pytest.raises(ValueError, match="limit must be between"):
         ops.list_tenants(limit=0)
     with pytest.raises(ValueError, match="utilization_min must not be greater"):
-        ops.list_budgets(utilization_min=0.9, utilization_max=0.1)
+        budget_ops.list_budgets(utilization_min=0.9, utilization_max=0.1)
     with pytest.raises(ValueError, match="status must be one of"):
         ops.list_tenants(status="GONE")
 
@@ -159,7 +160,7 @@ def test_malformed_success_answers_are_format_errors_never_successes() -> None:
     with pytest.raises(ResponseFormatError, match="no JSON body"):
         call.result(parse_response(200, httpx.Headers(), b"<html>"))
     with pytest.raises(ResponseFormatError, match="BudgetLedger.unit is required"):
-        ops.get_budget("tenant:acme", "TOKENS").result(_answer(200, {"ledger_id": "l", "scope": "tenant:acme"}))
+        budget_ops.get_budget("tenant:acme", "TOKENS").result(_answer(200, {"ledger_id": "l", "scope": "tenant:acme"}))
 
 
 @pytest.mark.parametrize(
