@@ -28,7 +28,8 @@ class Served:
 
     base_url: str
     admin_key: str
-    process: subprocess.Popen[str]
+    process: subprocess.Popen[bytes]
+    log: Path
 
 
 def _free_port() -> int:
@@ -43,8 +44,7 @@ def _wait_ready(served: Served, deadline_s: float = 30.0) -> None:
     with httpx.Client(base_url=served.base_url, headers={"X-Admin-API-Key": served.admin_key}) as http:
         while True:
             if served.process.poll() is not None:
-                _out, err = served.process.communicate()
-                pytest.fail(f"runcycles serve exited with {served.process.returncode}: {err}")
+                pytest.fail(f"runcycles serve exited with {served.process.returncode}: {served.log.read_text()}")
             try:
                 if http.get("/v1/admin/tenants").status_code == 200:
                     return
@@ -56,28 +56,29 @@ def _wait_ready(served: Served, deadline_s: float = 30.0) -> None:
 
 
 @pytest.fixture(scope="session")
-def served() -> Iterator[Served]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "runcycles", "serve", "--port", str(port), "--admin-key", ADMIN_KEY],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    running = Served(f"http://127.0.0.1:{port}", ADMIN_KEY, process)
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with log.open("wb") as sink:  # a file, not a pipe: nobody reads while it runs
+        process = subprocess.Popen(
+            [sys.executable, "-m", "runcycles", "serve", "--port", str(port), "--admin-key", ADMIN_KEY],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    running = Served(f"http://127.0.0.1:{port}", ADMIN_KEY, process, log)
     try:
         _wait_ready(running)
         yield running
     finally:
         process.terminate()
         try:
-            process.communicate(timeout=10)
+            process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.communicate()
+            process.wait()
 
 
 @pytest.fixture
