@@ -1,4 +1,5 @@
-"""The ``runcycles`` command: ``runcycles serve`` runs the embedded Cycles server over HTTP."""
+"""The ``runcycles`` command: ``runcycles serve`` runs the embedded Cycles server over HTTP; the operator
+commands (``tenants``, ``keys``, ``budgets``, ``balances``, ``reservations``) live in ``_cli_ops``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from . import _cli_ops
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tenant", default=None, help="seed this tenant and print an API key for it")
     serve.add_argument("--budget", type=int, default=None, help="seed a budget of this amount at tenant:<T>")
     serve.add_argument("--unit", default="USD_MICROCENTS")
+    _cli_ops.register(commands)
     return parser
 
 
@@ -74,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    code = _cli_ops.dispatch(args)
+    if code is not None:
+        return code
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

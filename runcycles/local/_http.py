@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from . import _admin as admin
+from . import _admin_keys as admin_keys
 from . import _runtime as runtime
 from ._base import Env, LocalServerError, Request, dumps, new_id
 
@@ -42,6 +43,7 @@ ROUTES: list[tuple[str, tuple[str, ...], Handler, str]] = [
     ("POST", ("v1", "admin", "api-keys"), admin.h_create_api_key, "admin"),
     ("GET", ("v1", "admin", "api-keys"), admin.h_list_api_keys, "admin"),
     ("DELETE", ("v1", "admin", "api-keys", "*"), admin.h_revoke_api_key, "admin"),
+    ("PATCH", ("v1", "admin", "api-keys", "*"), admin_keys.h_update_api_key, "admin"),
     ("POST", ("v1", "admin", "budgets"), admin.h_create_budget, "either"),
     ("GET", ("v1", "admin", "budgets"), admin.h_list_budgets, "either"),
     ("PATCH", ("v1", "admin", "budgets"), admin.h_update_budget, "admin"),
