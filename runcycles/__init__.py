@@ -144,6 +144,7 @@ if TYPE_CHECKING:
     )
     from .response import (
         CyclesResponse,
+        TypedCyclesResponse,
     )
     from .streaming import (
         AsyncStreamReservation,
@@ -228,6 +229,7 @@ _EXPORTS: dict[str, str] = {
     "Subject": "models",
     "SyncStreamStarter": "streaming",
     "TenantClosedError": "errors",
+    "TypedCyclesResponse": "response",
     "Unit": "models",
     "action_from_wire": "mappers",
     "action_quota_violation_from_wire": "mappers",
@@ -355,6 +357,7 @@ __all__ = [
     "Subject",
     "SyncStreamStarter",
     "TenantClosedError",
+    "TypedCyclesResponse",
     "Unit",
     "__version__",
     "action_from_wire",
