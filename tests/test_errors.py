@@ -394,9 +394,10 @@ def test_transport_error_names_the_url_it_could_not_reach() -> None:
 
 
 def test_transport_error_from_a_real_unreachable_port_names_it() -> None:
-    from runcycles import CyclesClient, CyclesConfig, CyclesTransportError as Err, with_cycles
-
     import socket
+
+    from runcycles import CyclesClient, CyclesConfig, with_cycles
+    from runcycles import CyclesTransportError as Err
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
