@@ -83,7 +83,7 @@ def multi_tenant(tenant: str, prompt: str) -> str:
 async def check_decorators() -> None:
     assert_type(typed_sync("x"), Reply)
     pending = typed_async("x")
-    assert_type(pending, Coroutine[Any, Any, Reply])
+    _ = assert_type(pending, Coroutine[Any, Any, Reply])
     assert_type(await pending, Reply)
     assert_type(await with_lambda("x"), Reply)
     assert_type(plain("x"), int)
