@@ -410,6 +410,31 @@ def reserve_for_stream(
 ) -> StreamStarter: ...
 
 
+@overload
+def reserve_for_stream(
+    *,
+    client: CyclesClient | AsyncCyclesClient | None = None,
+    estimate: int,
+    actual: int | None = None,
+    use_estimate_if_actual_not_provided: bool = True,
+    action_kind: str = "unknown",
+    action_name: str = "unknown",
+    action_tags: list[str] | None = None,
+    unit: Unit | str = Unit.USD_MICROCENTS,
+    ttl_ms: int = 60000,
+    grace_period_ms: int | None = None,
+    overage_policy: CommitOveragePolicy | str = CommitOveragePolicy.ALLOW_IF_AVAILABLE,
+    tenant: str | None = None,
+    workspace: str | None = None,
+    app: str | None = None,
+    workflow: str | None = None,
+    agent: str | None = None,
+    toolset: str | None = None,
+    dimensions: Mapping[str, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> AsyncStreamStarter | SyncStreamStarter: ...
+
+
 def reserve_for_stream(
     *,
     client: CyclesClient | AsyncCyclesClient | None = None,

@@ -11,6 +11,7 @@ from typing_extensions import assert_type
 from runcycles import (
     AsyncCyclesClient,
     AsyncStreamReservation,
+    AsyncStreamStarter,
     BalanceResponse,
     Caps,
     CommitResponse,
@@ -22,6 +23,7 @@ from runcycles import (
     ReservationCreateRequest,
     ReservationCreateResponse,
     StreamReservation,
+    SyncStreamStarter,
     TypedCyclesResponse,
     get_cycles_context,
     require_cycles_context,
@@ -137,3 +139,7 @@ async def check_wire(client: CyclesClient, aclient: AsyncCyclesClient, request: 
     committed = await aclient.commit_reservation("r", {"idempotency_key": "k"})
     assert_type(committed.parsed, CommitResponse)
     assert_type((await aclient.get_balances(tenant="t")).parsed, BalanceResponse)
+
+
+async def check_either_client(client: CyclesClient | AsyncCyclesClient) -> None:
+    assert_type(reserve_for_stream(client=client, estimate=1), AsyncStreamStarter | SyncStreamStarter)
