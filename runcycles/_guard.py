@@ -12,16 +12,10 @@ from typing import Any
 
 import attrs
 
+from ._actual import resolve_actual, warn_if_outsized
 from .config import CyclesConfig
 from .context import CyclesContext
-from .lifecycle import (
-    PendingSettlement,
-    Reserved,
-    build_create,
-    build_settlement,
-    resolve_actual,
-    warn_if_outsized,
-)
+from .lifecycle import PendingSettlement, Reserved, build_create, build_settlement
 from .models import CommitOveragePolicy, CyclesMetrics, ReservationCreateRequest, Unit
 from .validation import validate_amount, validate_grace_period_ms, validate_ttl_ms
 

@@ -154,5 +154,5 @@ class TypedCyclesResponse(CyclesResponse, Generic[M]):
     @classmethod
     def of(cls, response: CyclesResponse, reader: Callable[[object], M]) -> TypedCyclesResponse[M]:
         """``response`` with ``reader`` attached."""
-        fields = {f.name: getattr(response, f.name) for f in attrs.fields(CyclesResponse)}
+        fields = {(f.alias or f.name): getattr(response, f.name) for f in attrs.fields(CyclesResponse) if f.init}
         return cls(reader=reader, **fields)
