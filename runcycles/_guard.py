@@ -12,9 +12,10 @@ from typing import Any
 
 import attrs
 
+from ._actual import resolve_actual, warn_if_outsized
 from .config import CyclesConfig
 from .context import CyclesContext
-from .lifecycle import PendingSettlement, Reserved, build_create, build_settlement, resolve_actual
+from .lifecycle import PendingSettlement, Reserved, build_create, build_settlement
 from .models import CommitOveragePolicy, CyclesMetrics, ReservationCreateRequest, Unit
 from .validation import validate_amount, validate_grace_period_ms, validate_ttl_ms
 
@@ -46,9 +47,17 @@ class GuardOptions:
     dimensions: Mapping[str, str] | Callable[..., Mapping[str, str] | None] | None = None
     metadata: Mapping[str, Any] | None = None
 
-    def check(self) -> None:
-        """Reject what can be known to be wrong before any call (raises ``ValueError``/``TypeError``)."""
-        if not self.dry_run and self.actual is None and not self.use_estimate_if_actual_not_provided:
+    def check(self, *, stream: bool = False) -> None:
+        """Reject what can be known to be wrong before any call (raises ``ValueError``/``TypeError``).
+
+        A guarded function without ``actual=`` and without the estimate fallback is a configuration error; a
+        stream is not (its actual arrives through ``stream.actual`` or ``commit()``)."""
+        if (
+            not stream
+            and not self.dry_run
+            and self.actual is None
+            and not self.use_estimate_if_actual_not_provided
+        ):
             raise ValueError("actual expression is required when use_estimate_if_actual_not_provided is False")
         if not callable(self.estimate):
             validate_amount("estimate", self.estimate)
@@ -73,12 +82,12 @@ class GuardOptions:
             raise ValueError("metadata must be a dict")
 
 
-def options_from(arguments: Mapping[str, Any]) -> GuardOptions:
+def options_from(arguments: Mapping[str, Any], *, stream: bool = False) -> GuardOptions:
     """`GuardOptions` from a public function's keyword arguments (the six subject fields gathered up)."""
     names = {field.name for field in attrs.fields(GuardOptions)} - {"subject"}
     subject = {name: arguments[name] for name in SUBJECT_FIELDS if arguments.get(name) is not None}
     options = GuardOptions(subject=subject, **{name: arguments[name] for name in names if name in arguments})
-    options.check()
+    options.check(stream=stream)
     return options
 
 
@@ -137,10 +146,22 @@ class Guard:
         metrics: CyclesMetrics | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> PendingSettlement:
-        """The commit for known spend: the actual (or the estimate, marked), metrics with latency filled."""
+        """The commit for known spend: the actual (or the estimate, marked), metrics with latency filled.
+
+        The actual comes from ``actual`` (of ``result``), else ``context.actual``, else the estimate; with
+        ``use_estimate_if_actual_not_provided=False`` a missing one raises `MissingActualError` (nothing to
+        settle)."""
+        estimate = reserved.request.estimate.amount
         amount, estimated = resolve_actual(
-            actual, result, reserved.request.estimate.amount, reservation_id=reserved.reservation_id
+            actual,
+            result,
+            estimate,
+            reservation_id=reserved.reservation_id,
+            recorded=context.actual,
+            use_estimate=self.options.use_estimate_if_actual_not_provided,
         )
+        if not estimated:
+            warn_if_outsized(amount, estimate, action=reserved.request.action, reservation_id=reserved.reservation_id)
         metrics = metrics if metrics is not None else context.metrics
         if elapsed_ms is not None and (metrics is None or metrics.latency_ms is None):
             latency = max(0, int(elapsed_ms))

@@ -8,7 +8,9 @@ built with the helpers below (``STR``, ``INT``, ``model(Amount)``, ``enum_of(Uni
 * :func:`from_wire` is lenient about *what* arrives and strict about *types*: unknown fields go to the
   model's ``extra`` mapping, unknown enum values stay raw strings (or map to a fallback member such as
   ``ErrorCode.UNKNOWN``, keeping the raw string in a sibling attribute), JSON ``null`` on an optional field
-  reads as absent. A missing required field or a wrongly typed value raises
+  reads as absent; a malformed *optional extension* (fields marked ``lenient``: evidence, deny details,
+  informational balances) is kept in ``extra`` and the rest read. A missing required field or a wrongly
+  typed value raises
   :class:`~runcycles.errors.ResponseFormatError` naming the field; nothing else escapes. Readers do not
   apply the construction-time validators (lengths, ranges): a server's answer is taken as sent.
 """
@@ -55,6 +57,7 @@ class WireSpec:
     enum_cls: type[enum.Enum] | None = None
     fallback: enum.Enum | None = None
     raw_attr: str | None = None
+    lenient: bool = False  # an optional extension: a malformed value is kept in ``extra``, not an error
 
 
 def _meta(spec: WireSpec) -> dict[str, Any]:
@@ -70,14 +73,15 @@ STR_LIST = _meta(WireSpec(kind=Kind.STR_LIST))
 SCOPES = _meta(WireSpec(kind=Kind.SCOPES))
 
 
-def model(cls: type) -> dict[str, Any]:
-    """Metadata of a nested-model field."""
-    return _meta(WireSpec(kind=Kind.MODEL, model=cls))
+def model(cls: type, *, lenient: bool = False) -> dict[str, Any]:
+    """Metadata of a nested-model field; ``lenient`` for an optional extension whose malformed value must not
+    make the whole response unreadable (it is kept in ``extra`` instead)."""
+    return _meta(WireSpec(kind=Kind.MODEL, model=cls, lenient=lenient))
 
 
-def model_list(cls: type) -> dict[str, Any]:
-    """Metadata of an array-of-models field."""
-    return _meta(WireSpec(kind=Kind.MODEL_LIST, model=cls))
+def model_list(cls: type, *, lenient: bool = False) -> dict[str, Any]:
+    """Metadata of an array-of-models field (``lenient`` as for :func:`model`)."""
+    return _meta(WireSpec(kind=Kind.MODEL_LIST, model=cls, lenient=lenient))
 
 
 def enum_of(
@@ -207,7 +211,12 @@ def _read(cls: type[T], data: object, path: str) -> T:
                 reason = "is required" if wire_name not in data else "must not be null"
                 raise ResponseFormatError(f"{field_path} {reason}")
             continue  # absent (or null) optional field: the attribute's default
-        values[field.name] = _decode(spec, raw, field_path, values)
+        try:
+            values[field.name] = _decode(spec, raw, field_path, values)
+        except ResponseFormatError:
+            if not spec.lenient or field.default is attrs.NOTHING:
+                raise
+            extra[wire_name] = raw  # a malformed optional extension: kept aside, the rest is still read
     instance = object.__new__(cls)
     for field in fields:
         if field.name in values:

@@ -12,7 +12,10 @@ from . import _cli_ops
 
 
 def _parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
     parser = argparse.ArgumentParser(prog="runcycles", description="Cycles protocol tools.")
+    parser.add_argument("--version", action="version", version=f"runcycles {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the embedded Cycles server (needs runcycles[server])")
     serve.add_argument("--db", default=None, help="SQLite database file (default: in memory)")

@@ -21,8 +21,35 @@ from ._text import BodyReader, Scrubber
 from ._version import __version__
 from .config import CyclesConfig
 from .errors import CyclesTransportError, error_from_response
-from .mappers import balance_response_from_wire, reservation_list_response_from_wire
-from .response import CyclesResponse
+from .mappers import (
+    balance_response_from_wire,
+    commit_response_from_wire,
+    decision_response_from_wire,
+    event_create_response_from_wire,
+    release_response_from_wire,
+    reservation_create_response_from_wire,
+    reservation_detail_from_wire,
+    reservation_extend_response_from_wire,
+    reservation_list_response_from_wire,
+)
+from .models import (
+    BalanceResponse,
+    CommitRequest,
+    CommitResponse,
+    DecisionRequest,
+    DecisionResponse,
+    EventCreateRequest,
+    EventCreateResponse,
+    ReleaseRequest,
+    ReleaseResponse,
+    ReservationCreateRequest,
+    ReservationCreateResponse,
+    ReservationDetail,
+    ReservationExtendRequest,
+    ReservationExtendResponse,
+    ReservationListResponse,
+)
+from .response import CyclesResponse, TypedCyclesResponse
 
 if TYPE_CHECKING:
     from ._heartbeat import HeartbeatEvent
@@ -100,7 +127,9 @@ class _ClientBase:
 
     _runtime: Runtime
 
-    def __init__(self, config: CyclesConfig) -> None:
+    def __init__(self, config: CyclesConfig | None) -> None:
+        if config is None:
+            config = CyclesConfig.from_env()  # ValueError naming the missing CYCLES_* variable
         if not isinstance(config, CyclesConfig):
             raise TypeError(f"config must be a CyclesConfig, got {type(config).__name__}")
         self._config = config
@@ -139,11 +168,15 @@ class _ClientBase:
 
 
 class CyclesClient(_ClientBase):
-    """The synchronous Cycles wire client (thread-safe; one connection pool)."""
+    """The synchronous Cycles wire client (thread-safe; one connection pool).
+
+    Without a config, `CyclesConfig.from_env()` is used (``CYCLES_BASE_URL``, ``CYCLES_API_KEY``, …; a missing
+    one is a ``ValueError`` naming it). Each operation returns a `TypedCyclesResponse` whose ``parsed`` is the
+    success model."""
 
     def __init__(
         self,
-        config: CyclesConfig,
+        config: CyclesConfig | None = None,
         *,
         transport: httpx.BaseTransport | None = None,
         on_heartbeat_failure: Callable[[HeartbeatEvent], None] | None = None,
@@ -151,6 +184,7 @@ class CyclesClient(_ClientBase):
         from ._runtime import Runtime, worker_sender_for_sync
 
         super().__init__(config)
+        config = self._config
         self._http = httpx.Client(transport=transport, **self._http_options())
         send = self._send_for_lifecycle
         self._runtime = Runtime(
@@ -210,47 +244,70 @@ class CyclesClient(_ClientBase):
             return rq.transport_failure(exc, scrub=scrub)
         return _answer(reply, reader, scrub)
 
-    def create_reservation(self, request: Any, *, traceparent: str | None = None) -> CyclesResponse:
+    def create_reservation(
+        self, request: ReservationCreateRequest | dict[str, Any], *, traceparent: str | None = None
+    ) -> TypedCyclesResponse[ReservationCreateResponse]:
         """``POST /v1/reservations``."""
-        return self.send(rq.create_reservation(request, traceparent=traceparent))
+        return TypedCyclesResponse.of(
+            self.send(rq.create_reservation(request, traceparent=traceparent)), reservation_create_response_from_wire
+        )
 
     def commit_reservation(
-        self, reservation_id: str, request: Any, *, traceparent: str | None = None
-    ) -> CyclesResponse:
+        self, reservation_id: str, request: CommitRequest | dict[str, Any], *, traceparent: str | None = None
+    ) -> TypedCyclesResponse[CommitResponse]:
         """``POST /v1/reservations/{id}/commit``."""
-        return self.send(rq.commit(reservation_id, request, traceparent=traceparent))
+        return TypedCyclesResponse.of(
+            self.send(rq.commit(reservation_id, request, traceparent=traceparent)), commit_response_from_wire
+        )
 
     def release_reservation(
-        self, reservation_id: str, request: Any, *, traceparent: str | None = None
-    ) -> CyclesResponse:
+        self, reservation_id: str, request: ReleaseRequest | dict[str, Any], *, traceparent: str | None = None
+    ) -> TypedCyclesResponse[ReleaseResponse]:
         """``POST /v1/reservations/{id}/release``."""
-        return self.send(rq.release(reservation_id, request, traceparent=traceparent))
+        return TypedCyclesResponse.of(
+            self.send(rq.release(reservation_id, request, traceparent=traceparent)), release_response_from_wire
+        )
 
     def extend_reservation(
-        self, reservation_id: str, request: Any, *, traceparent: str | None = None
-    ) -> CyclesResponse:
+        self, reservation_id: str, request: ReservationExtendRequest | dict[str, Any], *, traceparent: str | None = None
+    ) -> TypedCyclesResponse[ReservationExtendResponse]:
         """``POST /v1/reservations/{id}/extend``."""
-        return self.send(rq.extend(reservation_id, request, traceparent=traceparent))
+        return TypedCyclesResponse.of(
+            self.send(rq.extend(reservation_id, request, traceparent=traceparent)),
+            reservation_extend_response_from_wire,
+        )
 
-    def decide(self, request: Any, *, traceparent: str | None = None) -> CyclesResponse:
+    def decide(
+        self, request: DecisionRequest | dict[str, Any], *, traceparent: str | None = None
+    ) -> TypedCyclesResponse[DecisionResponse]:
         """``POST /v1/decide``."""
-        return self.send(rq.decide(request, traceparent=traceparent))
+        return TypedCyclesResponse.of(
+            self.send(rq.decide(request, traceparent=traceparent)), decision_response_from_wire
+        )
 
-    def create_event(self, request: Any, *, traceparent: str | None = None) -> CyclesResponse:
+    def create_event(
+        self, request: EventCreateRequest | dict[str, Any], *, traceparent: str | None = None
+    ) -> TypedCyclesResponse[EventCreateResponse]:
         """``POST /v1/events``."""
-        return self.send(rq.create_event(request, traceparent=traceparent))
+        return TypedCyclesResponse.of(
+            self.send(rq.create_event(request, traceparent=traceparent)), event_create_response_from_wire
+        )
 
-    def list_reservations(self, **filters: Any) -> CyclesResponse:
+    def list_reservations(self, **filters: Any) -> TypedCyclesResponse[ReservationListResponse]:
         """``GET /v1/reservations`` with the given filters (``from_`` for ``from``)."""
-        return self.send(rq.list_reservations(filters))
+        return TypedCyclesResponse.of(self.send(rq.list_reservations(filters)), reservation_list_response_from_wire)
 
-    def get_reservation(self, reservation_id: str, *, traceparent: str | None = None) -> CyclesResponse:
+    def get_reservation(
+        self, reservation_id: str, *, traceparent: str | None = None
+    ) -> TypedCyclesResponse[ReservationDetail]:
         """``GET /v1/reservations/{id}``."""
-        return self.send(rq.get_reservation(reservation_id, traceparent=traceparent))
+        return TypedCyclesResponse.of(
+            self.send(rq.get_reservation(reservation_id, traceparent=traceparent)), reservation_detail_from_wire
+        )
 
-    def get_balances(self, **filters: Any) -> CyclesResponse:
+    def get_balances(self, **filters: Any) -> TypedCyclesResponse[BalanceResponse]:
         """``GET /v1/balances`` (at least one subject filter)."""
-        return self.send(rq.balances(filters))
+        return TypedCyclesResponse.of(self.send(rq.balances(filters)), balance_response_from_wire)
 
     def _pages(self, request: rq.HttpRequest, what: str) -> Iterator[CyclesResponse]:
         cursor: str | None = None
@@ -288,11 +345,12 @@ class CyclesClient(_ClientBase):
 
 
 class AsyncCyclesClient(_ClientBase):
-    """The asynchronous Cycles wire client (asyncio or trio, through anyio)."""
+    """The asynchronous Cycles wire client (asyncio or trio, through anyio); config and responses as for
+    `CyclesClient`."""
 
     def __init__(
         self,
-        config: CyclesConfig,
+        config: CyclesConfig | None = None,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         on_heartbeat_failure: Callable[[HeartbeatEvent], None] | None = None,
@@ -305,6 +363,7 @@ class AsyncCyclesClient(_ClientBase):
         from ._runtime import Runtime, worker_sender_for_async
 
         super().__init__(config)
+        config = self._config
         self._http = httpx.AsyncClient(transport=transport, **self._http_options())
         self._runtime = Runtime(
             self,
@@ -339,47 +398,73 @@ class AsyncCyclesClient(_ClientBase):
         """Resume this client's unresolved journal records in the background; returns how many."""
         return await anyio.to_thread.run_sync(self._runtime.replay_records)
 
-    async def create_reservation(self, request: Any, *, traceparent: str | None = None) -> CyclesResponse:
+    async def create_reservation(
+        self, request: ReservationCreateRequest | dict[str, Any], *, traceparent: str | None = None
+    ) -> TypedCyclesResponse[ReservationCreateResponse]:
         """``POST /v1/reservations``."""
-        return await self.send(rq.create_reservation(request, traceparent=traceparent))
+        return TypedCyclesResponse.of(
+            await self.send(rq.create_reservation(request, traceparent=traceparent)),
+            reservation_create_response_from_wire,
+        )
 
     async def commit_reservation(
-        self, reservation_id: str, request: Any, *, traceparent: str | None = None
-    ) -> CyclesResponse:
+        self, reservation_id: str, request: CommitRequest | dict[str, Any], *, traceparent: str | None = None
+    ) -> TypedCyclesResponse[CommitResponse]:
         """``POST /v1/reservations/{id}/commit``."""
-        return await self.send(rq.commit(reservation_id, request, traceparent=traceparent))
+        return TypedCyclesResponse.of(
+            await self.send(rq.commit(reservation_id, request, traceparent=traceparent)), commit_response_from_wire
+        )
 
     async def release_reservation(
-        self, reservation_id: str, request: Any, *, traceparent: str | None = None
-    ) -> CyclesResponse:
+        self, reservation_id: str, request: ReleaseRequest | dict[str, Any], *, traceparent: str | None = None
+    ) -> TypedCyclesResponse[ReleaseResponse]:
         """``POST /v1/reservations/{id}/release``."""
-        return await self.send(rq.release(reservation_id, request, traceparent=traceparent))
+        return TypedCyclesResponse.of(
+            await self.send(rq.release(reservation_id, request, traceparent=traceparent)), release_response_from_wire
+        )
 
     async def extend_reservation(
-        self, reservation_id: str, request: Any, *, traceparent: str | None = None
-    ) -> CyclesResponse:
+        self, reservation_id: str, request: ReservationExtendRequest | dict[str, Any], *, traceparent: str | None = None
+    ) -> TypedCyclesResponse[ReservationExtendResponse]:
         """``POST /v1/reservations/{id}/extend``."""
-        return await self.send(rq.extend(reservation_id, request, traceparent=traceparent))
+        return TypedCyclesResponse.of(
+            await self.send(rq.extend(reservation_id, request, traceparent=traceparent)),
+            reservation_extend_response_from_wire,
+        )
 
-    async def decide(self, request: Any, *, traceparent: str | None = None) -> CyclesResponse:
+    async def decide(
+        self, request: DecisionRequest | dict[str, Any], *, traceparent: str | None = None
+    ) -> TypedCyclesResponse[DecisionResponse]:
         """``POST /v1/decide``."""
-        return await self.send(rq.decide(request, traceparent=traceparent))
+        return TypedCyclesResponse.of(
+            await self.send(rq.decide(request, traceparent=traceparent)), decision_response_from_wire
+        )
 
-    async def create_event(self, request: Any, *, traceparent: str | None = None) -> CyclesResponse:
+    async def create_event(
+        self, request: EventCreateRequest | dict[str, Any], *, traceparent: str | None = None
+    ) -> TypedCyclesResponse[EventCreateResponse]:
         """``POST /v1/events``."""
-        return await self.send(rq.create_event(request, traceparent=traceparent))
+        return TypedCyclesResponse.of(
+            await self.send(rq.create_event(request, traceparent=traceparent)), event_create_response_from_wire
+        )
 
-    async def list_reservations(self, **filters: Any) -> CyclesResponse:
+    async def list_reservations(self, **filters: Any) -> TypedCyclesResponse[ReservationListResponse]:
         """``GET /v1/reservations`` with the given filters (``from_`` for ``from``)."""
-        return await self.send(rq.list_reservations(filters))
+        return TypedCyclesResponse.of(
+            await self.send(rq.list_reservations(filters)), reservation_list_response_from_wire
+        )
 
-    async def get_reservation(self, reservation_id: str, *, traceparent: str | None = None) -> CyclesResponse:
+    async def get_reservation(
+        self, reservation_id: str, *, traceparent: str | None = None
+    ) -> TypedCyclesResponse[ReservationDetail]:
         """``GET /v1/reservations/{id}``."""
-        return await self.send(rq.get_reservation(reservation_id, traceparent=traceparent))
+        return TypedCyclesResponse.of(
+            await self.send(rq.get_reservation(reservation_id, traceparent=traceparent)), reservation_detail_from_wire
+        )
 
-    async def get_balances(self, **filters: Any) -> CyclesResponse:
+    async def get_balances(self, **filters: Any) -> TypedCyclesResponse[BalanceResponse]:
         """``GET /v1/balances`` (at least one subject filter)."""
-        return await self.send(rq.balances(filters))
+        return TypedCyclesResponse.of(await self.send(rq.balances(filters)), balance_response_from_wire)
 
     async def _pages(self, request: rq.HttpRequest, what: str) -> AsyncIterator[CyclesResponse]:
         cursor: str | None = None

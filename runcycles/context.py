@@ -12,7 +12,14 @@ import attrs
 if TYPE_CHECKING:
     from .models import Amount, Balance, Caps, CyclesMetrics, Decision
 
-__all__ = ["CyclesContext", "get_cycles_context"]
+__all__ = ["CyclesContext", "get_cycles_context", "require_cycles_context"]
+
+
+def _check_actual(_instance: object, _attribute: object, value: int | None) -> None:
+    if value is not None:
+        from .validation import validate_amount
+
+        validate_amount("actual", value)
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -21,7 +28,10 @@ class CyclesContext:
 
     Read-only by convention: ``reservation_id``, ``estimate``, ``decision``, ``caps``, ``affected_scopes``,
     ``scope_path``, ``reserved``, ``balances``; ``expires_at_ms`` is kept current by the heartbeat.
-    Writable: ``metrics`` and ``commit_metadata``, both sent with the commit.
+    Writable: ``metrics`` and ``commit_metadata``, both sent with the commit, and ``actual``: spend known so
+    far (an ``int >= 0``, checked on assignment). When the guarded function raises after setting ``actual``,
+    that amount is committed (spend that happened is never lost) and the exception still propagates; when it
+    returns, an ``actual=`` option of the decorator takes precedence over it, and it over the estimate.
     """
 
     reservation_id: str
@@ -35,6 +45,7 @@ class CyclesContext:
     balances: list[Balance] = attrs.field(factory=list)
     metrics: CyclesMetrics | None = None
     commit_metadata: dict[str, Any] | None = None
+    actual: int | None = attrs.field(default=None, validator=_check_actual)
 
     def has_caps(self) -> bool:
         """True when the server attached caps (``ALLOW_WITH_CAPS``)."""
@@ -47,6 +58,21 @@ _CURRENT: contextvars.ContextVar[CyclesContext | None] = contextvars.ContextVar(
 def get_cycles_context() -> CyclesContext | None:
     """The context of the innermost guarded call running in this task or thread, else ``None``."""
     return _CURRENT.get()
+
+
+def require_cycles_context() -> CyclesContext:
+    """The context of the innermost guarded call; raises ``RuntimeError`` outside one.
+
+    The ``mypy --strict``-friendly form of `get_cycles_context` for code that only runs guarded::
+
+        caps = require_cycles_context().caps
+    """
+    context = _CURRENT.get()
+    if context is None:
+        raise RuntimeError(
+            "require_cycles_context() called outside a guarded call (with_cycles / reserve_for_stream)"
+        )
+    return context
 
 
 @contextmanager

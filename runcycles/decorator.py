@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, cast, overload
 
 import anyio
 
@@ -14,16 +14,155 @@ from ._defaults import resolve_client
 from ._drivers import run_async, run_sync
 from ._guard import Guard, options_from
 from .client import AsyncCyclesClient, CyclesClient
-from .context import bind
+from .context import CyclesContext, bind
+from .errors import MissingActualError
 from .lifecycle import Reserved, release_steps, reserve_steps, settle_steps
 from .models import CommitOveragePolicy, DryRunResult, Unit
 
-__all__ = ["with_cycles"]
+if TYPE_CHECKING:
+    from ._decorator_types import CyclesDecorator, DryRunDecorator, TypedCyclesDecorator
+
+__all__ = ["ClientOption", "with_cycles"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 FAILED_REASON = "guarded_method_failed"
+
+ClientOption = CyclesClient | AsyncCyclesClient | Callable[..., CyclesClient | AsyncCyclesClient] | None
+"""What ``client=`` accepts: a client, a callable of the call's arguments returning one (resolved per call,
+never cached: one guarded function can serve many tenants), or ``None`` (the default client, then the
+default config, then ``CYCLES_*`` from the environment)."""
+
+@overload
+def with_cycles(
+    estimate: int | Callable[..., int],
+    actual: int | Callable[[Any], int] | None = None,
+    *,
+    use_estimate_if_actual_not_provided: bool = True,
+    action_kind: str | Callable[..., str] = "unknown",
+    action_name: str | Callable[..., str] = "unknown",
+    action_tags: list[str] | Callable[..., list[str]] | None = None,
+    unit: Unit | str = Unit.USD_MICROCENTS,
+    ttl_ms: int = 60000,
+    grace_period_ms: int | None = None,
+    overage_policy: CommitOveragePolicy | str = CommitOveragePolicy.ALLOW_IF_AVAILABLE,
+    dry_run: Literal[True],
+    tenant: str | Callable[..., str | None] | None = None,
+    workspace: str | Callable[..., str | None] | None = None,
+    app: str | Callable[..., str | None] | None = None,
+    workflow: str | Callable[..., str | None] | None = None,
+    agent: str | Callable[..., str | None] | None = None,
+    toolset: str | Callable[..., str | None] | None = None,
+    dimensions: Mapping[str, str] | Callable[..., Mapping[str, str] | None] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    client: ClientOption = None,
+) -> DryRunDecorator: ...
+
+
+@overload
+def with_cycles(
+    estimate: int | Callable[..., int],
+    actual: int | None = None,
+    *,
+    use_estimate_if_actual_not_provided: bool = True,
+    action_kind: str | Callable[..., str] = "unknown",
+    action_name: str | Callable[..., str] = "unknown",
+    action_tags: list[str] | Callable[..., list[str]] | None = None,
+    unit: Unit | str = Unit.USD_MICROCENTS,
+    ttl_ms: int = 60000,
+    grace_period_ms: int | None = None,
+    overage_policy: CommitOveragePolicy | str = CommitOveragePolicy.ALLOW_IF_AVAILABLE,
+    dry_run: Literal[False] = False,
+    tenant: str | Callable[..., str | None] | None = None,
+    workspace: str | Callable[..., str | None] | None = None,
+    app: str | Callable[..., str | None] | None = None,
+    workflow: str | Callable[..., str | None] | None = None,
+    agent: str | Callable[..., str | None] | None = None,
+    toolset: str | Callable[..., str | None] | None = None,
+    dimensions: Mapping[str, str] | Callable[..., Mapping[str, str] | None] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    client: ClientOption = None,
+) -> CyclesDecorator: ...
+
+
+@overload
+def with_cycles(
+    estimate: int | Callable[..., int],
+    actual: Callable[[T], int],
+    *,
+    use_estimate_if_actual_not_provided: bool = True,
+    action_kind: str | Callable[..., str] = "unknown",
+    action_name: str | Callable[..., str] = "unknown",
+    action_tags: list[str] | Callable[..., list[str]] | None = None,
+    unit: Unit | str = Unit.USD_MICROCENTS,
+    ttl_ms: int = 60000,
+    grace_period_ms: int | None = None,
+    overage_policy: CommitOveragePolicy | str = CommitOveragePolicy.ALLOW_IF_AVAILABLE,
+    dry_run: Literal[False] = False,
+    tenant: str | Callable[..., str | None] | None = None,
+    workspace: str | Callable[..., str | None] | None = None,
+    app: str | Callable[..., str | None] | None = None,
+    workflow: str | Callable[..., str | None] | None = None,
+    agent: str | Callable[..., str | None] | None = None,
+    toolset: str | Callable[..., str | None] | None = None,
+    dimensions: Mapping[str, str] | Callable[..., Mapping[str, str] | None] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    client: ClientOption = None,
+) -> TypedCyclesDecorator[T]: ...
+
+
+@overload
+def with_cycles(
+    estimate: int | Callable[..., int],
+    actual: Callable[[Any], int],
+    *,
+    use_estimate_if_actual_not_provided: bool = True,
+    action_kind: str | Callable[..., str] = "unknown",
+    action_name: str | Callable[..., str] = "unknown",
+    action_tags: list[str] | Callable[..., list[str]] | None = None,
+    unit: Unit | str = Unit.USD_MICROCENTS,
+    ttl_ms: int = 60000,
+    grace_period_ms: int | None = None,
+    overage_policy: CommitOveragePolicy | str = CommitOveragePolicy.ALLOW_IF_AVAILABLE,
+    dry_run: Literal[False] = False,
+    tenant: str | Callable[..., str | None] | None = None,
+    workspace: str | Callable[..., str | None] | None = None,
+    app: str | Callable[..., str | None] | None = None,
+    workflow: str | Callable[..., str | None] | None = None,
+    agent: str | Callable[..., str | None] | None = None,
+    toolset: str | Callable[..., str | None] | None = None,
+    dimensions: Mapping[str, str] | Callable[..., Mapping[str, str] | None] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    client: ClientOption = None,
+) -> CyclesDecorator: ...
+
+
+@overload
+def with_cycles(
+    estimate: int | Callable[..., int],
+    actual: int | Callable[[Any], int] | None = None,
+    *,
+    use_estimate_if_actual_not_provided: bool = True,
+    action_kind: str | Callable[..., str] = "unknown",
+    action_name: str | Callable[..., str] = "unknown",
+    action_tags: list[str] | Callable[..., list[str]] | None = None,
+    unit: Unit | str = Unit.USD_MICROCENTS,
+    ttl_ms: int = 60000,
+    grace_period_ms: int | None = None,
+    overage_policy: CommitOveragePolicy | str = CommitOveragePolicy.ALLOW_IF_AVAILABLE,
+    dry_run: bool,
+    tenant: str | Callable[..., str | None] | None = None,
+    workspace: str | Callable[..., str | None] | None = None,
+    app: str | Callable[..., str | None] | None = None,
+    workflow: str | Callable[..., str | None] | None = None,
+    agent: str | Callable[..., str | None] | None = None,
+    toolset: str | Callable[..., str | None] | None = None,
+    dimensions: Mapping[str, str] | Callable[..., Mapping[str, str] | None] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    client: ClientOption = None,
+) -> Callable[[Callable[P, Any]], Callable[P, Any]]: ...
 
 
 def with_cycles(
@@ -46,19 +185,22 @@ def with_cycles(
     toolset: str | Callable[..., str | None] | None = None,
     dimensions: Mapping[str, str] | Callable[..., Mapping[str, str] | None] | None = None,
     metadata: Mapping[str, Any] | None = None,
-    client: CyclesClient | AsyncCyclesClient | None = None,
-) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    client: ClientOption = None,
+) -> Any:
     """Guard a function (``async def`` or plain ``def``) with a Cycles reservation.
 
     Per call: evaluate ``estimate`` (an int, or a callable of the call's arguments) → reserve (one same-key
     retry when the outcome is unknown) → with ``dry_run``, return a `DryRunResult` without calling the
     function → otherwise run it inside a `CyclesContext` while a heartbeat keeps the lease alive → if it
-    raises, release the reservation and re-raise → if it returns, commit the actual (``actual`` of the
-    result, else the estimate marked ``actual_source="estimate"``) and return its result. Nothing after the
-    function returned raises into the caller: settlement problems are retried in the background and logged.
+    raises, commit ``CyclesContext.actual`` when the function set it (spend that happened is never lost),
+    else release the reservation, and re-raise → if it returns, commit the actual (``actual`` of the result,
+    else ``CyclesContext.actual``, else the estimate marked ``actual_source="estimate"``) and return its
+    result. Settlement problems after the function returned are retried in the background and logged, never
+    raised; the one exception is a missing actual with ``use_estimate_if_actual_not_provided=False``, which
+    commits nothing, releases nothing and raises `MissingActualError` (carrying the function's ``result``).
 
-    A denial raises the typed error (`BudgetExceededError`, …); the function is then never called. With
-    ``dry_run=True`` the wrapper returns a `DryRunResult` instead of the function's result.
+    ``client`` may be a callable of the call's arguments returning the client (resolved on every call).
+    A denial raises the typed error (`BudgetExceededError`, …); the function is then never called.
     """
     options = options_from(locals())
     guard = Guard(options)
@@ -77,27 +219,30 @@ def with_cycles(
 
 
 class _ClientSlot:
-    """The wrapper's client: resolved at its first call, then kept."""
+    """The wrapper's client: a fixed one is resolved at the first call, then kept; a callable is asked on
+    every call (with the call's arguments) and never cached."""
 
-    def __init__(self, explicit: CyclesClient | AsyncCyclesClient | None, *, want_async: bool) -> None:
+    def __init__(self, explicit: ClientOption, *, want_async: bool) -> None:
+        self._per_call = callable(explicit) and not isinstance(explicit, (CyclesClient, AsyncCyclesClient))
         self._explicit = explicit
         self._want_async = want_async
         self._client: CyclesClient | AsyncCyclesClient | None = None
 
-    def get(self) -> Any:
+    def get(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+        if self._per_call:
+            factory = cast(Callable[..., Any], self._explicit)
+            return resolve_client(factory(*args, **kwargs), want_async=self._want_async, required=True)
         if self._client is None:
             self._client = resolve_client(self._explicit, want_async=self._want_async)
         return self._client
 
 
-def _sync_wrapper(
-    guard: Guard, fn: Callable[P, R], explicit: CyclesClient | AsyncCyclesClient | None
-) -> Callable[P, R]:
+def _sync_wrapper(guard: Guard, fn: Callable[P, R], explicit: ClientOption) -> Callable[P, R]:
     slot = _ClientSlot(explicit, want_async=False)
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        client: CyclesClient = slot.get()
+        client: CyclesClient = slot.get(args, kwargs)
         runtime = _runtime.of(client)
         request = guard.plan(client.config, args, kwargs)
         reserved = run_sync(reserve_steps(request), runtime.sync_env())
@@ -112,36 +257,72 @@ def _sync_wrapper(
                 result = fn(*args, **kwargs)
         except BaseException:
             heartbeat.cancel()
-            run_sync(release_steps(reserved.reservation_id, FAILED_REASON), runtime.sync_env())
+            if context.actual is not None:  # spend the function recorded before it failed: commit it
+                _settle_sync(guard, runtime, reserved, context, None, None)
+            else:
+                run_sync(release_steps(reserved.reservation_id, FAILED_REASON), runtime.sync_env())
             raise
         heartbeat.cancel()
-        _settle_sync(guard, runtime, reserved, context, result)
+        _settle_sync(guard, runtime, reserved, context, result, guard.options.actual)
         return result
 
     return wrapper
 
 
-def _settle_sync(guard: Guard, runtime: _runtime.Runtime, reserved: Reserved, context: Any, result: Any) -> None:
+def _settle_sync(
+    guard: Guard,
+    runtime: _runtime.Runtime,
+    reserved: Reserved,
+    context: CyclesContext,
+    result: Any,
+    actual: int | Callable[[Any], int] | None,
+) -> None:
     try:
         record = guard.settlement(
-            reserved, context, result=result, actual=guard.options.actual,
+            reserved, context, result=result, actual=actual,
             elapsed_ms=runtime.monotonic() - reserved.received_at_ms,
         )
         run_sync(settle_steps(record, runtime.policy, journal=runtime.journal_enabled), runtime.sync_env())
+    except MissingActualError:
+        raise
     except Exception:
         _runtime.log.exception(
             "post-action settlement failed; not releasing known spend: reservation_id=%s", reserved.reservation_id
         )
 
 
+async def _settle_async(
+    guard: Guard,
+    runtime: _runtime.Runtime,
+    reserved: Reserved,
+    context: CyclesContext,
+    result: Any,
+    actual: int | Callable[[Any], int] | None,
+) -> None:
+    with anyio.CancelScope(shield=True):
+        try:
+            record = guard.settlement(
+                reserved, context, result=result, actual=actual,
+                elapsed_ms=runtime.monotonic() - reserved.received_at_ms,
+            )
+            await run_async(settle_steps(record, runtime.policy, journal=runtime.journal_enabled), runtime.async_env())
+        except MissingActualError:
+            raise
+        except Exception:
+            _runtime.log.exception(
+                "post-action settlement failed; not releasing known spend: reservation_id=%s",
+                reserved.reservation_id,
+            )
+
+
 def _async_wrapper(
-    guard: Guard, fn: Callable[P, Awaitable[Any]], explicit: CyclesClient | AsyncCyclesClient | None
+    guard: Guard, fn: Callable[P, Awaitable[Any]], explicit: ClientOption
 ) -> Callable[P, Coroutine[Any, Any, Any]]:
     slot = _ClientSlot(explicit, want_async=True)
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-        client: AsyncCyclesClient = slot.get()
+        client: AsyncCyclesClient = slot.get(args, kwargs)
         runtime = _runtime.of(client)
         request = guard.plan(client.config, args, kwargs)
         env = runtime.async_env()
@@ -161,25 +342,16 @@ def _async_wrapper(
             except BaseException as exc:  # re-raised below, after the heartbeat has stopped
                 failure = exc
                 tg.cancel_scope.cancel()
-                with anyio.CancelScope(shield=True):
-                    await run_async(release_steps(reserved.reservation_id, FAILED_REASON), env)
+                if context.actual is not None:  # spend the function recorded before it failed: commit it
+                    await _settle_async(guard, runtime, reserved, context, None, None)
+                else:
+                    with anyio.CancelScope(shield=True):
+                        await run_async(release_steps(reserved.reservation_id, FAILED_REASON), env)
             else:
                 tg.cancel_scope.cancel()
         if failure is not None:
             raise failure
-        with anyio.CancelScope(shield=True):
-            try:
-                record = guard.settlement(
-                    reserved, context, result=result, actual=guard.options.actual,
-                    elapsed_ms=runtime.monotonic() - reserved.received_at_ms,
-                )
-                await run_async(settle_steps(record, runtime.policy, journal=runtime.journal_enabled), env)
-            except Exception:
-                _runtime.log.exception(
-                    "post-action settlement failed; not releasing known spend: reservation_id=%s",
-                    reserved.reservation_id,
-                )
+        await _settle_async(guard, runtime, reserved, context, result, guard.options.actual)
         return result
 
     return wrapper
-

@@ -10,12 +10,15 @@ if TYPE_CHECKING:
     from .response import CyclesResponse
 
 __all__ = [
+    "AuthenticationError",
     "BudgetExceededError",
     "CyclesError",
     "CyclesProtocolError",
     "CyclesTransportError",
     "DebtOutstandingError",
+    "MissingActualError",
     "OverdraftLimitExceededError",
+    "PermissionDeniedError",
     "ReservationExpiredError",
     "ReservationFinalizedError",
     "ResponseFormatError",
@@ -143,15 +146,59 @@ class TenantClosedError(CyclesProtocolError):
     """The owning tenant is closed (``TENANT_CLOSED``)."""
 
 
-class CyclesTransportError(CyclesError):
-    """No usable answer from the server (connection, timeout); ``__cause__`` is the httpx exception."""
+class AuthenticationError(CyclesProtocolError):
+    """The server did not accept the API key (HTTP 401, ``UNAUTHORIZED``)."""
 
-    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+
+class PermissionDeniedError(CyclesProtocolError):
+    """The API key may not do this (HTTP 403, ``FORBIDDEN``)."""
+
+
+class MissingActualError(CyclesError):
+    """The guarded work finished but its actual spend is unknown, and the estimate may not stand in for it
+    (``use_estimate_if_actual_not_provided=False``).
+
+    Nothing was committed and nothing released: the reservation ``reservation_id`` expires on its own, so
+    budget that may have been spent is not freed. ``result`` is what the guarded function returned (``None``
+    for a stream); ``__cause__`` is the exception the ``actual`` callable raised, if any.
+    """
+
+    def __init__(self, message: str, *, reservation_id: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reservation_id = reservation_id
+        self.result = result
+
+
+class CyclesTransportError(CyclesError):
+    """No usable answer from the server (connection, timeout); ``__cause__`` is the httpx exception.
+
+    ``url`` is the address that could not be reached (taken from the httpx exception when not given); the
+    message names it.
+    """
+
+    def __init__(self, message: str, cause: BaseException | None = None, *, url: str | None = None) -> None:
+        url = url if url is not None else _url_of(cause)
+        if url and url not in message:
+            message = f"{message} (could not reach {url})"
         super().__init__(message)
         self.message = message
         self.cause = cause
+        self.url = url
         if cause is not None:
             self.__cause__ = cause
+
+
+def _url_of(cause: BaseException | None) -> str | None:
+    """The request URL an httpx exception carries, if any (``.request`` raises when it has none)."""
+    if cause is None:
+        return None
+    try:
+        request = cause.request  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):
+        return None
+    url = getattr(request, "url", None)
+    return str(url) if url is not None else None
 
 
 _CLASS_BY_CODE: dict[str, type[CyclesProtocolError]] = {
@@ -161,6 +208,13 @@ _CLASS_BY_CODE: dict[str, type[CyclesProtocolError]] = {
     "RESERVATION_EXPIRED": ReservationExpiredError,
     "RESERVATION_FINALIZED": ReservationFinalizedError,
     "TENANT_CLOSED": TenantClosedError,
+    "UNAUTHORIZED": AuthenticationError,
+    "FORBIDDEN": PermissionDeniedError,
+}
+
+_CLASS_BY_STATUS: dict[int, type[CyclesProtocolError]] = {
+    401: AuthenticationError,
+    403: PermissionDeniedError,
 }
 
 _CODE_BY_STATUS: dict[int, str] = {
@@ -198,8 +252,22 @@ def error_code_of(response: CyclesResponse) -> ErrorCode | None:
     return None
 
 
+def _request_id(response: CyclesResponse) -> str | None:
+    """The body's ``request_id`` first (API.md §3), else the ``X-Request-Id`` header."""
+    body_value = response.get_body_attribute("request_id")
+    if isinstance(body_value, str) and body_value:
+        return body_value
+    return response.request_id
+
+
+def _class_for(code: ErrorCode | None, status: int) -> type[CyclesProtocolError]:
+    cls = _CLASS_BY_CODE.get(code.value) if code is not None else None
+    return cls or _CLASS_BY_STATUS.get(status, CyclesProtocolError)
+
+
 def error_from_response(response: CyclesResponse, prefix: str) -> CyclesProtocolError:
-    """The typed exception for a non-success response (mapped by ``error`` code, then by HTTP status)."""
+    """The typed exception for a non-success response (mapped by ``error`` code, then by HTTP status:
+    401 `AuthenticationError`, 403 `PermissionDeniedError`)."""
     code = error_code_of(response)
     message = response.error_message or ""
     details_raw = response.get_body_attribute("details")
@@ -211,14 +279,14 @@ def error_from_response(response: CyclesResponse, prefix: str) -> CyclesProtocol
         else response.retry_after_ms
     )
     reason = response.get_body_attribute("reason_code")
-    cls = _CLASS_BY_CODE.get(code.value, CyclesProtocolError) if code is not None else CyclesProtocolError
+    cls = _class_for(code, response.status)
     return cls(
         f"{prefix}: {message}" if message else prefix,
         status=response.status,
         error_code=code,
         reason_code=reason if isinstance(reason, str) else (code.value if code is not None else None),
         retry_after_ms=retry_after,
-        request_id=response.request_id,
+        request_id=_request_id(response),
         trace_id=response.trace_id,
         details=details,
     )
@@ -238,7 +306,7 @@ def denial_error(
         error_code=code,
         reason_code=reason_code,
         retry_after_ms=retry_after_ms,
-        request_id=response.request_id,
+        request_id=_request_id(response),
         trace_id=response.trace_id,
         details=details,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -62,7 +62,6 @@ __all__ = [
     "new_key",
     "release_steps",
     "reserve_steps",
-    "resolve_actual",
     "settle_steps",
 ]
 
@@ -244,29 +243,6 @@ class Settlement:
     state: str
     model: Any = None
     error: CyclesProtocolError | None = None
-
-
-def resolve_actual(
-    actual: int | Callable[[Any], int] | None, result: Any, estimate: int, *, reservation_id: str | None
-) -> tuple[int, bool]:
-    """The amount to commit and whether it is the estimate standing in for it.
-
-    A failing or invalid ``actual`` callable falls back to the estimate (logged): known spend is never dropped.
-    """
-    if actual is None:
-        return estimate, True
-    try:
-        value = actual(result) if callable(actual) else actual
-        validate_amount("actual", value)
-    except Exception as exc:
-        log.error(
-            "actual evaluation failed after the guarded work completed; committing the estimate instead: "
-            "reservation_id=%s error=%r",
-            reservation_id,
-            exc,
-        )
-        return estimate, True
-    return value, False
 
 
 def build_settlement(

@@ -466,9 +466,9 @@ class CyclesEvidenceRef:
 class ReservationEvidence:
     """Evidence references of a reservation's operations, keyed by artifact type."""
 
-    reserve: CyclesEvidenceRef | None = attrs.field(default=None, metadata=w.model(CyclesEvidenceRef))
-    commit: CyclesEvidenceRef | None = attrs.field(default=None, metadata=w.model(CyclesEvidenceRef))
-    release: CyclesEvidenceRef | None = attrs.field(default=None, metadata=w.model(CyclesEvidenceRef))
+    reserve: CyclesEvidenceRef | None = attrs.field(default=None, metadata=w.model(CyclesEvidenceRef, lenient=True))
+    commit: CyclesEvidenceRef | None = attrs.field(default=None, metadata=w.model(CyclesEvidenceRef, lenient=True))
+    release: CyclesEvidenceRef | None = attrs.field(default=None, metadata=w.model(CyclesEvidenceRef, lenient=True))
     extra: Mapping[str, Any] = _extra()
 
 
@@ -494,7 +494,7 @@ class DenyDetail:
 
     reason_code: str = attrs.field(metadata=w.STR)
     quota_violation: ActionQuotaViolation | None = attrs.field(
-        default=None, metadata=w.model(ActionQuotaViolation)
+        default=None, metadata=w.model(ActionQuotaViolation, lenient=True)
     )
     blocked_by_scope: str | None = attrs.field(default=None, metadata=w.STR)
     blocked_by_policy: str | None = attrs.field(default=None, metadata=w.STR)
@@ -647,12 +647,14 @@ class ReservationCreateResponse:
     scope_path: str | None = attrs.field(default=None, metadata=w.STR)
     caps: Caps | None = attrs.field(default=None, metadata=w.model(Caps))
     balances: tuple[Balance, ...] | None = attrs.field(
-        default=None, converter=_to_balances, metadata=w.model_list(Balance)
+        default=None, converter=_to_balances, metadata=w.model_list(Balance, lenient=True)
     )
     reason_code: str | None = attrs.field(default=None, metadata=w.STR)
     retry_after_ms: int | None = attrs.field(default=None, metadata=w.INT)
-    cycles_evidence: CyclesEvidenceRef | None = attrs.field(default=None, metadata=w.model(CyclesEvidenceRef))
-    deny_detail: DenyDetail | None = attrs.field(default=None, metadata=w.model(DenyDetail))
+    cycles_evidence: CyclesEvidenceRef | None = attrs.field(
+        default=None, metadata=w.model(CyclesEvidenceRef, lenient=True)
+    )
+    deny_detail: DenyDetail | None = attrs.field(default=None, metadata=w.model(DenyDetail, lenient=True))
     extra: Mapping[str, Any] = _extra()
 
 
@@ -664,9 +666,11 @@ class CommitResponse:
     charged: Amount = attrs.field(metadata=w.model(Amount))
     released: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
     balances: tuple[Balance, ...] | None = attrs.field(
-        default=None, converter=_to_balances, metadata=w.model_list(Balance)
+        default=None, converter=_to_balances, metadata=w.model_list(Balance, lenient=True)
     )
-    cycles_evidence: CyclesEvidenceRef | None = attrs.field(default=None, metadata=w.model(CyclesEvidenceRef))
+    cycles_evidence: CyclesEvidenceRef | None = attrs.field(
+        default=None, metadata=w.model(CyclesEvidenceRef, lenient=True)
+    )
     extra: Mapping[str, Any] = _extra()
 
 
@@ -677,9 +681,11 @@ class ReleaseResponse:
     status: ReleaseStatus | str = attrs.field(metadata=w.enum_of(ReleaseStatus))
     released: Amount = attrs.field(metadata=w.model(Amount))
     balances: tuple[Balance, ...] | None = attrs.field(
-        default=None, converter=_to_balances, metadata=w.model_list(Balance)
+        default=None, converter=_to_balances, metadata=w.model_list(Balance, lenient=True)
     )
-    cycles_evidence: CyclesEvidenceRef | None = attrs.field(default=None, metadata=w.model(CyclesEvidenceRef))
+    cycles_evidence: CyclesEvidenceRef | None = attrs.field(
+        default=None, metadata=w.model(CyclesEvidenceRef, lenient=True)
+    )
     extra: Mapping[str, Any] = _extra()
 
 
@@ -692,7 +698,7 @@ class ReservationExtendResponse:
     expires_at_ms: int = attrs.field(metadata=w.INT)
     remaining_ttl_ms: int | None = attrs.field(default=None, metadata=w.INT)
     balances: tuple[Balance, ...] | None = attrs.field(
-        default=None, converter=_to_balances, metadata=w.model_list(Balance)
+        default=None, converter=_to_balances, metadata=w.model_list(Balance, lenient=True)
     )
     extra: Mapping[str, Any] = _extra()
 
@@ -708,8 +714,10 @@ class DecisionResponse:
     affected_scopes: tuple[str, ...] | None = attrs.field(
         default=None, converter=_to_scopes_opt, metadata=w.SCOPES
     )
-    cycles_evidence: CyclesEvidenceRef | None = attrs.field(default=None, metadata=w.model(CyclesEvidenceRef))
-    deny_detail: DenyDetail | None = attrs.field(default=None, metadata=w.model(DenyDetail))
+    cycles_evidence: CyclesEvidenceRef | None = attrs.field(
+        default=None, metadata=w.model(CyclesEvidenceRef, lenient=True)
+    )
+    deny_detail: DenyDetail | None = attrs.field(default=None, metadata=w.model(DenyDetail, lenient=True))
     extra: Mapping[str, Any] = _extra()
 
 
@@ -721,7 +729,7 @@ class EventCreateResponse:
     event_id: str = attrs.field(metadata=w.STR)
     charged: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
     balances: tuple[Balance, ...] | None = attrs.field(
-        default=None, converter=_to_balances, metadata=w.model_list(Balance)
+        default=None, converter=_to_balances, metadata=w.model_list(Balance, lenient=True)
     )
     extra: Mapping[str, Any] = _extra()
 
@@ -744,7 +752,9 @@ class _ReservationView:
     finalized_at_ms: int | None = attrs.field(default=None, metadata=w.INT)
     metadata: Mapping[str, Any] | None = attrs.field(default=None, metadata=w.OBJECT)
     committed_metadata: Mapping[str, Any] | None = attrs.field(default=None, metadata=w.OBJECT)
-    evidence: ReservationEvidence | None = attrs.field(default=None, metadata=w.model(ReservationEvidence))
+    evidence: ReservationEvidence | None = attrs.field(
+        default=None, metadata=w.model(ReservationEvidence, lenient=True)
+    )
     extra: Mapping[str, Any] = _extra()
 
 
@@ -797,7 +807,9 @@ class ErrorResponse:
     request_id: str = attrs.field(metadata=w.STR)
     trace_id: str | None = attrs.field(default=None, metadata=w.STR)
     details: Mapping[str, Any] | None = attrs.field(default=None, metadata=w.OBJECT)
-    cycles_evidence: CyclesEvidenceRef | None = attrs.field(default=None, metadata=w.model(CyclesEvidenceRef))
+    cycles_evidence: CyclesEvidenceRef | None = attrs.field(
+        default=None, metadata=w.model(CyclesEvidenceRef, lenient=True)
+    )
     error_raw: str | None = None
     extra: Mapping[str, Any] = _extra()
 
@@ -828,7 +840,7 @@ class DryRunResult:
     scope_path: str | None = attrs.field(default=None, metadata=w.STR)
     reserved: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
     balances: tuple[Balance, ...] | None = attrs.field(
-        default=None, converter=_to_balances, metadata=w.model_list(Balance)
+        default=None, converter=_to_balances, metadata=w.model_list(Balance, lenient=True)
     )
     reason_code: str | None = attrs.field(default=None, metadata=w.STR)
     retry_after_ms: int | None = attrs.field(default=None, metadata=w.INT)

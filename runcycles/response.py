@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 import httpx
@@ -11,7 +11,9 @@ import httpx
 if TYPE_CHECKING:
     from .models import ErrorResponse
 
-__all__ = ["CyclesResponse"]
+__all__ = ["CyclesResponse", "TypedCyclesResponse"]
+
+M = TypeVar("M")
 
 _INT64_MAX = 2**63 - 1
 
@@ -129,3 +131,33 @@ class CyclesResponse:
             return error_response_from_wire(self.body)
         except ResponseFormatError:
             return None
+
+
+@attrs.frozen(kw_only=True)
+class TypedCyclesResponse(CyclesResponse, Generic[M]):
+    """A `CyclesResponse` from a wire-client method that knows its success schema: ``parsed`` reads it.
+
+    ``client.create_reservation(...)`` returns ``TypedCyclesResponse[ReservationCreateResponse]``, and so on.
+    """
+
+    reader: Callable[[object], M] = attrs.field(repr=False, eq=False)
+
+    @property
+    def parsed(self) -> M:
+        """The body read as the operation's success model.
+
+        Raises the typed `CyclesProtocolError` (or `CyclesTransportError`) for a non-2xx answer, and
+        `ResponseFormatError` for a 2xx body that is not the schema."""
+        from .errors import CyclesTransportError, error_from_response
+
+        if self.is_transport_error:
+            raise CyclesTransportError(f"no response: {self.error_message}", self.transport_error)
+        if not self.is_success:
+            raise error_from_response(self, f"HTTP {self.status}")
+        return self.reader(self.body)
+
+    @classmethod
+    def of(cls, response: CyclesResponse, reader: Callable[[object], M]) -> TypedCyclesResponse[M]:
+        """``response`` with ``reader`` attached."""
+        fields = {(f.alias or f.name): getattr(response, f.name) for f in attrs.fields(CyclesResponse) if f.init}
+        return cls(reader=reader, **fields)

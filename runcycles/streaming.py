@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Generator, Mapping
 from contextlib import AsyncExitStack, ExitStack
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 import anyio
 
@@ -26,14 +26,30 @@ from .lifecycle import PendingSettlement, Reserved, Settlement, release_steps, r
 from .models import Caps, CommitOveragePolicy, CyclesMetrics, Decision, DryRunResult, Unit
 from .validation import validate_amount
 
-__all__ = ["AsyncStreamReservation", "StreamReservation", "reserve_for_stream"]
+__all__ = [
+    "AsyncStreamReservation",
+    "AsyncStreamStarter",
+    "StreamReservation",
+    "StreamStarter",
+    "SyncStreamStarter",
+    "reserve_for_stream",
+]
 
 STREAM_FAILED = "stream_failed"
 STREAM_RELEASED = "stream_released"
 
 
+def _nothing() -> None:
+    return None
+
+
 class _Handle:
-    """State shared by the sync and async handles: once-only finalization and the settlement record."""
+    """State shared by the sync and async handles: once-only finalization and the settlement record.
+
+    Slotted: assigning an attribute the handle does not have (``stream.actul = 5``) raises ``AttributeError``.
+    """
+
+    __slots__ = ("_context", "_finalized", "_guard", "_lock", "_reserved", "_runtime", "_stop_heartbeat")
 
     def __init__(self, guard: Guard, runtime: _runtime.Runtime, reserved: Reserved) -> None:
         self._guard = guard
@@ -42,9 +58,18 @@ class _Handle:
         self._context = Guard.context(reserved)
         self._lock = threading.Lock()
         self._finalized = False
-        self._stop_heartbeat: Callable[[], None] = lambda: None
-        self.actual: int | None = None
-        """Usage recorded so far; committed on exit when set (also when the block raises)."""
+        self._stop_heartbeat: Callable[[], None] = _nothing
+
+    @property
+    def actual(self) -> int | None:
+        """Usage recorded so far; committed on exit when set (also when the block raises).
+
+        Assigning anything but an ``int >= 0`` (or ``None``) raises ``ValueError`` naming ``actual``."""
+        return self._context.actual
+
+    @actual.setter
+    def actual(self, value: int | None) -> None:
+        self._context.actual = value
 
     @property
     def reservation_id(self) -> str:
@@ -95,7 +120,7 @@ class _Handle:
         return True
 
     def _record(
-        self, actual: int | None, metrics: CyclesMetrics | None, metadata: Mapping[str, Any] | None
+        self, actual: int | None, metrics: CyclesMetrics | None, metadata: Mapping[str, object] | None
     ) -> PendingSettlement:
         return self._guard.settlement(
             self._reserved,
@@ -107,7 +132,7 @@ class _Handle:
         )
 
     def _settle_steps(
-        self, actual: int | None, metrics: CyclesMetrics | None, metadata: Mapping[str, Any] | None
+        self, actual: int | None, metrics: CyclesMetrics | None, metadata: Mapping[str, object] | None
     ) -> Generator[Any, Any, Settlement]:
         record = self._record(actual, metrics, metadata)
         return settle_steps(record, self._runtime.policy, journal=self._runtime.journal_enabled)
@@ -126,15 +151,17 @@ class _Handle:
         if self._finalized:
             return "none"
         if self.actual is not None or not failed:
-            return "commit"
+            return "commit"  # without an actual and without the estimate fallback: MissingActualError
         return "release"
 
 
 class AsyncStreamReservation(_Handle):
     """The async stream handle (from an `AsyncCyclesClient`)."""
 
+    __slots__ = ()
+
     async def commit(
-        self, actual: int, metrics: CyclesMetrics | None = None, metadata: Mapping[str, Any] | None = None
+        self, actual: int, metrics: CyclesMetrics | None = None, metadata: Mapping[str, object] | None = None
     ) -> None:
         """Commit ``actual`` (once). An understood rejection raises the typed `CyclesProtocolError`; a
         transient failure returns normally and settles in the background (``client.flush()`` waits for it).
@@ -175,8 +202,10 @@ class AsyncStreamReservation(_Handle):
 class StreamReservation(_Handle):
     """The sync stream handle (from a `CyclesClient`)."""
 
+    __slots__ = ()
+
     def commit(
-        self, actual: int, metrics: CyclesMetrics | None = None, metadata: Mapping[str, Any] | None = None
+        self, actual: int, metrics: CyclesMetrics | None = None, metadata: Mapping[str, object] | None = None
     ) -> None:
         """Commit ``actual`` (once); see `AsyncStreamReservation.commit`."""
         validate_amount("actual", actual)
@@ -205,15 +234,16 @@ class StreamReservation(_Handle):
             self.release(STREAM_FAILED)
 
 
-class _StreamStarter:
-    """What `reserve_for_stream` returns: awaitable, an async context manager, or a sync one."""
+class AsyncStreamStarter:
+    """What `reserve_for_stream` returns for an `AsyncCyclesClient`: ``async with`` it (or ``await`` it) to
+    get an `AsyncStreamReservation`."""
 
     def __init__(self, guard: Guard, client: CyclesClient | AsyncCyclesClient | None) -> None:
         self._guard = guard
         self._client = client
         self._async_stack: AsyncExitStack | None = None
         self._sync_stack: ExitStack | None = None
-        self._handle: Any = None
+        self._handle: _Handle | None = None
 
     async def _reserve_async(self) -> tuple[AsyncStreamReservation, _runtime.Runtime]:
         client = resolve_client(self._client, want_async=True)
@@ -255,14 +285,23 @@ class _StreamStarter:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        handle: AsyncStreamReservation = self._handle
+        handle = self._handle
         stack = self._async_stack
-        assert stack is not None
+        assert isinstance(handle, AsyncStreamReservation) and stack is not None
         try:
             await handle._exit(failed=exc_type is not None)
         finally:
             handle._stop_heartbeat()
             await stack.aclose()
+
+
+class SyncStreamStarter:
+    """What `reserve_for_stream` returns for a `CyclesClient`: ``with`` it to get a `StreamReservation`."""
+
+    _guard: Guard
+    _client: CyclesClient | AsyncCyclesClient | None
+    _sync_stack: ExitStack | None
+    _handle: _Handle | None
 
     def __enter__(self) -> StreamReservation:
         client = resolve_client(self._client, want_async=False)
@@ -281,13 +320,119 @@ class _StreamStarter:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        handle: StreamReservation = self._handle
+        handle = self._handle
+        assert isinstance(handle, StreamReservation)
         try:
             handle._exit(failed=exc_type is not None)
         finally:
             handle._stop_heartbeat()
             assert self._sync_stack is not None
             self._sync_stack.close()
+
+
+class StreamStarter(AsyncStreamStarter, SyncStreamStarter):
+    """What `reserve_for_stream` returns when the client is resolved later (``client=None``): ``async with``
+    / ``await`` for an `AsyncStreamReservation`, ``with`` for a `StreamReservation`."""
+
+
+@overload
+def reserve_for_stream(
+    *,
+    client: AsyncCyclesClient,
+    estimate: int,
+    actual: int | None = None,
+    use_estimate_if_actual_not_provided: bool = True,
+    action_kind: str = "unknown",
+    action_name: str = "unknown",
+    action_tags: list[str] | None = None,
+    unit: Unit | str = Unit.USD_MICROCENTS,
+    ttl_ms: int = 60000,
+    grace_period_ms: int | None = None,
+    overage_policy: CommitOveragePolicy | str = CommitOveragePolicy.ALLOW_IF_AVAILABLE,
+    tenant: str | None = None,
+    workspace: str | None = None,
+    app: str | None = None,
+    workflow: str | None = None,
+    agent: str | None = None,
+    toolset: str | None = None,
+    dimensions: Mapping[str, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> AsyncStreamStarter: ...
+
+
+@overload
+def reserve_for_stream(
+    *,
+    client: CyclesClient,
+    estimate: int,
+    actual: int | None = None,
+    use_estimate_if_actual_not_provided: bool = True,
+    action_kind: str = "unknown",
+    action_name: str = "unknown",
+    action_tags: list[str] | None = None,
+    unit: Unit | str = Unit.USD_MICROCENTS,
+    ttl_ms: int = 60000,
+    grace_period_ms: int | None = None,
+    overage_policy: CommitOveragePolicy | str = CommitOveragePolicy.ALLOW_IF_AVAILABLE,
+    tenant: str | None = None,
+    workspace: str | None = None,
+    app: str | None = None,
+    workflow: str | None = None,
+    agent: str | None = None,
+    toolset: str | None = None,
+    dimensions: Mapping[str, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> SyncStreamStarter: ...
+
+
+@overload
+def reserve_for_stream(
+    *,
+    client: None = None,
+    estimate: int,
+    actual: int | None = None,
+    use_estimate_if_actual_not_provided: bool = True,
+    action_kind: str = "unknown",
+    action_name: str = "unknown",
+    action_tags: list[str] | None = None,
+    unit: Unit | str = Unit.USD_MICROCENTS,
+    ttl_ms: int = 60000,
+    grace_period_ms: int | None = None,
+    overage_policy: CommitOveragePolicy | str = CommitOveragePolicy.ALLOW_IF_AVAILABLE,
+    tenant: str | None = None,
+    workspace: str | None = None,
+    app: str | None = None,
+    workflow: str | None = None,
+    agent: str | None = None,
+    toolset: str | None = None,
+    dimensions: Mapping[str, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> StreamStarter: ...
+
+
+@overload
+def reserve_for_stream(
+    *,
+    client: CyclesClient | AsyncCyclesClient | None = None,
+    estimate: int,
+    actual: int | None = None,
+    use_estimate_if_actual_not_provided: bool = True,
+    action_kind: str = "unknown",
+    action_name: str = "unknown",
+    action_tags: list[str] | None = None,
+    unit: Unit | str = Unit.USD_MICROCENTS,
+    ttl_ms: int = 60000,
+    grace_period_ms: int | None = None,
+    overage_policy: CommitOveragePolicy | str = CommitOveragePolicy.ALLOW_IF_AVAILABLE,
+    tenant: str | None = None,
+    workspace: str | None = None,
+    app: str | None = None,
+    workflow: str | None = None,
+    agent: str | None = None,
+    toolset: str | None = None,
+    dimensions: Mapping[str, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> AsyncStreamStarter | SyncStreamStarter: ...
 
 
 def reserve_for_stream(
@@ -311,14 +456,16 @@ def reserve_for_stream(
     toolset: str | None = None,
     dimensions: Mapping[str, str] | None = None,
     metadata: Mapping[str, Any] | None = None,
-) -> Any:
+) -> AsyncStreamStarter | SyncStreamStarter:
     """Reserve ``estimate`` for a streamed piece of work.
 
     Use ``async with reserve_for_stream(client=..., estimate=...) as stream:`` (``with`` for a sync client).
     Set ``stream.actual`` (and ``stream.metrics``) as usage becomes known, or call ``commit(actual)``.
     Leaving the block without a commit commits ``stream.actual`` if set, else the estimate (marked
     ``actual_source="estimate"``); leaving it with an exception commits ``stream.actual`` if set, else
-    releases. ``stream = await reserve_for_stream(...)`` gives you the handle to settle yourself.
+    releases. With ``use_estimate_if_actual_not_provided=False``, leaving the block normally with neither
+    settles nothing (the reservation expires on its own) and raises `MissingActualError`.
+    ``stream = await reserve_for_stream(...)`` gives you the handle to settle yourself.
     """
-    options = options_from(locals())
-    return _StreamStarter(Guard(options), client)
+    options = options_from(locals(), stream=True)
+    return StreamStarter(Guard(options), client)

@@ -94,6 +94,12 @@ NATIVE_TESTS: dict[str, list[str]] = {
     "CR-BOUNDARY-001": _nodes(
         SCENARIOS,
         "test_cr_boundary_001_missing_actual_is_rejected_before_any_request",
+        *(
+            f"test_cr_boundary_001_actual_unknown_at_run_time_settles_nothing_and_raises[{case}]"
+            for case in ("raises", "negative", "float", "str")
+        ),
+        "test_cr_boundary_001_stream_without_actual_settles_nothing_and_raises[asyncio]",
+        "test_cr_boundary_001_stream_without_actual_settles_nothing_and_raises[trio]",
         "test_cr_boundary_001_guarded_failure_releases_and_surfaces",
         "test_cr_boundary_001_guarded_failure_async_client[asyncio]",
         "test_cr_boundary_001_guarded_failure_async_client[trio]",

@@ -749,7 +749,7 @@ def test_client_requires_a_config() -> None:
     with pytest.raises(TypeError):
         CyclesClient({"base_url": BASE_URL})  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        AsyncCyclesClient(None)  # type: ignore[arg-type]
+        AsyncCyclesClient("http://x")  # type: ignore[arg-type]
 
 
 def test_sync_client_close_and_reuse_of_config() -> None:

@@ -10,12 +10,14 @@ import pytest
 
 from runcycles._protocol.requests import parse_response, transport_failure
 from runcycles.errors import (
+    AuthenticationError,
     BudgetExceededError,
     CyclesError,
     CyclesProtocolError,
     CyclesTransportError,
     DebtOutstandingError,
     OverdraftLimitExceededError,
+    PermissionDeniedError,
     ReservationExpiredError,
     ReservationFinalizedError,
     ResponseFormatError,
@@ -49,6 +51,8 @@ def err_body(code: str, **more: Any) -> dict[str, Any]:
         ReservationExpiredError,
         ReservationFinalizedError,
         TenantClosedError,
+        AuthenticationError,
+        PermissionDeniedError,
     ],
 )
 def test_protocol_subclasses(cls: type[CyclesProtocolError]) -> None:
@@ -125,8 +129,6 @@ def test_mapping_by_error_code(code: str, status: int, cls: type[CyclesProtocolE
     "code",
     [
         "INVALID_REQUEST",
-        "UNAUTHORIZED",
-        "FORBIDDEN",
         "NOT_FOUND",
         "BUDGET_FROZEN",
         "BUDGET_CLOSED",
@@ -148,8 +150,8 @@ def test_other_known_codes_give_the_base_class(code: str) -> None:
     ("status", "code", "cls"),
     [
         (400, ErrorCode.INVALID_REQUEST, CyclesProtocolError),
-        (401, ErrorCode.UNAUTHORIZED, CyclesProtocolError),
-        (403, ErrorCode.FORBIDDEN, CyclesProtocolError),
+        (401, ErrorCode.UNAUTHORIZED, AuthenticationError),
+        (403, ErrorCode.FORBIDDEN, PermissionDeniedError),
         (404, ErrorCode.NOT_FOUND, CyclesProtocolError),
         (410, ErrorCode.RESERVATION_EXPIRED, ReservationExpiredError),
         (429, ErrorCode.LIMIT_EXCEEDED, CyclesProtocolError),
@@ -211,11 +213,14 @@ def test_ids_details_reason_code_are_kept() -> None:
     assert exc.reason_code == "BUDGET_EXCEEDED_AT_WORKSPACE"
 
 
-def test_header_ids_win() -> None:
+def test_body_request_id_wins_over_the_header_trace_id_from_the_header() -> None:
+    """API.md §3: a denial exception takes ``request_id`` from the body first, then ``X-Request-Id``."""
     headers = {"X-Request-Id": "hdr-req", "X-Cycles-Trace-Id": "e" * 32}
     exc = error_from_response(wire(409, err_body("DEBT_OUTSTANDING", trace_id="f" * 32), headers), "x")
-    assert exc.request_id == "hdr-req"
+    assert exc.request_id == err_body("DEBT_OUTSTANDING")["request_id"]
     assert exc.trace_id == "e" * 32
+    no_body_id = {k: v for k, v in err_body("DEBT_OUTSTANDING").items() if k != "request_id"}
+    assert error_from_response(wire(409, no_body_id, headers), "x").request_id == "hdr-req"
 
 
 def test_non_mapping_details_are_dropped() -> None:
@@ -362,3 +367,58 @@ def test_denial_error_request_id_from_body_when_no_header() -> None:
         prefix="Denied",
     )
     assert exc.request_id == "body-req"
+
+
+# --------------------------------------------------------------------------- issue 8: typed statuses, URLs, ids
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "cls"),
+    [(401, "UNAUTHORIZED", AuthenticationError), (403, "FORBIDDEN", PermissionDeniedError)],
+)
+def test_401_and_403_have_their_own_classes(status: int, code: str, cls: type[CyclesProtocolError]) -> None:
+    with_code = error_from_response(wire(status, err_body(code)), "x")
+    assert type(with_code) is cls and with_code.status == status
+    # By status alone (no or an unknown code), and by code alone (whatever the status).
+    assert type(error_from_response(wire(status, {"error": "SOMETHING_NEW", "message": "m"}), "x")) is cls
+    assert type(error_from_response(wire(400, err_body(code)), "x")) is cls
+
+
+def test_transport_error_names_the_url_it_could_not_reach() -> None:
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/reservations")
+    cause = httpx.ConnectError("connection refused", request=request)
+    exc = CyclesTransportError("Failed to create reservation: refused", cause)
+    assert exc.url == "http://127.0.0.1:9/v1/reservations"
+    assert "http://127.0.0.1:9/v1/reservations" in str(exc)
+    assert CyclesTransportError("x", url="http://h/").url == "http://h/"
+
+
+def test_transport_error_from_a_real_unreachable_port_names_it() -> None:
+    import socket
+
+    from runcycles import CyclesClient, CyclesConfig, with_cycles
+    from runcycles import CyclesTransportError as Err
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    config = CyclesConfig(base_url=f"http://127.0.0.1:{port}", api_key="k", tenant="t", journal_enabled=False)
+    with CyclesClient(config) as client:
+
+        @with_cycles(estimate=1, client=client)
+        def work() -> int:
+            return 1
+
+        with pytest.raises(Err) as caught:
+            work()
+    assert f"127.0.0.1:{port}" in str(caught.value)
+
+
+def test_denial_request_id_comes_from_the_body_before_the_header() -> None:
+    body = {"decision": "DENY", "reason_code": "BUDGET_EXCEEDED", "request_id": "body-req"}
+    response = wire(200, body, {"X-Request-Id": "hdr-req"})
+    exc = denial_error(response, reason_code="BUDGET_EXCEEDED", retry_after_ms=None, prefix="Denied")
+    assert exc.request_id == "body-req"
+    only_header = wire(200, {"decision": "DENY"}, {"X-Request-Id": "hdr-req"})
+    assert denial_error(only_header, reason_code=None, retry_after_ms=None, prefix="D").request_id == "hdr-req"

@@ -48,6 +48,7 @@ from runcycles import (
     AsyncCyclesClient,
     CyclesClient,
     HeartbeatEvent,
+    MissingActualError,
     get_cycles_context,
     reserve_for_stream,
     with_cycles,
@@ -709,11 +710,67 @@ def test_cr_boundary_001_missing_actual_is_rejected_before_any_request(world: Wo
     with build_client(ClientSpec(world=world)) as built:
         with pytest.raises(ValueError, match="actual"):
             with_cycles(estimate=ESTIMATE, use_estimate_if_actual_not_provided=False, client=built.client)
-        with pytest.raises(ValueError, match="actual"):
-            reserve_for_stream(client=built.client, estimate=ESTIMATE, use_estimate_if_actual_not_provided=False)
         assert built.recorder.entries == []
     assert world.journal_files() == []
     _assert_ledger(world, spent=0)
+
+
+@pytest.mark.parametrize(
+    "actual",
+    [lambda r: r["cost"], lambda r: -5, lambda r: 1.5, lambda r: "640"],
+    ids=["raises", "negative", "float", "str"],
+)
+def test_cr_boundary_001_actual_unknown_at_run_time_settles_nothing_and_raises(
+    world: World, actual: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The guarded action returned, but its actual is unknown (the ``actual`` callable raised or gave no valid
+    amount) and the estimate may not stand in: no commit, no event, no release (the lease expires on its own);
+    `MissingActualError` reaches the caller, naming the reservation and carrying the result; ERROR logged."""
+    with build_client(ClientSpec(world=world)) as built:
+
+        @with_cycles(
+            estimate=ESTIMATE, actual=actual, use_estimate_if_actual_not_provided=False, client=built.client
+        )
+        def work() -> dict[str, int]:
+            return {"tokens": 12}
+
+        with caplog.at_level(logging.ERROR, logger="runcycles"), pytest.raises(MissingActualError) as caught:
+            work()
+        assert built.client.flush(10_000) == 0
+        assert built.faults.sequence() == ["create"]
+    rid = caught.value.reservation_id
+    assert rid and rid in str(caught.value) and caught.value.result == {"tokens": 12}
+    assert any(rid in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+    assert world.journal_files() == []
+    status, detail = world.reservation(rid)
+    assert status == 200 and detail["status"] == "ACTIVE"  # neither committed nor released
+    _assert_ledger(world, spent=0, reserved=ESTIMATE)
+
+
+@pytest.mark.anyio
+async def test_cr_boundary_001_stream_without_actual_settles_nothing_and_raises(world: World) -> None:
+    """A stream with the fallback off, left normally with no ``actual`` and no commit: no settlement request,
+    `MissingActualError` raised from the block's exit."""
+    server = world.server()
+    faults = AsyncFaultyTransport(server.async_transport())
+    try:
+        async with AsyncCyclesClient(world.config(), transport=faults) as client:
+            with pytest.raises(MissingActualError) as caught:
+                async with reserve_for_stream(
+                    client=client, estimate=ESTIMATE, use_estimate_if_actual_not_provided=False
+                ) as stream:
+                    rid = stream.reservation_id
+            assert stream.finalized and caught.value.reservation_id == rid
+            # With an actual recorded, the same stream options commit it.
+            async with reserve_for_stream(
+                client=client, estimate=ESTIMATE, use_estimate_if_actual_not_provided=False
+            ) as stream:
+                stream.actual = ACTUAL
+            assert await client.flush(10_000) == 0
+    finally:
+        server.close()
+    assert faults.sequence() == ["create", "create", "commit"]
+    _assert_ledger(world, spent=ACTUAL, reserved=ESTIMATE)
 
 
 class _ActionFailed(Exception):
