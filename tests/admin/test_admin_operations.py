@@ -183,7 +183,7 @@ def test_refusals_are_typed(status: int, code: str, cls: type[CyclesAdminError])
     error = caught.value
     assert type(error) is cls
     assert (error.status, error.code, error.server_message) == (status, code, f"the server says {code}")
-    assert error.request_id == "req-1"  # the X-Request-Id header wins over the body
+    assert error.request_id == "req-9"  # the body's request_id first, then the X-Request-Id header (API.md §3)
     assert error.is_retryable() is (status >= 500)
     assert isinstance(error, TenantClosedError) is (code == "TENANT_CLOSED")
     assert isinstance(error, BudgetExceededError) is (code == "BUDGET_EXCEEDED")
