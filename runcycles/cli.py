@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -18,7 +20,7 @@ EXIT_USAGE = 2
 EXIT_CANNOT_LISTEN = 3
 SERVE_EXIT_CODES = """exit codes:
   0  stopped (Ctrl+C or SIGTERM, after a graceful shutdown)
-  2  usage error: bad options, uvicorn missing, seeding refused, or --budget differing
+  2  usage error: bad options, uvicorn missing, --db unusable, seeding refused, or --budget differing
      from the tenant budget already in --db (without --reset-budget)
   3  cannot listen on --host/--port (e.g. the port is in use); nothing was printed to stdout"""
 
@@ -133,14 +135,6 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _Stopped(Exception):
-    """SIGTERM, re-raised by uvicorn after its graceful shutdown."""
-
-
-def _raise_stopped(_signum: int, _frame: Any) -> None:
-    raise _Stopped
-
-
 def serve(args: argparse.Namespace) -> int:
     """Bind the port, seed, print connection details and run uvicorn until interrupted (see the exit codes)."""
     try:
@@ -162,7 +156,11 @@ def serve(args: argparse.Namespace) -> int:
         print(f"runcycles serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_CANNOT_LISTEN
     with sock:
-        server = LocalCyclesServer(args.db, admin_key=args.admin_key)
+        try:
+            server = LocalCyclesServer(args.db, admin_key=args.admin_key)
+        except sqlite3.Error as exc:
+            print(f"runcycles serve: cannot open the database {args.db}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         try:
             try:
                 seeded = seed(server, args.tenant, args.budget, args.unit, reset_budget=args.reset_budget)
@@ -172,8 +170,10 @@ def serve(args: argparse.Namespace) -> int:
             except LocalServerError as exc:
                 print(f"runcycles serve: cannot seed: {exc}", file=sys.stderr)
                 return EXIT_USAGE
-            _banner(args, server, seeded, sock.getsockname()[1])
-            _run(uvicorn, server.asgi_app, sock)
+            userver = uvicorn.Server(uvicorn.Config(server.asgi_app, log_level="warning"))
+            with _graceful_stop(userver):
+                _banner(args, server, seeded, sock.getsockname()[1])
+                userver.run(sockets=[sock])
         finally:
             server.close()
     return EXIT_OK
@@ -194,17 +194,25 @@ def _banner(args: argparse.Namespace, server: Any, seeded: Seeded, port: int) ->
     sys.stdout.flush()
 
 
-def _run(uvicorn: Any, app: Any, sock: socket.socket) -> None:
-    """Serve on the bound socket; Ctrl+C or SIGTERM stop it gracefully."""
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_stopped) if main_thread else None
+@contextlib.contextmanager
+def _graceful_stop(userver: Any) -> Iterator[None]:
+    """Ctrl+C and SIGTERM ask uvicorn to shut down gracefully, also before it installs its own handlers.
+
+    (uvicorn re-raises a captured signal after shutting down, which lands here again: harmless.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_signum: int, _frame: Any) -> None:
+        userver.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
-    except (KeyboardInterrupt, _Stopped):
-        pass
+        yield
     finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

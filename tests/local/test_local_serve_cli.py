@@ -154,3 +154,10 @@ def test_every_serve_option_has_help_text() -> None:
     for action in options:
         assert action.help and action.help.strip(), action.option_strings
     assert "exit codes" in (serve_parser.epilog or "")
+
+
+def test_unusable_database_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing_dir = tmp_path / "no" / "such" / "dir" / "c.db"
+    assert cli.main(["serve", "--port", "0", "--db", str(missing_dir)]) == cli.EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"cannot open the database {missing_dir}" in captured.err
