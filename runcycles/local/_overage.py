@@ -52,7 +52,9 @@ def charge(budgets: list[Budget], held: int, actual: int, policy: str, *, commit
         budget.reserved -= held
         budget.spent += charged - covered + funded
         budget.debt += covered - funded
-        if budget in capped or budget.debt > budget.overdraft_limit:
+        # Only this charge's own shortfall enters the over-limit state: a debt left behind by lowering the
+        # limit stays DEBT_OUTSTANDING (see Budget.reconcile).
+        if budget in capped or (covered > funded and budget.debt > budget.overdraft_limit):
             budget.is_over_limit = True
     return charged
 

@@ -96,6 +96,17 @@ def test_overdraft_over_a_scope_already_in_debt_is_all_debt(world: World) -> Non
     assert _amounts(world, AGENT_SCOPE) == (100, 0, 90, -90, False)
 
 
+def test_a_commit_leaves_debt_from_a_lowered_limit_as_debt_outstanding(world: World) -> None:
+    world.server.create_budget(AGENT_SCOPE, USD, 100, overdraft_limit=1_000)
+    first = world.reserve_id(100, subject=AGENT, overage_policy=AWO)
+    second = world.reserve_id(0, subject=AGENT, overage_policy=AWO)
+    assert world.commit(first, 300).status_code == 200
+    world.server.update_budget(AGENT_SCOPE, USD, overdraft_limit=0)
+    assert world.commit(second, 0).status_code == 200
+    assert world.budget(AGENT_SCOPE)["is_over_limit"] is False
+    assert error_of(world.reserve(0, subject=AGENT)) == "DEBT_OUTSTANDING"
+
+
 # --- frozen budgets -------------------------------------------------------------------------------------
 
 
