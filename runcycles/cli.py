@@ -4,11 +4,28 @@ commands (``tenants``, ``keys``, ``budgets``, ``balances``, ``reservations``) li
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
+import socket
+import sqlite3
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import attrs
+
 from . import _cli_ops
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_CANNOT_LISTEN = 3
+SERVE_EXIT_CODES = """exit codes:
+  0  stopped (Ctrl+C or SIGTERM, after a graceful shutdown)
+  2  usage error: bad options, uvicorn missing, --db unusable, seeding refused, or --budget differing
+     from the tenant budget already in --db (without --reset-budget)
+  3  cannot listen on --host/--port (e.g. the port is in use); nothing was printed to stdout"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,63 +34,192 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runcycles", description="Cycles protocol tools.")
     parser.add_argument("--version", action="version", version=f"runcycles {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the embedded Cycles server (needs runcycles[server])")
-    serve.add_argument("--db", default=None, help="SQLite database file (default: in memory)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=7878)
-    serve.add_argument("--admin-key", default=None, help="X-Admin-API-Key secret (default: generated)")
-    serve.add_argument("--tenant", default=None, help="seed this tenant and print an API key for it")
-    serve.add_argument("--budget", type=int, default=None, help="seed a budget of this amount at tenant:<T>")
-    serve.add_argument("--unit", default="USD_MICROCENTS")
+    serve = commands.add_parser(
+        "serve",
+        help="run the embedded Cycles server over HTTP (needs runcycles[server])",
+        description="Run the embedded Cycles server (runtime and admin planes, health probes, /metrics) over HTTP.",
+        epilog=SERVE_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument(
+        "--db",
+        default=None,
+        metavar="PATH",
+        help="SQLite database file, created if missing; several processes may share it (default: in memory)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+    serve.add_argument(
+        "--port", type=int, default=7878, help="TCP port to listen on; 0 picks a free one (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--admin-key", default=None, metavar="KEY", help="the X-Admin-API-Key secret (default: a fresh one, printed)"
+    )
+    serve.add_argument(
+        "--tenant", default=None, metavar="T", help="create tenant T if missing and print a new API key for it"
+    )
+    serve.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        metavar="AMOUNT",
+        help="create a budget of AMOUNT (in --unit) at scope tenant:<T> if missing; a different amount "
+        "already in --db is an error (exit 2) unless --reset-budget",
+    )
+    serve.add_argument(
+        "--reset-budget",
+        action="store_true",
+        help="when --db holds the tenant budget with another amount, set its allocated amount to --budget "
+        "(a RESET funding operation: spent, reserved and debt are kept)",
+    )
+    serve.add_argument(
+        "--unit",
+        default="USD_MICROCENTS",
+        help="unit of --budget (default: %(default)s; 1 USD = 100,000,000 USD_MICROCENTS)",
+    )
     _cli_ops.register(commands)
     return parser
 
 
-def seed(server: Any, tenant: str | None, budget: int | None, unit: str) -> str | None:
-    """Create the tenant (if new), an API key and, when asked, the tenant budget; returns the key."""
+class BudgetMismatchError(Exception):
+    """``--budget`` differs from the tenant budget already in the database (and ``--reset-budget`` is not set)."""
+
+
+@attrs.frozen
+class Seeded:
+    """What :func:`seed` did: the new API key (``None`` without a tenant) and a note when a budget was reset."""
+
+    api_key: str | None
+    note: str | None = None
+
+
+def seed(server: Any, tenant: str | None, budget: int | None, unit: str, *, reset_budget: bool = False) -> Seeded:
+    """Create the tenant (if new), its budget when asked (checking one already there) and an API key.
+
+    A budget already at ``tenant:<T>`` in ``unit`` with another allocated amount raises
+    :class:`BudgetMismatchError`, or is RESET to ``budget`` when ``reset_budget`` is true.
+    """
     if tenant is None:
-        return None
+        return Seeded(api_key=None)
     from .local import LocalServerError
 
     server.create_tenant(tenant)
+    note = None
     if budget is not None:
+        scope = f"tenant:{tenant}"
         try:
-            server.create_budget(f"tenant:{tenant}", unit, budget)
+            server.create_budget(scope, unit, budget)
         except LocalServerError as exc:
             if exc.code != "DUPLICATE_RESOURCE":
                 raise
-    return str(server.create_api_key(tenant, name="cli"))
+            existing = server.get_budget(scope, unit)
+            if existing["allocated"] != budget:
+                if not reset_budget:
+                    raise BudgetMismatchError(
+                        f"--budget {budget} differs from the budget already in the database: {scope} has "
+                        f"allocated {existing['allocated']} {unit} (spent {existing['spent']}, reserved "
+                        f"{existing['reserved']}, debt {existing['debt']}); pass --reset-budget to set it to "
+                        f"{budget}, or leave out --budget to keep it"
+                    ) from None
+                server.fund_budget(scope, unit, "RESET", budget)
+                note = f"budget {scope} reset: allocated {existing['allocated']} -> {budget} {unit}"
+    return Seeded(api_key=str(server.create_api_key(tenant, name="cli")), note=note)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening (``OSError`` when the address is busy or invalid)."""
+    family, kind, proto, _name, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        if os.name != "nt":  # on Windows SO_REUSEADDR would let two servers share the port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Seed, print connection details and run uvicorn until interrupted."""
+    """Bind the port, seed, print connection details and run uvicorn until interrupted (see the exit codes)."""
     try:
         import uvicorn
     except ImportError:
         print("runcycles serve needs uvicorn: pip install 'runcycles[server]'", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     from .local import LocalCyclesServer, LocalServerError
 
     if args.budget is not None and args.tenant is None:
         print("--budget needs --tenant", file=sys.stderr)
-        return 2
-    server = LocalCyclesServer(args.db, admin_key=args.admin_key)
+        return EXIT_USAGE
+    if args.reset_budget and args.budget is None:
+        print("--reset-budget needs --budget", file=sys.stderr)
+        return EXIT_USAGE
     try:
+        sock = listen(args.host, args.port)
+    except OSError as exc:
+        print(f"runcycles serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
+    with sock:
         try:
-            api_key = seed(server, args.tenant, args.budget, args.unit)
-        except LocalServerError as exc:
-            print(f"cannot seed: {exc}", file=sys.stderr)
-            return 2
-        print(f"Cycles server on http://{args.host}:{args.port}  (database: {args.db or 'in memory'})")
-        print(f"  admin key (X-Admin-API-Key): {server.admin_key}")
-        if api_key is not None:
-            print(f"  tenant {args.tenant} API key (X-Cycles-API-Key): {api_key}")
-            print(f"  export CYCLES_BASE_URL=http://{args.host}:{args.port} CYCLES_API_KEY={api_key}")
-        sys.stdout.flush()
-        uvicorn.run(server.asgi_app, host=args.host, port=args.port, log_level="warning")
+            server = LocalCyclesServer(args.db, admin_key=args.admin_key)
+        except sqlite3.Error as exc:
+            print(f"runcycles serve: cannot open the database {args.db}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            try:
+                seeded = seed(server, args.tenant, args.budget, args.unit, reset_budget=args.reset_budget)
+            except BudgetMismatchError as exc:
+                print(f"runcycles serve: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            except LocalServerError as exc:
+                print(f"runcycles serve: cannot seed: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            userver = uvicorn.Server(uvicorn.Config(server.asgi_app, log_level="warning"))
+            with _graceful_stop(userver):
+                _banner(args, server, seeded, sock.getsockname()[1])
+                userver.run(sockets=[sock])
+        finally:
+            server.close()
+    return EXIT_OK
+
+
+def _banner(args: argparse.Namespace, server: Any, seeded: Seeded, port: int) -> None:
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{host}:{port}"
+    print(f"Cycles server on {url}  (database: {args.db or 'in memory'})")
+    print(f"  admin key (X-Admin-API-Key): {server.admin_key}")
+    if seeded.note is not None:
+        print(f"  {seeded.note}")
+    if seeded.api_key is not None:
+        print(f"  tenant {args.tenant} API key (X-Cycles-API-Key): {seeded.api_key}")
+        print(f"  export CYCLES_BASE_URL={url} CYCLES_API_KEY={seeded.api_key} CYCLES_TENANT={args.tenant}")
+    metrics = "  metrics: /metrics" if server.asgi_app.metrics is not None else ""
+    print(f"  health: /actuator/health/liveness, /actuator/health/readiness{metrics}")
+    sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def _graceful_stop(userver: Any) -> Iterator[None]:
+    """Ctrl+C and SIGTERM ask uvicorn to shut down gracefully, also before it installs its own handlers.
+
+    (uvicorn re-raises a captured signal after shutting down, which lands here again: harmless.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(_signum: int, _frame: Any) -> None:
+        userver.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
     finally:
-        server.close()
-    return 0
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -222,7 +222,8 @@ TIGHT = "tenant:acme/workspace:tight"
     [
         # 1200 allocated: 200 left after the 1000 hold can cover only 200 of the 500 overage.
         (CommitOveragePolicy.ALLOW_IF_AVAILABLE, 1200, {"spent": 1200, "debt": 0, "is_over_limit": True}),
-        (CommitOveragePolicy.ALLOW_WITH_OVERDRAFT, 1500, {"spent": 1000, "debt": 500, "is_over_limit": False}),
+        # The 200 it can still fund is spent; only the unfunded 300 becomes debt (as the reference ledger).
+        (CommitOveragePolicy.ALLOW_WITH_OVERDRAFT, 1500, {"spent": 1200, "debt": 300, "is_over_limit": False}),
         (CommitOveragePolicy.REJECT, None, {"spent": 0, "debt": 0, "is_over_limit": False, "reserved": 1000}),
     ],
 )

@@ -15,8 +15,9 @@ Network mode: ``runcycles serve [--db PATH] [--port 7878]`` (needs ``runcycles[s
 ``uvicorn.run(server.asgi_app)``.
 
 Layout: ``_ledger`` (schema, connections, transactions), ``_validate`` (strict request schemas),
-``_runtime`` / ``_admin`` (handlers), ``_http`` (routing, auth, correlation, error bodies: the pure
-``handle`` core), ``_transports`` / ``_asgi`` (thin shells), ``server`` (``LocalCyclesServer``).
+``_runtime`` / ``_admin`` (handlers), ``_overage`` (charging under an overage policy), ``_http`` (routing,
+auth, correlation, error bodies: the pure ``handle`` core), ``_transports`` / ``_asgi`` (thin shells),
+``_ops`` / ``_metrics`` (health probes, Prometheus), ``server`` (``LocalCyclesServer``).
 
 Behaviour where the specs leave room (documented choices, most following the reference server):
 
@@ -30,11 +31,19 @@ Behaviour where the specs leave room (documented choices, most following the ref
 * Reserve checks per budgeted scope in canonical order, first failure wins: FROZEN / CLOSED, over-limit
   (OVERDRAFT_LIMIT_EXCEEDED), ``debt > 0`` with ``overdraft_limit == 0`` (DEBT_OUTSTANDING), remaining.
   Dry runs and decide report these as ``200 DENY`` with ``reason_code`` (BUDGET_NOT_FOUND without budget).
-* Commit over the estimate: REJECT -> 409 BUDGET_EXCEEDED (the reservation stays ACTIVE);
-  ALLOW_IF_AVAILABLE caps the overage to the smallest remaining and flags scopes that could not cover it
-  ``is_over_limit``; ALLOW_WITH_OVERDRAFT adds the overage to ``debt`` on each scope that cannot cover it
-  (409 OVERDRAFT_LIMIT_EXCEEDED if ``debt + overage > overdraft_limit`` there). Events likewise with the
-  whole actual. A FROZEN budget refuses commits and events (admin spec: no commits), not releases.
+* Commit over the estimate (``_overage``, aligned with the reference ledger): REJECT -> 409 BUDGET_EXCEEDED
+  (the reservation stays ACTIVE); ALLOW_IF_AVAILABLE caps the overage to the smallest remaining and flags
+  scopes that could not cover it ``is_over_limit``; ALLOW_WITH_OVERDRAFT charges ``spent`` with what each
+  scope can still fund and only the unfunded part becomes ``debt`` (409 OVERDRAFT_LIMIT_EXCEEDED if
+  ``debt + overage > overdraft_limit`` on a short scope); on a scope whose ``overdraft_limit`` is 0 it
+  behaves as ALLOW_IF_AVAILABLE (capped, ``is_over_limit``), never 409. Events likewise with the whole
+  actual. Refusals name the first failing scope in scope order. A FROZEN budget refuses new reservations,
+  events and funding but accepts commits of existing reservations (freezeBudget's text; the spend
+  happened) and releases; a CLOSED one refuses commits too.
+* Over HTTP (the ASGI app): ``/actuator/health``, ``/actuator/health/liveness`` and
+  ``/actuator/health/readiness`` answer ``{"status":"UP"}`` without credentials (readiness and the
+  aggregate check the database: 503 ``DOWN``); ``/metrics`` serves Prometheus metrics from a registry per
+  server when ``prometheus-client`` is installed.
 * Funding: CREDIT/DEBIT/RESET/RESET_SPENT as the admin spec; REPAY_DEBT lowers debt (capped at it).
   Funding and limit changes leave the over-limit state once ``debt <= overdraft_limit``; only the runtime
   enters it.

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 
 from . import _ledger as db
+from . import _overage as overage
 from ._base import (
     Env,
     LocalServerError,
@@ -243,13 +244,6 @@ def budget_denial(budget: Budget, estimate: int) -> tuple[str, str] | None:
     return None
 
 
-def check_open(budgets: list[Budget]) -> None:
-    """409 BUDGET_FROZEN / BUDGET_CLOSED if any budget cannot take charges."""
-    for budget in budgets:
-        if budget.status in ("FROZEN", "CLOSED"):
-            raise LocalServerError(409, f"BUDGET_{budget.status}", f"Budget is {budget.status}: {budget.scope}")
-
-
 def save_all(conn: sqlite3.Connection, budgets: list[Budget], now: int) -> None:
     """Write back every budget."""
     for budget in budgets:
@@ -416,8 +410,7 @@ def commit_reservation(env: Env, req: Request, reservation_id: str) -> Response:
         if actual["unit"] != res.unit:
             raise LocalServerError(400, "UNIT_MISMATCH", f"actual.unit must be {res.unit}")
         budgets = [b for b in db.load_budgets(conn, res.tenant_id, res.budget_scopes) if b.unit == res.unit]
-        check_open(budgets)
-        charged = apply_commit(budgets, res.reserved, actual["amount"], res.overage_policy)
+        charged = overage.charge(budgets, res.reserved, actual["amount"], res.overage_policy, commit=True)
         save_all(conn, budgets, now)
         res.status = "COMMITTED"
         res.committed = charged
@@ -432,44 +425,6 @@ def commit_reservation(env: Env, req: Request, reservation_id: str) -> Response:
             result["released"] = amount(res.unit, res.reserved - charged)
         result["balances"] = [balance(b) for b in budgets]
         return idem.store(conn, 200, result, now + 30 * DAY_MS)
-
-
-def apply_commit(budgets: list[Budget], estimate: int, actual: int, policy: str) -> int:
-    """Move a reservation's hold into spent (and debt) on every budget; returns the charged amount.
-
-    Checks come first, so a rejected commit leaves the budgets (and the ACTIVE reservation) untouched.
-    """
-    delta = actual - estimate
-    # ``remaining`` still excludes this reservation's hold, so it is what is left to cover the overage.
-    short = [b for b in budgets if b.remaining < delta] if delta > 0 else []
-    if delta > 0 and policy == "REJECT":
-        scope = budgets[0].scope if budgets else ""
-        raise LocalServerError(
-            409, "BUDGET_EXCEEDED", f"Actual exceeds the reserved amount for scope {scope}"
-        )
-    if delta > 0 and policy == "ALLOW_WITH_OVERDRAFT":
-        for budget in short:
-            if budget.debt + delta > budget.overdraft_limit:
-                raise LocalServerError(
-                    409,
-                    "OVERDRAFT_LIMIT_EXCEEDED",
-                    f"Overdraft limit would be exceeded for scope {budget.scope}",
-                )
-    charged = actual
-    if delta > 0 and policy == "ALLOW_IF_AVAILABLE":
-        # Cap the overage to what every scope can still cover; never debt.
-        charged = estimate + min([delta, *(max(0, b.remaining) for b in budgets)])
-    for budget in budgets:
-        budget.reserved -= estimate
-        if budget in short and policy == "ALLOW_WITH_OVERDRAFT":
-            budget.spent += estimate
-            budget.debt += delta
-            budget.is_over_limit = budget.is_over_limit or budget.debt > budget.overdraft_limit
-        else:
-            budget.spent += charged
-            if budget in short:
-                budget.is_over_limit = True
-    return charged
 
 
 def release_reservation(env: Env, req: Request, reservation_id: str) -> Response:
@@ -554,9 +509,8 @@ def create_event(env: Env, req: Request) -> Response:
         budgets = budgets_for(conn, req.tenant, scopes, actual["unit"])
         if not budgets:
             raise LocalServerError(404, "NOT_FOUND", f"Budget not found for provided scope: {scopes[-1]}")
-        check_open(budgets)
         policy = body.get("overage_policy", tenant_setting(tenant, "default_commit_overage_policy"))
-        charged = apply_event(budgets, actual["amount"], policy)
+        charged = overage.charge(budgets, 0, actual["amount"], policy, commit=False)
         save_all(conn, budgets, now)
         event_id = new_id()
         conn.execute(
@@ -570,35 +524,6 @@ def create_event(env: Env, req: Request) -> Response:
             "balances": [balance(b) for b in budgets],
         }
         return idem.store(conn, 201, result, now + 7 * DAY_MS)
-
-
-def apply_event(budgets: list[Budget], actual: int, policy: str) -> int:
-    """Charge an event on every budget under ``policy``; returns the charged amount."""
-    short = [b for b in budgets if b.remaining < actual]
-    if policy == "REJECT" and short:
-        raise LocalServerError(
-            409, "BUDGET_EXCEEDED", f"Insufficient remaining budget for scope {short[0].scope}"
-        )
-    if policy == "ALLOW_WITH_OVERDRAFT":
-        for budget in short:
-            if budget.debt + actual > budget.overdraft_limit:
-                raise LocalServerError(
-                    409,
-                    "OVERDRAFT_LIMIT_EXCEEDED",
-                    f"Overdraft limit would be exceeded for scope {budget.scope}",
-                )
-        for budget in budgets:
-            if budget in short:
-                budget.debt += actual
-            else:
-                budget.spent += actual
-        return actual
-    charged = min([actual, *(max(0, b.remaining) for b in budgets)])
-    for budget in short:
-        budget.is_over_limit = True
-    for budget in budgets:
-        budget.spent += charged
-    return charged
 
 
 # --- reads -----------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from . import _ledger as db
 from ._asgi import AsgiApp
 from ._base import Env, LocalServerError
 from ._http import App
+from ._ops import OpsApp
 from ._transports import AsyncLocalTransport, LocalTransport
 
 
@@ -49,8 +50,8 @@ class LocalCyclesServer:
             admin_key=admin_key or "cyc_admin_" + secrets.token_urlsafe(24),
         )
         self._app = App(self._env)
-        self.asgi_app = AsgiApp(self._app)
-        """The ASGI 3 application (e.g. ``uvicorn.run(server.asgi_app)``)."""
+        self.asgi_app = OpsApp(AsgiApp(self._app), self._env)
+        """The ASGI 3 application (e.g. ``uvicorn.run(server.asgi_app)``), with health probes and ``/metrics``."""
 
     @property
     def admin_key(self) -> str:

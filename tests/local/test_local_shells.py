@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from local_support import start_uvicorn
 
 from runcycles import cli
 from runcycles.local import LocalCyclesServer
@@ -108,9 +107,23 @@ def test_cli_seed_is_idempotent_for_tenant_and_budget() -> None:
     server = LocalCyclesServer()
     first = cli.seed(server, "acme", 500, USD)
     second = cli.seed(server, "acme", 500, USD)
-    assert first and second and first != second
+    assert first.api_key and second.api_key and first.api_key != second.api_key
+    assert first.note is None and second.note is None
     assert server.get_budget("tenant:acme", USD)["allocated"] == 500
-    assert cli.seed(server, None, None, USD) is None
+    assert cli.seed(server, None, None, USD).api_key is None
+    server.close()
+
+
+def test_cli_seed_reports_or_resets_a_different_budget() -> None:
+    server = LocalCyclesServer()
+    cli.seed(server, "acme", 500, USD)
+    with pytest.raises(cli.BudgetMismatchError, match=r"--budget 600 .* allocated 500 .*--reset-budget"):
+        cli.seed(server, "acme", 600, USD)
+    assert server.get_budget("tenant:acme", USD)["allocated"] == 500
+    reset = cli.seed(server, "acme", 600, USD, reset_budget=True)
+    assert reset.note == "budget tenant:acme reset: allocated 500 -> 600 USD_MICROCENTS"
+    assert server.get_budget("tenant:acme", USD)["allocated"] == 600
+    assert cli.seed(server, "acme", None, USD).note is None  # no --budget: whatever is there is kept
     server.close()
 
 
@@ -120,32 +133,10 @@ def test_cli_reports_missing_uvicorn(monkeypatch: pytest.MonkeyPatch, capsys: py
     assert "runcycles[server]" in capsys.readouterr().err
 
 
-def test_cli_serve_prints_connection_details(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import uvicorn
-
-    served: dict[str, Any] = {}
-
-    def fake_run(app: Any, host: str, port: int, log_level: str) -> None:
-        base_url, srv, thread = start_uvicorn(app)  # a real request through the app the CLI built
-        key = capsys.readouterr().out.split("X-Cycles-API-Key): ")[1].split()[0]
-        served["balance"] = httpx.get(
-            f"{base_url}/v1/balances", params={"tenant": "acme"}, headers={"X-Cycles-API-Key": key}
-        ).json()
-        served["where"] = (host, port)
-        srv.should_exit = True
-        thread.join(10)
-
-    monkeypatch.setattr(uvicorn, "run", fake_run)
-    code = cli.main(["serve", "--port", "7999", "--admin-key", "adm", "--tenant", "acme", "--budget", "42"])
-    assert code == 0
-    assert served["where"] == ("127.0.0.1", 7999)
-    assert served["balance"]["balances"][0]["allocated"]["amount"] == 42
-
-
 def test_cli_budget_needs_tenant(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["serve", "--budget", "5"]) == 2
+    assert cli.main(["serve", "--tenant", "acme", "--reset-budget"]) == 2
+    assert "--reset-budget needs --budget" in capsys.readouterr().err
 
 
 def test_importing_runcycles_does_not_load_the_server_or_uvicorn() -> None:
