@@ -3,9 +3,10 @@
 - `serve_fake`: a fake Cycles server answering reserve / commit / release / extend / event / get with valid
   canned JSON. It does no bookkeeping, so it is never the bottleneck of a client benchmark.
 - `RawConnection`: a keep-alive HTTP/1.1 client connection (one request in flight), a load generator much
-  lighter than httpx.
+  lighter than httpx; `load` loops reserve -> commit on N of them.
 
     python bench/_rawhttp.py serve [--port 0]     # prints "PORT <n>" once listening
+    python bench/_rawhttp.py load --base-url URL --key KEY [--clients 32] [--seconds 3]   # prints one JSON line
 """
 
 from __future__ import annotations
@@ -137,11 +138,68 @@ class RawConnection:
             self.writer.close()
 
 
+async def load(base_url: str, key: str, clients: int, seconds: float, tenant: str = "bench") -> dict[str, Any]:
+    """``clients`` connections looping reserve -> commit for ``seconds``; counts, latencies and own CPU."""
+    host, port = base_url.split("//", 1)[1].rsplit(":", 1)
+    connections = [RawConnection(host, int(port), {"x-cycles-api-key": key}) for _ in range(clients)]
+    for connection in connections:
+        await connection.open()
+    latencies: list[float] = []
+    errors: list[str] = []
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(index: int, connection: RawConnection) -> None:
+        n = 0
+        while time.perf_counter() < stop_at:
+            began = time.perf_counter()
+            status, body = await connection.request("POST", "/v1/reservations", {
+                "idempotency_key": f"w{index}-{n}-r",
+                "subject": {"tenant": tenant, "agent": f"a{index}"},
+                "action": {"kind": "llm.completion", "name": "bench"},
+                "estimate": {"unit": "USD_MICROCENTS", "amount": 1000},
+            })
+            if status != 200:
+                errors.append(f"create {status}: {body}")
+                return
+            status, body = await connection.request("POST", f"/v1/reservations/{body['reservation_id']}/commit", {
+                "idempotency_key": f"w{index}-{n}-c", "actual": {"unit": "USD_MICROCENTS", "amount": 900},
+            })
+            if status != 200:
+                errors.append(f"commit {status}: {body}")
+                return
+            latencies.append(time.perf_counter() - began)
+            n += 1
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker(i, c) for i, c in enumerate(connections)))
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    for connection in connections:
+        await connection.close()
+    latencies.sort()
+    return {
+        "cycles": len(latencies),
+        "elapsed": elapsed,
+        "loadgen_cpu": cpu,
+        "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else None,
+        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else None,
+        "errors": errors[:3],
+    }
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="the benchmarks' fake Cycles server")
-    parser.add_argument("command", choices=["serve"])
+    parser = argparse.ArgumentParser(description="the benchmarks' fake Cycles server and raw load generator")
+    parser.add_argument("command", choices=["serve", "load"])
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--base-url")
+    parser.add_argument("--key", default="")
+    parser.add_argument("--tenant", default="bench")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
+    if args.command == "load":
+        result = asyncio.run(load(args.base_url, args.key, args.clients, args.seconds, args.tenant))
+        print(json.dumps(result), flush=True)
+        return
     try:
         asyncio.run(serve_fake(args.port))
     except KeyboardInterrupt:

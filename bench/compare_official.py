@@ -94,13 +94,14 @@ def run_worker(python: Path, lib: str, base_url: str, options: dict[str, Any], a
                *, raw: bool) -> dict[str, Any]:
     command = [str(python), str(HERE / "_compare_worker.py"), "--lib", lib, "--base-url", base_url,
                "--flavour", options["flavour"], "--calls", str(args.calls), "--cap", str(args.cap)]
+    command += ["--warmup", str(min(args.warmup, 5) if options.get("concurrency") else args.warmup)]
     if options.get("journal"):
         command.append("--journal")
     if raw:
         command.append("--raw")
     concurrency = options.get("concurrency")
     if concurrency:
-        command += ["--concurrency", str(args.small if concurrency == "small" else args.large), "--warmup", "5"]
+        command += ["--concurrency", str(args.small if concurrency == "small" else args.large)]
     if options.get("sleep_ms"):
         command += ["--sleep-ms", str(options["sleep_ms"])]
     try:
@@ -168,9 +169,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000, help="calls per rep (sequential workloads)")
     parser.add_argument("--small", type=int, default=100, help="calls in the 200 ms burst")
     parser.add_argument("--large", type=int, default=1000, help="calls in the large burst")
+    parser.add_argument("--warmup", type=int, default=30, help="untimed calls first (each rep)")
     parser.add_argument("--cap", type=float, default=60.0, help="seconds a burst may take")
     parser.add_argument("--quick", action="store_true", help="1 rep x 100 calls, bursts of 50 and 200")
     parser.add_argument("--only", nargs="*", choices=sorted(WORKLOADS), help="run only these workloads")
+    parser.add_argument("--import-reps", type=int, default=5, help="timed imports per library")
     parser.add_argument("--official-venv", type=Path, default=ROOT / ".venv-official")
     parser.add_argument("--no-install", action="store_true", help="never create the official venv")
     parser.add_argument("--ours-only", action="store_true", help="skip the official client")
@@ -205,7 +208,8 @@ def main() -> None:
             row = {key: summary(value) for key, value in runs.items()}
             rows.append((label, row))
             print(f"  done: {label}", flush=True)
-        imports = {"ours": import_time(ours, 5), "official": import_time(official, 5) if official else None}
+        reps = args.import_reps
+        imports = {"ours": import_time(ours, reps), "official": import_time(official, reps) if official else None}
     finally:
         server.terminate()
         server.wait(10)
