@@ -228,8 +228,10 @@ class _Traced:
         self.state = state
         self.parent = parent
         self.attempts: dict[tuple[Operation, str], int] = {}
+        self.reservation_id: str | None = None
 
     def run(self, steps: Generator[Any, Any, T]) -> Generator[Any, Any, T]:
+        """Pass every effect and answer through, observing them (drivers only ever ``send``)."""
         answer: Any = None
         try:
             while True:
@@ -246,7 +248,7 @@ class _Traced:
                 elif answer is None and type(effect) is JournalDelete:
                     _backlog_change(self.state, effect.reservation_id, add=False)
                 elif type(effect) is Detach:
-                    log.debug("cycles: the rest continues on the background worker")
+                    log.debug("cycles: continuing on the background worker: reservation_id=%s", self.reservation_id)
         finally:
             steps.close()
 
@@ -282,6 +284,7 @@ class _Traced:
         response = sent.response if isinstance(sent, Sent) else None
         body = response.body if response is not None else None
         reservation_id = _reservation_id_of(send, body)
+        self.reservation_id = reservation_id or self.reservation_id
         status = response.status if response is not None else None
         error_code = body.get("error") if isinstance(body, Mapping) and status is not None and status >= 300 else None
         decision = body.get("decision") if isinstance(body, Mapping) else None

@@ -181,7 +181,9 @@ def test_denial_span_and_counter(harness: Harness, otel: Otel) -> None:
 
 
 @INPROC
-def test_background_retry_spans_keep_the_callers_parent(harness: Harness, otel: Otel) -> None:
+def test_background_retry_spans_keep_the_callers_parent(
+    harness: Harness, otel: Otel, caplog: pytest.LogCaptureFixture
+) -> None:
     client, faults = harness.sync_client()
     faults.on("commit").connect_error()
 
@@ -189,9 +191,11 @@ def test_background_retry_spans_keep_the_callers_parent(harness: Harness, otel: 
     def work() -> None:
         return None
 
-    with otel.tracer.start_as_current_span("caller") as caller:
+    with caplog.at_level(logging.DEBUG, logger="runcycles"), otel.tracer.start_as_current_span("caller") as caller:
         work()
-    assert client.flush() == 0
+        assert client.flush() == 0
+    rid = otel.spans()[0].attributes["cycles.reservation.id"]
+    assert f"cycles: continuing on the background worker: reservation_id={rid}" in caplog.messages
     harness.assert_ledger(spent=5)
     first, second = (s for s in otel.spans() if s.name == "cycles.commit")
     for span in (first, second):
