@@ -240,10 +240,11 @@ async def test_stream_and_heartbeat_spans(harness: Harness, otel: Otel) -> None:
                 stream.actual = 40
         assert await client.flush() == 0
     names = otel.names()
-    assert names[0] == "cycles.reserve" and names[-1] == "cycles.commit" and "cycles.extend" in names
+    # (an extend cut short by the end of the stream may finish after the commit: the order of the rest is free)
+    assert names[0] == "cycles.reserve" and names.count("cycles.commit") == 1 and "cycles.extend" in names
     caller_id = caller.get_span_context().span_id
     assert all(s.parent is not None and s.parent.span_id == caller_id for s in otel.spans())
-    extend = next(s for s in otel.spans() if s.name == "cycles.extend")
+    extend = next(s for s in otel.spans() if s.name == "cycles.extend" and s.attributes["cycles.outcome"] == "success")
     assert extend.attributes["cycles.reservation.id"] == stream.reservation_id
     assert faults.entries("extend")[0].headers["traceparent"] == traceparent_of(extend)
 
