@@ -28,8 +28,8 @@ class Script:
     """What a fake answers.
 
     ``text`` is sent as one delta per word; the usage numbers are reported as the provider would
-    (``prompt_tokens`` / ``input_tokens`` include ``cached_tokens`` for OpenAI; for Anthropic ``input_tokens``
-    excludes ``cache_read_tokens`` and ``cache_write_tokens``). ``error_status`` answers every request with that
+    (``prompt_tokens`` / ``input_tokens`` include ``cached_tokens`` and ``cache_write_tokens`` for OpenAI; for
+    Anthropic ``input_tokens`` excludes both). ``error_status`` answers every request with that
     HTTP error; ``error_after`` ends a stream with an error event after that many deltas.
     """
 
@@ -126,7 +126,9 @@ class FakeOpenAI(_Fake):
             "prompt_tokens": s.input_tokens,
             "completion_tokens": s.output_tokens,
             "total_tokens": s.input_tokens + s.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": s.cached_tokens, "audio_tokens": 0},
+            "prompt_tokens_details": {
+                "cached_tokens": s.cached_tokens, "cache_write_tokens": s.cache_write_tokens, "audio_tokens": 0,
+            },
             "completion_tokens_details": {
                 "reasoning_tokens": s.reasoning_tokens,
                 "audio_tokens": 0,
@@ -187,7 +189,7 @@ class FakeOpenAI(_Fake):
         s = self.script
         return {
             "input_tokens": s.input_tokens,
-            "input_tokens_details": {"cached_tokens": s.cached_tokens},
+            "input_tokens_details": {"cached_tokens": s.cached_tokens, "cache_write_tokens": s.cache_write_tokens},
             "output_tokens": s.output_tokens,
             "output_tokens_details": {"reasoning_tokens": s.reasoning_tokens},
             "total_tokens": s.input_tokens + s.output_tokens,
@@ -212,7 +214,6 @@ class FakeOpenAI(_Fake):
             "parallel_tool_calls": True,
             "previous_response_id": None,
             "reasoning": {"effort": None, "summary": None},
-            "store": True,
             "temperature": 1.0,
             "text": {"format": {"type": "text"}},
             "tool_choice": "auto",

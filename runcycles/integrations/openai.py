@@ -2,7 +2,8 @@
 
 Needs the ``openai`` extra (``pip install 'runcycles[openai]'``). Guarded: ``chat.completions.create`` and
 ``responses.create``, streamed and not. Usage semantics: a chat answer's ``prompt_tokens`` include
-``prompt_tokens_details.cached_tokens`` (billed at the cached price); reasoning tokens are part of the
+``prompt_tokens_details.cached_tokens`` (billed at the cached price) and ``cache_write_tokens`` when reported
+(billed at the cache-write price, else the input price); reasoning tokens are part of the
 completion (output) tokens; the Responses API reports ``input_tokens`` (with ``input_tokens_details.cached_tokens``)
 and ``output_tokens``.
 """
@@ -41,13 +42,22 @@ def usage_of(response: Any) -> Usage | None:
     model = model if isinstance(model, str) else None
     if field(usage, "prompt_tokens") is not None:  # chat completions
         prompt = int_field(usage, "prompt_tokens")
-        cached = min(prompt, int_field(field(usage, "prompt_tokens_details"), "cached_tokens"))
+        details = field(usage, "prompt_tokens_details")
         output = int_field(usage, "completion_tokens")
     else:  # Responses API
         prompt = int_field(usage, "input_tokens")
-        cached = min(prompt, int_field(field(usage, "input_tokens_details"), "cached_tokens"))
+        details = field(usage, "input_tokens_details")
         output = int_field(usage, "output_tokens")
-    return Usage(input_tokens=prompt - cached, cached_input_tokens=cached, output_tokens=output, model=model)
+    # The prompt count includes the tokens read from and written to the cache.
+    cached = min(prompt, int_field(details, "cached_tokens"))
+    written = min(prompt - cached, int_field(details, "cache_write_tokens"))
+    return Usage(
+        input_tokens=prompt - cached - written,
+        cached_input_tokens=cached,
+        cache_write_tokens=written,
+        output_tokens=output,
+        model=model,
+    )
 
 
 class OpenAIStreamMeter(StreamMeter):

@@ -309,3 +309,19 @@ async def test_the_guarded_client_is_a_copy_and_the_original_stays_unguarded(
     await aclose_client(cycles)
     assert len(fake.requests) == 2
     assert ledger.only()["status"] == "COMMITTED"
+
+
+async def test_cache_writes_reported_by_openai_are_billed_at_the_cache_write_price(
+    ledger: Ledger, flavour: str
+) -> None:
+    prices = PriceTable({"gpt-4o-mini": {"input": "0.15", "output": "0.60", "cached_input": "0.075",
+                                         "cache_write": "0.1875"}})
+    fake = FakeOpenAI(Script(input_tokens=1000, output_tokens=10, cached_tokens=200, cache_write_tokens=300))
+    cycles = ledger.client(flavour)
+    oai = guarded(fake, flavour, cycles, prices)
+    await resolve(oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES))
+    await aclose_client(cycles)
+    expected = prices.cost("gpt-4o-mini", input_tokens=500, cached_input_tokens=200, cache_write_tokens=300,
+                           output_tokens=10)
+    assert ledger.committed() == expected
+    assert ledger.commits()[0]["metrics"]["tokens_input"] == 1000
