@@ -38,7 +38,8 @@ def test_openai_chat_bodies_are_valid() -> None:
     fake = FakeOpenAI(SCRIPT)
     completion = validate(ChatCompletion, fake.chat_completion(CHAT))
     assert completion.usage.prompt_tokens_details.cached_tokens == 10
-    chunks = [validate(ChatCompletionChunk, c) for c in fake.chat_chunks({**CHAT, "stream_options": {"include_usage": True}})]
+    streamed = {**CHAT, "stream_options": {"include_usage": True}}
+    chunks = [validate(ChatCompletionChunk, c) for c in fake.chat_chunks(streamed)]
     assert chunks[-1].usage.completion_tokens == SCRIPT.output_tokens
     assert all(c.usage is None for c in chunks[:-1])
 
