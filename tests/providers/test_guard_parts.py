@@ -13,8 +13,8 @@ from provider_support import Ledger
 
 from runcycles import Caps, reserve_for_stream, with_cycles
 from runcycles.integrations import _llm_usage
-from runcycles.integrations.anthropic import AnthropicStreamMeter, anthropic_actual, guard_anthropic
 from runcycles.integrations.anthropic import MESSAGES as ANTHROPIC_MESSAGES
+from runcycles.integrations.anthropic import AnthropicStreamMeter, anthropic_actual, guard_anthropic
 from runcycles.integrations.openai import CHAT, RESPONSES, OpenAIStreamMeter, guard_openai, openai_actual
 from runcycles.pricing import PriceTable, UnknownModelError
 
