@@ -16,6 +16,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..client import AsyncCyclesClient, CyclesClient
 from ..models import Unit
 from ..pricing import PriceTable
 from ..streaming import AsyncStreamReservation, StreamReservation, reserve_for_stream
@@ -54,6 +55,7 @@ class LLMGuard:
         estimate_input_tokens: Callable[[dict[str, Any]], int] | None,
         default_max_output_tokens: int,
         options: Mapping[str, Any],
+        is_async: bool,
     ) -> None:
         if not isinstance(prices, PriceTable):
             raise TypeError(f"prices must be a PriceTable, got {type(prices).__name__}")
@@ -67,6 +69,14 @@ class LLMGuard:
             raise ValueError(f"default_max_output_tokens must be a positive int, got {default_max_output_tokens!r}")
         options = dict(options)
         self.client = options.pop("client", None)
+        if self.client is not None:
+            wanted = AsyncCyclesClient if is_async else CyclesClient
+            if not isinstance(self.client, wanted):
+                provider = "an async" if is_async else "a sync"
+                raise TypeError(
+                    f"{provider} provider client needs client= to be {'an' if is_async else 'a'} {wanted.__name__}, "
+                    f"got {type(self.client).__name__}"
+                )
         for name in options:
             if name in _REFUSED:
                 raise TypeError(f"{name} is not an option of a guarded provider client: {_REFUSED[name]}")

@@ -200,6 +200,7 @@ def guard_openai(
         estimate_input_tokens=estimate_input_tokens,
         default_max_output_tokens=default_max_output_tokens,
         options=options,
+        is_async=is_async,
     )
     wrap = guard.wrap_async if is_async else guard.wrap_sync
     guarded: OpenAI | AsyncOpenAI = provider.with_options()

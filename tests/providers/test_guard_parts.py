@@ -61,6 +61,13 @@ def test_bad_options_are_refused_when_guarding(
         guard_openai(FakeOpenAI().client(), **arguments)
 
 
+def test_the_cycles_client_must_match_the_provider_client(ledger: Ledger, prices: PriceTable) -> None:
+    with ledger.sync_client() as cycles, pytest.raises(TypeError, match="needs client= to be an AsyncCyclesClient"):
+        guard_openai(FakeOpenAI().async_client(), prices=prices, client=cycles)
+    with pytest.raises(TypeError, match="needs client= to be a CyclesClient, got AsyncCyclesClient"):
+        guard_anthropic(FakeAnthropic().client(), prices=prices, client=ledger.async_client())
+
+
 def test_a_bad_prompt_estimate_is_refused_before_anything_is_sent(ledger: Ledger, prices: PriceTable) -> None:
     fake = FakeOpenAI()
     with ledger.sync_client() as cycles:
