@@ -337,3 +337,19 @@ async def test_parse_is_guarded_too(ledger: Ledger, prices: PriceTable, flavour:
     assert parsed.choices[0].message.content == fake.script.text
     expected = prices.cost("gpt-4o-mini", input_tokens=100, output_tokens=9)
     assert [r["committed"]["amount"] for r in ledger.reservations()] == [expected, expected]
+
+
+async def test_leaving_the_streams_with_block_settles_it(ledger: Ledger, prices: PriceTable, flavour: str) -> None:
+    fake = FakeOpenAI(Script(text="a b c d e f g h"))
+    cycles = ledger.client(flavour)
+    oai = guarded(fake, flavour, cycles, prices, estimate_input_tokens=lambda request: PROMPT_ESTIMATE)
+    stream = await resolve(oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    if flavour == "async":
+        async with stream:
+            await take_deltas(stream, 3)
+    else:
+        with stream:
+            await take_deltas(stream, 3)
+    assert len(ledger.commits()) == 1  # settled on leaving the block, before any flush or collection
+    await aclose_client(cycles)
+    assert ledger.committed() == prices.cost("gpt-4o-mini", input_tokens=PROMPT_ESTIMATE, output_tokens=3)
