@@ -1,0 +1,1 @@
+"""Optional integrations with provider SDKs and frameworks; each needs its extra."""
