@@ -202,6 +202,18 @@ class _MeteredStreamingResponse(StreamingResponse):
             yield self._render(chunk) if self._render is not None else chunk
         self._completed = True
 
+    async def stream_response(self, send: Send) -> None:
+        """Stream the content; settle before the last (empty) body message, so that a client that has read
+        the whole answer finds the spend on the ledger."""
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async for chunk in self.body_iterator:
+            if not isinstance(chunk, bytes | memoryview):
+                chunk = chunk.encode(self.charset)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        with anyio.CancelScope(shield=True):
+            await self._settle()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         failure: Exception | None = None
         try:
