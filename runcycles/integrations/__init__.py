@@ -1,1 +1,5 @@
-"""Optional integrations with provider SDKs and frameworks; each needs its extra."""
+"""Integrations with LLM provider SDKs and agent frameworks.
+
+Each submodule needs its extra (``pip install 'runcycles[openai]'`` …) and is imported only when used:
+``import runcycles`` never imports a provider SDK or framework.
+"""
