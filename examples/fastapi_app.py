@@ -100,8 +100,8 @@ async def main() -> None:
         frugal = CyclesConfig(base_url="http://cycles.local", api_key=server.create_api_key("frugal"),
                               journal_enabled=False)
         async with AsyncCyclesClient(frugal, transport=server.async_transport()) as poor:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(poor)),
-                                         base_url="http://app") as http:
+            http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(poor)), base_url="http://app")
+            async with http:
                 reply = await http.post("/complete", json={"prompt": "anything"}, headers={"X-Tenant": "frugal"})
                 print("3. /complete ->", reply.status_code, reply.headers["content-type"], reply.json()["title"])
     server.close()

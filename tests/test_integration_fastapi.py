@@ -63,7 +63,7 @@ def make_app(client: AsyncCyclesClient, source: Source) -> FastAPI:
     budget = CyclesBudget(client, tenant=from_header("X-Tenant"))
 
     @app.post("/complete")
-    async def complete(ask: Ask, spend: RequestBudget = Depends(budget)) -> dict[str, Any]:
+    async def complete(ask: Ask, spend: RequestBudget = Depends(budget)) -> dict[str, Any]:  # noqa: B008
         @spend.guard(estimate=ask.estimate, actual=lambda reply: reply["cost"], action_kind="llm.completion")
         async def run() -> dict[str, Any]:
             return {"cost": ask.actual, "tenant": spend.subject["tenant"]}
@@ -71,7 +71,7 @@ def make_app(client: AsyncCyclesClient, source: Source) -> FastAPI:
         return await run()
 
     @app.post("/stream")
-    async def stream(ask: Ask, spend: RequestBudget = Depends(budget)) -> StreamingResponse:
+    async def stream(ask: Ask, spend: RequestBudget = Depends(budget)) -> StreamingResponse:  # noqa: B008
         return await spend.streaming_response(
             source.chunks(ask), estimate=ask.estimate, meter=lambda chunk: chunk[1], render=lambda chunk: chunk[0],
             media_type="text/plain", action_kind="llm.stream",
@@ -314,7 +314,7 @@ async def test_asgi_completed_stream_without_meter_commits_the_estimate(ledger: 
         budget = CyclesBudget(client)
 
         @app.post("/stream")
-        async def stream(spend: RequestBudget = Depends(budget)) -> StreamingResponse:
+        async def stream(spend: RequestBudget = Depends(budget)) -> StreamingResponse:  # noqa: B008
             return await spend.streaming_response(words(), estimate=777)
 
         assert await _drive(app, {}, disconnect_after=None) == [b"a", b"b"]
