@@ -9,7 +9,7 @@ Cycles server is the embedded one, in process, and the chat model is a scripted 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -36,12 +36,16 @@ class ScriptedChatModel(GenericFakeChatModel):
         return self
 
 
-def turn(text: str = "", calls: Sequence[tuple[str, dict[str, Any]]] = (), *, tokens_in: int, tokens_out: int,
-         call_ids: Iterator[int] = itertools.count(1)) -> AIMessage:
+_CALL_IDS = itertools.count(1)
+
+
+def turn(
+    text: str = "", calls: Sequence[tuple[str, dict[str, Any]]] = (), *, tokens_in: int, tokens_out: int
+) -> AIMessage:
     """One scripted model answer, with the usage a provider would report."""
     return AIMessage(
         content=text,
-        tool_calls=[{"name": name, "args": args, "id": f"call_{next(call_ids)}", "type": "tool_call"}
+        tool_calls=[{"name": name, "args": args, "id": f"call_{next(_CALL_IDS)}", "type": "tool_call"}
                     for name, args in calls],
         usage_metadata={"input_tokens": tokens_in, "output_tokens": tokens_out,
                         "total_tokens": tokens_in + tokens_out},
