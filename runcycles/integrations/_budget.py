@@ -8,6 +8,7 @@ under a deterministic idempotency key, and ask ``/v1/decide`` through `decide_as
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +27,7 @@ from ..streaming import AsyncStreamReservation, StreamReservation, _StreamStarte
 
 __all__ = [
     "Verdict",
+    "create_event_async",
     "decide_async",
     "decide_sync",
     "denial_reason",
@@ -36,6 +38,7 @@ __all__ = [
 ]
 
 _MAX_KEY = 128
+log = logging.getLogger("runcycles.integrations")
 
 
 def idempotency_key(kind: str, call_id: str, namespace: str | None = None) -> str:
@@ -152,3 +155,27 @@ def is_denial(exc: BaseException) -> bool:
 def denial_reason(exc: CyclesProtocolError) -> str:
     """The reason code of a denial (else its message)."""
     return exc.reason_code or str(exc)
+
+
+async def create_event_async(
+    client: AsyncCyclesClient | None, *, amount: int, metadata: Mapping[str, Any] | None = None, **options: Any
+) -> bool:
+    """Record ``amount`` as a post-only event (``POST /v1/events``) under the subject/action options.
+    Never raises for the answer: a failure is logged and False returned (an event is accounting, not a gate)."""
+    from ..models import Amount, EventCreateRequest
+
+    resolved = resolve_client(client, want_async=True)
+    assert isinstance(resolved, AsyncCyclesClient)
+    create = Guard(options_from({"estimate": amount, **options})).plan(resolved.config, (), {})
+    request = EventCreateRequest(
+        idempotency_key=new_key(), subject=create.subject, action=create.action,
+        actual=Amount(unit=create.estimate.unit, amount=amount), metadata=dict(metadata) if metadata else None,
+    )
+    response = await resolved.create_event(request)
+    outcome = classify(Operation.EVENT, response)
+    if not outcome.is_success:
+        log.error(
+            "could not record the %s event (%s): the event is not on the ledger",
+            create.action.kind, outcome.problem or response.error_message or response.status,
+        )
+    return outcome.is_success
