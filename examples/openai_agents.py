@@ -45,6 +45,8 @@ class FakeChatCompletions:
         body = json.loads(request.content)
         self.requests.append(body)
         reply = self.replies.pop(0)
+        if "status" in reply:  # an injected failure
+            return httpx2.Response(reply["status"], json={"error": {"message": "fake failure", "type": "server_error"}})
         calls = [
             {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
             for call_id, name, args in reply.get("tool_calls", ())
