@@ -321,3 +321,37 @@ async def test_asgi_completed_stream_without_meter_commits_the_estimate(ledger: 
     [(_, _, commit)] = ledger.recorder.ops("commit")
     assert commit["actual"]["amount"] == 777 and commit["metadata"] == {"actual_source": "estimate"}
     assert ledger.spent() == 777
+
+
+@pytest.mark.anyio
+async def test_subject_and_client_resolved_per_request(ledger: Ledger, anyio_backend: str) -> None:
+    async def principal(request: Any) -> str:  # e.g. the authenticated principal's organisation
+        return str(request.headers["X-Org"])
+
+    async with ledger.async_client() as client:
+        chosen: list[str] = []
+
+        def client_for(request: Any) -> AsyncCyclesClient:
+            chosen.append(request.headers["X-Org"])
+            return client
+
+        app = FastAPI()
+        budget = CyclesBudget(client_for, tenant=principal, workflow="support", dimensions=lambda r: {"region": "eu"})
+
+        @app.post("/complete")
+        async def complete(spend: RequestBudget = Depends(budget)) -> dict[str, Any]:  # noqa: B008
+            @spend.guard(estimate=300, actual=120, action_kind="llm.completion")
+            async def run() -> dict[str, Any]:
+                return {"subject": spend.subject}
+
+            return await run()
+
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app")
+        async with http:
+            reply = await http.post("/complete", headers={"X-Org": TENANT})
+    assert reply.status_code == 200
+    assert reply.json() == {"subject": {"tenant": TENANT, "workflow": "support"}}
+    assert chosen == [TENANT]
+    [(_, _, create)] = ledger.recorder.ops("create")
+    assert create["subject"] == {"tenant": TENANT, "workflow": "support", "dimensions": {"region": "eu"}}
+    assert ledger.spent() == 120

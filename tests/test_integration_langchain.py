@@ -385,3 +385,20 @@ async def test_async_callback_handler_commits_on_end_and_releases_on_error(ledge
             await broken.ainvoke({"question": "x"}, config={"callbacks": [handler]})
     assert (ledger.spent(), ledger.reserved()) == (cost(300, 20), 0)
     assert statuses(ledger) == [("llm.completion", "COMMITTED"), ("llm.completion", "RELEASED")]
+
+
+def test_tool_actual_reads_the_result_and_a_failing_actual_commits_the_estimate(ledger: Ledger) -> None:
+    def broken(result: Any) -> int:
+        raise ZeroDivisionError
+
+    gate = CyclesToolGate(
+        {"search": ToolBudget(estimate=1_000, actual=lambda message: 10 * len(message.content)),
+         "weather": ToolBudget(estimate=700, actual=broken)},
+        client=ledger.sync_client(),
+    )
+    for call_id, name in (("a", "search"), ("b", "weather")):
+        request = ToolCallRequest(tool_call={"name": name, "args": {}, "id": call_id}, tool=None, state={},
+                                  runtime=None)  # type: ignore[arg-type]
+        gate.wrap_tool_call(request, lambda r: ToolMessage(content="12345", tool_call_id=r.tool_call["id"]))
+    assert sorted(body["actual"]["amount"] for _, _, body in ledger.recorder.ops("commit")) == [50, 700]
+    assert (ledger.spent(), ledger.reserved()) == (750, 0)

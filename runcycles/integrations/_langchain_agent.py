@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, Literal
 
@@ -43,6 +44,8 @@ from ._budget import (
 from ._langchain_common import estimate_cost, model_name_of, sum_usage, usage_of_message
 
 __all__ = ["CyclesModelGate", "CyclesToolGate", "CyclesTurnCap", "ToolBudget"]
+
+log = logging.getLogger("runcycles.integrations.langchain")
 
 SUBJECT_FIELDS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
 MODEL_FAILED = "model_call_failed"
@@ -302,9 +305,16 @@ class CyclesToolGate(AgentMiddleware):
     @staticmethod
     def _amount(budget: ToolBudget, result: Any) -> int:
         actual = budget.actual
-        if callable(actual):
-            return actual(result)
-        return budget.estimate if actual is None else actual
+        if not callable(actual):
+            return budget.estimate if actual is None else actual
+        try:
+            value = actual(result)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                return value
+            raise ValueError(f"actual must be a non-negative int, got {value!r}")
+        except Exception:  # the tool ran: its spend is committed, never dropped
+            log.exception("the tool's actual= failed; committing its estimate instead")
+            return budget.estimate
 
     def wrap_tool_call(self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any]) -> Any:
         """Decide and/or reserve, run the tool, commit (sync agents)."""
