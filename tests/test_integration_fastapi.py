@@ -355,3 +355,27 @@ async def test_subject_and_client_resolved_per_request(ledger: Ledger, anyio_bac
     [(_, _, create)] = ledger.recorder.ops("create")
     assert create["subject"] == {"tenant": TENANT, "workflow": "support", "dimensions": {"region": "eu"}}
     assert ledger.spent() == 120
+
+
+@pytest.mark.anyio
+async def test_rejected_stream_commit_is_logged_and_the_answer_completes(
+    ledger: Ledger, anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def pricey() -> AsyncIterator[tuple[str, int]]:
+        yield "a", 10
+        yield "b", 50_000_000  # more than the tenant has; REJECT refuses the overage
+
+    app = FastAPI()
+    async with ledger.async_client() as client:
+        budget = CyclesBudget(client)
+
+        @app.post("/stream")
+        async def stream(spend: RequestBudget = Depends(budget)) -> StreamingResponse:  # noqa: B008
+            return await spend.streaming_response(pricey(), estimate=1_000, meter=lambda c: c[1],
+                                                  render=lambda c: c[0], overage_policy="REJECT")
+
+        assert await _drive(app, {}, disconnect_after=None) == [b"a", b"b"]
+    [(_, status, _)] = ledger.recorder.ops("commit")
+    assert status == 409
+    assert any("rejected the stream's commit" in r.getMessage() for r in caplog.records)
+    assert ledger.spent() == 0

@@ -154,15 +154,19 @@ class RequestBudget:
           else release. The content iterator is closed, so a provider stream stops.
         """
         handle: AsyncStreamReservation = await reserve_for_stream(estimate=estimate, **self._options(options))
-        return _MeteredStreamingResponse(
-            content,
-            handle=handle,
-            meter=meter,
-            render=render,
-            status_code=status_code,
-            headers=dict(headers) if headers else None,
-            media_type=media_type,
-        )
+        try:
+            return _MeteredStreamingResponse(
+                content,
+                handle=handle,
+                meter=meter,
+                render=render,
+                status_code=status_code,
+                headers=dict(headers) if headers else None,
+                media_type=media_type,
+            )
+        except BaseException:
+            await handle.release(STREAM_FAILED)
+            raise
 
 
 class _MeteredStreamingResponse(StreamingResponse):
@@ -255,12 +259,15 @@ class _MeteredStreamingResponse(StreamingResponse):
         handle = self._handle
         if handle.finalized:
             return
-        if handle.actual is not None:
-            await handle.commit(handle.actual)
-        elif self._completed:
-            await handle.commit(handle.context.estimate, metadata={"actual_source": "estimate"})
-        else:
-            await handle.release(CLIENT_DISCONNECTED)
+        try:
+            if handle.actual is not None:
+                await handle.commit(handle.actual)
+            elif self._completed:
+                await handle.commit(handle.context.estimate, metadata={"actual_source": "estimate"})
+            else:
+                await handle.release(CLIENT_DISCONNECTED)
+        except CyclesProtocolError:  # the response has started: nothing to tell the client, so say it here
+            log.exception("the server rejected the stream's commit: reservation_id=%s", handle.reservation_id)
 
 
 class CyclesBudget:
