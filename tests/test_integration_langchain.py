@@ -402,3 +402,34 @@ def test_tool_actual_reads_the_result_and_a_failing_actual_commits_the_estimate(
         gate.wrap_tool_call(request, lambda r: ToolMessage(content="12345", tool_call_id=r.tool_call["id"]))
     assert sorted(body["actual"]["amount"] for _, _, body in ledger.recorder.ops("commit")) == [50, 700]
     assert (ledger.spent(), ledger.reserved()) == (750, 0)
+
+
+def test_usage_from_llm_output_token_usage() -> None:
+    from langchain_core.outputs import Generation, LLMResult
+
+    from runcycles.integrations._langchain_common import usage_of_result
+
+    result = LLMResult(
+        generations=[[Generation(text="x")]],
+        llm_output={"token_usage": {"prompt_tokens": 500, "completion_tokens": 40,
+                                    "prompt_tokens_details": {"cached_tokens": 100}}, "model_name": "gpt-4o-mini"},
+    )
+    usage = usage_of_result(result)
+    assert usage is not None
+    assert (usage.input_tokens, usage.cached_input_tokens, usage.output_tokens) == (400, 100, 40)
+    assert usage.cost(PRICES, "gpt-4o-mini") == cost(500, 40, 100)
+    assert usage_of_result(LLMResult(generations=[[Generation(text="x")]])) is None
+
+
+def test_callback_handler_on_a_completion_model_without_usage_commits_the_estimate(ledger: Ledger) -> None:
+    from langchain_core.language_models.fake import FakeListLLM
+
+    handler = CyclesCallbackHandler(prices=PRICES, client=ledger.sync_client(), model="gpt-4o-mini",
+                                    default_max_output_tokens=64)
+    assert FakeListLLM(responses=["ok"]).invoke("hello", config={"callbacks": [handler]}) == "ok"
+    [(_, _, create)] = ledger.recorder.ops("create")
+    [(_, _, commit)] = ledger.recorder.ops("commit")
+    assert create["estimate"]["amount"] == PRICES.estimate("gpt-4o-mini", input_tokens=len("hello") + 4 + 16,
+                                                           max_output_tokens=64)
+    assert commit["actual"]["amount"] == create["estimate"]["amount"]
+    assert commit["metadata"]["actual_source"] == "estimate"
