@@ -379,3 +379,34 @@ async def test_rejected_stream_commit_is_logged_and_the_answer_completes(
     assert status == 409
     assert any("rejected the stream's commit" in r.getMessage() for r in caplog.records)
     assert ledger.spent() == 0
+
+
+@pytest.mark.anyio
+async def test_a_usage_meter_object_is_observed(ledger: Ledger, anyio_backend: str) -> None:
+    class WordMeter:
+        """Like OpenAIStreamMeter: observe(chunk) and a cost property."""
+
+        def __init__(self) -> None:
+            self.words = 0
+
+        def observe(self, chunk: str) -> None:
+            self.words += 1
+
+        @property
+        def cost(self) -> int:
+            return 100 + 7 * self.words
+
+    async def words() -> AsyncIterator[str]:
+        for word in ("one ", "two ", "three "):
+            yield word
+
+    app = FastAPI()
+    async with ledger.async_client() as client:
+        budget = CyclesBudget(client)
+
+        @app.post("/stream")
+        async def stream(spend: RequestBudget = Depends(budget)) -> StreamingResponse:  # noqa: B008
+            return await spend.streaming_response(words(), estimate=1_000, meter=WordMeter())
+
+        assert b"".join(await _drive(app, {}, disconnect_after=None)) == b"one two three "
+    assert ledger.spent() == 121
