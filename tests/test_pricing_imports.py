@@ -36,5 +36,10 @@ def test_import_runcycles_and_pricing_imports_no_provider_sdk() -> None:
     assert _probe("import runcycles, runcycles.pricing") == {name: False for name in SDKS}
 
 
+def test_importing_the_integration_modules_defers_the_sdks_to_the_first_guard() -> None:
+    loaded = _probe("import runcycles.integrations.openai, runcycles.integrations.anthropic")
+    assert loaded == {name: False for name in SDKS}
+
+
 def test_the_probe_sees_a_provider_import() -> None:
     assert _probe("import runcycles.pricing, openai")["openai"] is True

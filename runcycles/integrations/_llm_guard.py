@@ -9,11 +9,14 @@ failed or garbage-collected.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..client import AsyncCyclesClient, CyclesClient
 from ..models import Unit
 from ..pricing import PriceTable
 from ..streaming import AsyncStreamReservation, StreamReservation, reserve_for_stream
@@ -52,6 +55,7 @@ class LLMGuard:
         estimate_input_tokens: Callable[[dict[str, Any]], int] | None,
         default_max_output_tokens: int,
         options: Mapping[str, Any],
+        is_async: bool,
     ) -> None:
         if not isinstance(prices, PriceTable):
             raise TypeError(f"prices must be a PriceTable, got {type(prices).__name__}")
@@ -65,6 +69,14 @@ class LLMGuard:
             raise ValueError(f"default_max_output_tokens must be a positive int, got {default_max_output_tokens!r}")
         options = dict(options)
         self.client = options.pop("client", None)
+        if self.client is not None:
+            wanted = AsyncCyclesClient if is_async else CyclesClient
+            if not isinstance(self.client, wanted):
+                provider = "an async" if is_async else "a sync"
+                raise TypeError(
+                    f"{provider} provider client needs client= to be {'an' if is_async else 'a'} {wanted.__name__}, "
+                    f"got {type(self.client).__name__}"
+                )
         for name in options:
             if name in _REFUSED:
                 raise TypeError(f"{name} is not an option of a guarded provider client: {_REFUSED[name]}")
@@ -232,7 +244,8 @@ class Call:
     def _settlement(self, stream: Any) -> StreamSettlement:
         meter = self.endpoint.meter(self.guard.prices, self.model, self.prompt_tokens)
         settlement = StreamSettlement(self, meter)
-        finalizer = weakref.finalize(stream, settlement.settle_detached)
+        _abandoned.start()
+        finalizer = weakref.finalize(stream, _abandoned.put, settlement)
         finalizer.atexit = False
         settlement.finalizer = finalizer
         return settlement
@@ -324,7 +337,7 @@ class StreamSettlement:
             log.exception("stream commit failed: reservation_id=%s", handle.reservation_id)
 
     def settle_detached(self) -> None:
-        """Settle an abandoned stream from its finalizer: the commit runs on the client's background worker."""
+        """Settle an abandoned stream (via `_Abandoned`): the commit runs on the client's background worker."""
         if self.done:
             return
         self.done = True
@@ -332,6 +345,50 @@ class StreamSettlement:
             self.call.handle._commit_detached(*self._amount())
         except Exception:
             log.exception("stream commit from a finalizer failed: reservation_id=%s", self.call.handle.reservation_id)
+
+
+class _Abandoned:
+    """Streams collected before they settled. Their finalizer may run inside any code holding any lock (garbage
+    collection starts at an allocation), so it only puts the settlement on a `queue.SimpleQueue` (safe there);
+    one daemon thread per process takes it from there to the Cycles client's background worker."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[StreamSettlement | threading.Event] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="runcycles-abandoned-streams", daemon=True)
+                self._thread.start()
+
+    def put(self, settlement: StreamSettlement) -> None:
+        self._queue.put(settlement)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until every settlement queued so far was handed on (for tests and orderly shutdowns)."""
+        self.start()
+        marker = threading.Event()
+        self._queue.put(marker)
+        return marker.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if isinstance(item, threading.Event):
+                item.set()
+            else:
+                item.settle_detached()
+
+
+_abandoned = _Abandoned()
+
+
+def wait_for_abandoned_streams(timeout: float | None = None) -> bool:
+    """Wait until the streams garbage-collected so far have handed their commit to their client's worker (then
+    ``client.flush()`` waits for the commits themselves). False on timeout."""
+    return _abandoned.wait(timeout)
 
 
 def _metered_sync(source: Any, settlement: StreamSettlement) -> Any:

@@ -208,6 +208,7 @@ def guard_anthropic(
         estimate_input_tokens=estimate_input_tokens,
         default_max_output_tokens=default_max_output_tokens,
         options=options,
+        is_async=is_async,
     )
     guarded: Anthropic | AsyncAnthropic = provider.with_options()
     messages: Any = guarded.messages

@@ -1,11 +1,13 @@
 """OpenAI clients guarded by Cycles budgets: ``guard_openai(openai.AsyncOpenAI(...), prices=..., client=...)``.
 
 Needs the ``openai`` extra (``pip install 'runcycles[openai]'``). Guarded: ``chat.completions.create`` and
-``responses.create``, streamed and not. Usage semantics: a chat answer's ``prompt_tokens`` include
-``prompt_tokens_details.cached_tokens`` (billed at the cached price) and ``cache_write_tokens`` when reported
-(billed at the cache-write price, else the input price); reasoning tokens are part of the
-completion (output) tokens; the Responses API reports ``input_tokens`` (with ``input_tokens_details.cached_tokens``)
-and ``output_tokens``.
+``responses.create``, streamed and not, and their non-streaming ``parse`` variants. Not guarded: the ``.stream()``
+helpers and ``with_raw_response`` / ``with_streaming_response`` (use ``create(stream=True)``).
+
+Usage semantics: a chat answer's ``prompt_tokens`` include ``prompt_tokens_details.cached_tokens`` (billed at the
+cached price) and ``cache_write_tokens`` when reported (billed at the cache-write price, else the input price);
+reasoning tokens are part of the completion (output) tokens; the Responses API reports ``input_tokens`` (with
+``input_tokens_details``) and ``output_tokens`` the same way.
 """
 
 from __future__ import annotations
@@ -175,8 +177,9 @@ def guard_openai(
     default_max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
     **options: Any,
 ) -> OpenAI | AsyncOpenAI:
-    """A copy of ``provider`` (``openai.OpenAI`` or ``openai.AsyncOpenAI``) whose ``chat.completions.create`` and
-    ``responses.create`` reserve before the call and commit the exact cost of the reported usage.
+    """A copy of ``provider`` (``openai.OpenAI`` or ``openai.AsyncOpenAI``) whose ``chat.completions.create`` /
+    ``parse`` and ``responses.create`` / ``parse`` reserve before the call and commit the exact cost of the
+    reported usage. The original client stays unguarded.
 
     ``options`` are the `with_cycles` options (``client=`` the Cycles client — a `CyclesClient` for ``OpenAI``, an
     `AsyncCyclesClient` for ``AsyncOpenAI`` — subject fields, ``action_kind`` (default ``"llm.completion"``),
@@ -197,11 +200,14 @@ def guard_openai(
         estimate_input_tokens=estimate_input_tokens,
         default_max_output_tokens=default_max_output_tokens,
         options=options,
+        is_async=is_async,
     )
     wrap = guard.wrap_async if is_async else guard.wrap_sync
     guarded: OpenAI | AsyncOpenAI = provider.with_options()
     completions: Any = guarded.chat.completions
     completions.create = wrap(CHAT, completions.create)
+    completions.parse = wrap(CHAT, completions.parse)
     responses: Any = guarded.responses
     responses.create = wrap(RESPONSES, responses.create)
+    responses.parse = wrap(RESPONSES, responses.parse)
     return guarded

@@ -14,6 +14,7 @@ import attrs
 from faults import AsyncFaultyTransport, FaultyTransport
 
 from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig
+from runcycles.integrations._llm_guard import wait_for_abandoned_streams
 from runcycles.local import LocalCyclesServer
 
 USD = "USD_MICROCENTS"
@@ -119,6 +120,8 @@ async def close(stream: Any) -> None:
 
 
 async def flush(client: Any) -> int:
+    """Wait for collected streams to hand on their commits, then for the client's background settlements."""
+    assert wait_for_abandoned_streams(10)
     return int(await resolve(client.flush()))
 
 

@@ -325,3 +325,15 @@ async def test_cache_writes_reported_by_openai_are_billed_at_the_cache_write_pri
                            output_tokens=10)
     assert ledger.committed() == expected
     assert ledger.commits()[0]["metrics"]["tokens_input"] == 1000
+
+
+async def test_parse_is_guarded_too(ledger: Ledger, prices: PriceTable, flavour: str) -> None:
+    fake = FakeOpenAI(Script(input_tokens=100, output_tokens=9))
+    cycles = ledger.client(flavour)
+    oai = guarded(fake, flavour, cycles, prices)
+    parsed = await resolve(oai.chat.completions.parse(model="gpt-4o-mini", messages=MESSAGES))
+    await resolve(oai.responses.parse(model="gpt-4o-mini", input="hi"))
+    await aclose_client(cycles)
+    assert parsed.choices[0].message.content == fake.script.text
+    expected = prices.cost("gpt-4o-mini", input_tokens=100, output_tokens=9)
+    assert [r["committed"]["amount"] for r in ledger.reservations()] == [expected, expected]
