@@ -98,3 +98,14 @@ def test_examples_run_offline(example: str, expected: list[str]) -> None:
     assert completed.returncode == 0, completed.stderr
     for line in expected:
         assert line in completed.stdout, completed.stdout
+
+
+def test_framework_examples_pass_mypy_strict() -> None:
+    # The integrations keep user code typed: decorated endpoints keep their signatures, middleware lists
+    # type-check against create_agent, hooks and guardrails against the Agents SDK.
+    examples = [str(ROOT / "examples" / name) for name in ("fastapi_app.py", "langchain_agent.py", "openai_agents.py")]
+    completed = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", *examples], cwd=ROOT, capture_output=True, text=True,
+        timeout=300, check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr

@@ -384,7 +384,12 @@ class TurnCapState(AgentState[Any]):
     cycles_run_turns: NotRequired[Annotated[int, UntrackedValue, PrivateStateAttr]]
 
 
-class CyclesTurnCap(AgentMiddleware[TurnCapState, Any, Any]):
+def _turns(state: Mapping[str, Any]) -> int:
+    turns = state.get("cycles_run_turns", 0)
+    return turns if isinstance(turns, int) else 0
+
+
+class CyclesTurnCap(AgentMiddleware):
     """End the run after ``max_turns`` model turns, or as soon as ``/v1/decide`` denies a turn.
 
     With ``decide_estimate`` set, each turn first asks ``/v1/decide`` for that amount (``action_kind``
@@ -427,8 +432,8 @@ class CyclesTurnCap(AgentMiddleware[TurnCapState, Any, Any]):
             **_subject(locals()),
         }
 
-    def _over(self, state: TurnCapState) -> dict[str, Any] | None:
-        turns = state.get("cycles_run_turns", 0)
+    def _over(self, state: AgentState[Any]) -> dict[str, Any] | None:
+        turns = _turns(state)
         if self.max_turns is not None and turns >= self.max_turns:
             return self._end(f"Stopped: the turn cap of {self.max_turns} model turns was reached.", "TURN_CAP")
         return None
@@ -442,7 +447,7 @@ class CyclesTurnCap(AgentMiddleware[TurnCapState, Any, Any]):
         return self._end(f"Stopped: the budget denied another turn ({verdict.reason}).", verdict.reason)
 
     @hook_config(can_jump_to=["end"])
-    def before_model(self, state: TurnCapState, runtime: Any) -> dict[str, Any] | None:
+    def before_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         """End the run when the cap is reached or decide denies the turn."""
         over = self._over(state)
         if over is not None or self.decide_estimate is None:
@@ -451,7 +456,7 @@ class CyclesTurnCap(AgentMiddleware[TurnCapState, Any, Any]):
         return None if verdict.allowed else self._denied(verdict)
 
     @hook_config(can_jump_to=["end"])
-    async def abefore_model(self, state: TurnCapState, runtime: Any) -> dict[str, Any] | None:
+    async def abefore_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         """Async twin of `before_model`."""
         over = self._over(state)
         if over is not None or self.decide_estimate is None:
@@ -459,10 +464,10 @@ class CyclesTurnCap(AgentMiddleware[TurnCapState, Any, Any]):
         verdict = await decide_async(_async(self.client), estimate=self.decide_estimate, **self._options)
         return None if verdict.allowed else self._denied(verdict)
 
-    def after_model(self, state: TurnCapState, runtime: Any) -> dict[str, Any] | None:
+    def after_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         """Count the turn."""
-        return {"cycles_run_turns": state.get("cycles_run_turns", 0) + 1}
+        return {"cycles_run_turns": _turns(state) + 1}
 
-    async def aafter_model(self, state: TurnCapState, runtime: Any) -> dict[str, Any] | None:
+    async def aafter_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         """Count the turn."""
         return self.after_model(state, runtime)

@@ -22,7 +22,7 @@ import inspect
 import logging
 import math
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import anyio
 
@@ -66,6 +66,8 @@ CLIENT_DISCONNECTED = "client_disconnected"
 STREAM_FAILED = "stream_failed"
 
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 SubjectSource = str | Callable[[Request], "str | Awaitable[str | None] | None"] | None
 
 
@@ -123,7 +125,9 @@ class RequestBudget:
         merged.update(options)
         return merged
 
-    def guard(self, estimate: int | Callable[..., int], **options: Any) -> Callable[[Any], Any]:
+    def guard(
+        self, estimate: int | Callable[..., int], **options: Any
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """`with_cycles` bound to this request's client and subject (any option may override them)."""
         return with_cycles(estimate, **self._options(options))
 
