@@ -19,7 +19,29 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tenant", default=None, help="seed this tenant and print an API key for it")
     serve.add_argument("--budget", type=int, default=None, help="seed a budget of this amount at tenant:<T>")
     serve.add_argument("--unit", default="USD_MICROCENTS")
+    serve.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=1024 * 1024,
+        help="reject request bodies larger than this with 413 (default: 1 MiB)",
+    )
+    serve.add_argument(
+        "--durability",
+        choices=("full", "normal"),
+        default="full",
+        help="full: an acknowledged write survives power loss (default); normal: it survives a process crash",
+    )
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def seed(server: Any, tenant: str | None, budget: int | None, unit: str) -> str | None:
@@ -45,12 +67,18 @@ def serve(args: argparse.Namespace) -> int:
     except ImportError:
         print("runcycles serve needs uvicorn: pip install 'runcycles[server]'", file=sys.stderr)
         return 2
-    from .local import LocalCyclesServer, LocalServerError
+    from .local import LocalCyclesServer, LocalDatabaseError, LocalServerError
 
     if args.budget is not None and args.tenant is None:
         print("--budget needs --tenant", file=sys.stderr)
         return 2
-    server = LocalCyclesServer(args.db, admin_key=args.admin_key)
+    try:
+        server = LocalCyclesServer(
+            args.db, admin_key=args.admin_key, max_body_bytes=args.max_body_bytes, durability=args.durability
+        )
+    except LocalDatabaseError as exc:
+        print(f"runcycles serve: {exc}", file=sys.stderr)
+        return 1
     try:
         try:
             api_key = seed(server, args.tenant, args.budget, args.unit)

@@ -12,7 +12,7 @@ import httpx
 from . import _admin as admin
 from . import _ledger as db
 from ._asgi import AsgiApp
-from ._base import Env, LocalServerError
+from ._base import DEFAULT_MAX_BODY_BYTES, Env, LocalServerError
 from ._http import App
 from ._transports import AsyncLocalTransport, LocalTransport
 
@@ -32,6 +32,10 @@ class LocalCyclesServer:
     ``path`` is a database file (shared safely by several processes) or ``None`` for private memory.
     ``admin_key`` is the ``X-Admin-API-Key`` secret (generated when omitted; see :attr:`admin_key`).
     ``clock`` returns epoch milliseconds; tests inject a fake one to drive expiry without sleeping.
+    ``max_body_bytes`` bounds request bodies (413 above it). ``durability`` is ``"full"`` (default: an
+    acknowledged write survives a power loss) or ``"normal"`` (it survives a process crash; the last
+    commits may roll back on power loss). A damaged database file raises
+    :class:`~runcycles.local.LocalDatabaseError` naming the file.
     Admin methods raise :class:`~runcycles.local.LocalServerError` with the HTTP status and error code
     the admin endpoint would answer.
     """
@@ -42,11 +46,16 @@ class LocalCyclesServer:
         *,
         admin_key: str | None = None,
         clock: Callable[[], int] | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        durability: str = "full",
     ) -> None:
+        if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be a positive integer")
         self._env = Env(
-            ledger=db.Ledger(None if path is None else str(path)),
+            ledger=db.Ledger(None if path is None else str(path), durability=durability),
             clock=clock or _wall_clock_ms,
             admin_key=admin_key or "cyc_admin_" + secrets.token_urlsafe(24),
+            max_body_bytes=max_body_bytes,
         )
         self._app = App(self._env)
         self.asgi_app = AsgiApp(self._app)
@@ -56,6 +65,16 @@ class LocalCyclesServer:
     def admin_key(self) -> str:
         """The ``X-Admin-API-Key`` secret of this server."""
         return self._env.admin_key
+
+    @property
+    def durability(self) -> str:
+        """``"full"``, ``"normal"`` or ``"memory"`` (an in-memory database keeps nothing)."""
+        return self._env.ledger.durability
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The request body limit in bytes."""
+        return self._env.max_body_bytes
 
     @property
     def path(self) -> str | None:
