@@ -110,18 +110,24 @@ def quick_check(conn: sqlite3.Connection, path: str) -> None:
         rows = conn.execute("PRAGMA quick_check").fetchall()
     except sqlite3.DatabaseError as exc:
         raise damaged(path, exc) from None
-    problems = [str(row[0]) for row in rows if row and row[0] != "ok"]
+    problems = [
+        line.strip()
+        for row in rows
+        if row and row[0] != "ok"
+        for line in str(row[0]).splitlines()
+        if line.strip() and not line.startswith("***")
+    ]
     if problems:
+        more = f"; {len(problems) - 1} more problems" if len(problems) > 1 else ""
         raise LocalDatabaseError(
-            f"database {path} is damaged ({problems[0]}"
-            + (f"; {len(problems) - 1} more problems" if len(problems) > 1 else "")
-            + "); restore it from a backup (see 'Recovery' in the docs)"
+            f"database {path} is damaged ({problems[0][:200]}{more}); restore it from a backup or move it aside"
         )
 
 
 def damaged(path: str, exc: BaseException) -> LocalDatabaseError:
     """The error for a file SQLite refuses to open or read."""
-    return LocalDatabaseError(f"database {path} cannot be used: {exc}; restore it from a backup or move it aside")
+    reason = " ".join(str(exc).split())[:200]
+    return LocalDatabaseError(f"database {path} cannot be used: {reason}; restore it from a backup or move it aside")
 
 
 def synchronous_pragma(durability: str) -> str:
