@@ -152,8 +152,9 @@ def test_cursors_do_not_verify_on_another_database(tmp_path: Any) -> None:
             cursors.append(json.loads(body)["next_cursor"])
     assert cursors[0] != cursors[1]
     with LocalCyclesServer(tmp_path / "a.db", admin_key="k") as again:  # the secret persists with the file
-        ok = again.handle("GET", "/v1/admin/tenants", f"limit=1&cursor={cursors[0]}", {"X-Admin-API-Key": "k"}, b"")
-        foreign = again.handle("GET", "/v1/admin/tenants", f"limit=1&cursor={cursors[1]}", {"X-Admin-API-Key": "k"}, b"")
+        auth = {"X-Admin-API-Key": "k"}
+        ok = again.handle("GET", "/v1/admin/tenants", f"limit=1&cursor={cursors[0]}", auth, b"")
+        foreign = again.handle("GET", "/v1/admin/tenants", f"limit=1&cursor={cursors[1]}", auth, b"")
     assert ok[0] == 200 and foreign[0] == 400
 
 
