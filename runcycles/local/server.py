@@ -106,9 +106,25 @@ class LocalCyclesServer:
         """Patch a tenant (``status``, ``max_reservation_extensions``, TTL defaults...); CLOSED cascades."""
         return admin.update_tenant(self._env, tenant_id, admin.validated(admin.TENANT_UPDATE, dict(fields)))
 
-    def create_api_key(self, tenant_id: str, name: str = "default") -> str:
-        """Create an API key for ``tenant_id`` and return its secret (stored only as a salted hash)."""
-        body = admin.validated(admin.API_KEY_CREATE, {"tenant_id": tenant_id, "name": name})
+    def create_api_key(
+        self,
+        tenant_id: str,
+        name: str = "default",
+        *,
+        permissions: list[str] | None = None,
+        scope_filter: list[str] | None = None,
+    ) -> str:
+        """Create an API key for ``tenant_id`` and return its secret (stored only as a salted hash).
+
+        Without ``permissions`` the key gets the admin spec's default tenant set (every runtime operation
+        and budget reads and writes); ``scope_filter`` (``level:value`` / ``level:*`` entries) confines it.
+        """
+        fields: dict[str, Any] = {"tenant_id": tenant_id, "name": name}
+        if permissions is not None:
+            fields["permissions"] = list(permissions)
+        if scope_filter is not None:
+            fields["scope_filter"] = list(scope_filter)
+        body = admin.validated(admin.API_KEY_CREATE, fields)
         return str(admin.create_api_key(self._env, body)["key_secret"])
 
     def create_budget(

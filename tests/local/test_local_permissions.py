@@ -13,6 +13,7 @@ import httpx
 import pytest
 from local_support import USD, World, error_of
 
+from runcycles.local import LocalServerError
 from runcycles.local._access import DEFAULT_PERMISSIONS
 
 INSIDE, OUTSIDE = "eng", "other"
@@ -241,3 +242,14 @@ def test_python_and_cli_keys_keep_full_runtime_permissions(seeded: World) -> Non
     # World's keys come from LocalCyclesServer.create_api_key (as `runcycles serve --tenant` does).
     for _name, call, _permission, ok, _kind in ENDPOINTS:
         assert call(seeded, seeded.http, INSIDE).status_code == ok
+
+
+def test_python_create_api_key_takes_permissions_and_scope_filter(seeded: World) -> None:
+    secret = seeded.server.create_api_key("acme", "ro", permissions=["balances:read"], scope_filter=["workspace:eng"])
+    client = seeded.client(api_key=secret)
+    assert _balances(seeded, client, INSIDE).status_code == 200
+    assert _reserve(seeded, client, INSIDE).status_code == 403
+    assert _balances(seeded, client, OUTSIDE).json()["balances"] == []
+    with pytest.raises(LocalServerError) as caught:
+        seeded.server.create_api_key("acme", permissions=["root:everything"])
+    assert caught.value.status == 400 and "permissions[0]" in caught.value.message
