@@ -131,18 +131,12 @@ def heartbeat_steps(
             reason = f"{reason}; {beat.reason}" if beat.reason else reason
             log.warning(
                 "heartbeat extend failed, stopping: reservation_id=%s status=%s error=%s reason=%s",
-                reservation_id,
-                sent.response.status,
-                code,
-                reason,
+                reservation_id, sent.response.status, code, reason,
             )
             report(
                 HeartbeatEvent(
-                    reservation_id=reservation_id,
-                    disposition="stopped",
-                    reason=reason,
-                    status=sent.response.status,
-                    error_code=code,
+                    reservation_id=reservation_id, disposition="stopped", reason=reason,
+                    status=sent.response.status, error_code=code,
                 )
             )
             return
@@ -150,20 +144,12 @@ def heartbeat_steps(
         log.warning(
             "heartbeat extend failed, retrying with the same idempotency key in %d ms: reservation_id=%s "
             "status=%s error=%s reason=%s",
-            delay,
-            reservation_id,
-            sent.response.status,
-            code,
-            reason,
+            delay, reservation_id, sent.response.status, code, reason,
         )
         report(
             HeartbeatEvent(
-                reservation_id=reservation_id,
-                disposition="retrying",
-                reason=reason,
-                status=sent.response.status,
-                error_code=code,
-                retry_in_ms=delay,
+                reservation_id=reservation_id, disposition="retrying", reason=reason,
+                status=sent.response.status, error_code=code, retry_in_ms=delay,
             )
         )
 

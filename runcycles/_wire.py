@@ -80,7 +80,9 @@ def model_list(cls: type) -> dict[str, Any]:
     return _meta(WireSpec(kind=Kind.MODEL_LIST, model=cls))
 
 
-def enum_of(cls: type[enum.Enum], *, fallback: enum.Enum | None = None, raw_attr: str | None = None) -> dict[str, Any]:
+def enum_of(
+    cls: type[enum.Enum], *, fallback: enum.Enum | None = None, raw_attr: str | None = None
+) -> dict[str, Any]:
     """Metadata of a string-enum field.
 
     An unknown wire value is kept as the raw string, unless ``fallback`` is given: then the field gets that

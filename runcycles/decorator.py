@@ -124,10 +124,7 @@ def _sync_wrapper(
 def _settle_sync(guard: Guard, runtime: _runtime.Runtime, reserved: Reserved, context: Any, result: Any) -> None:
     try:
         record = guard.settlement(
-            reserved,
-            context,
-            result=result,
-            actual=guard.options.actual,
+            reserved, context, result=result, actual=guard.options.actual,
             elapsed_ms=runtime.monotonic() - reserved.received_at_ms,
         )
         run_sync(settle_steps(record, runtime.policy, journal=runtime.journal_enabled), runtime.sync_env())
@@ -173,10 +170,7 @@ def _async_wrapper(
         with anyio.CancelScope(shield=True):
             try:
                 record = guard.settlement(
-                    reserved,
-                    context,
-                    result=result,
-                    actual=guard.options.actual,
+                    reserved, context, result=result, actual=guard.options.actual,
                     elapsed_ms=runtime.monotonic() - reserved.received_at_ms,
                 )
                 await run_async(settle_steps(record, runtime.policy, journal=runtime.journal_enabled), env)
@@ -188,3 +182,4 @@ def _async_wrapper(
         return result
 
     return wrapper
+

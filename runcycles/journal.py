@@ -616,7 +616,10 @@ class Journal:
 
     def __repr__(self) -> str:
         where = self._directory if self._directory is not None else self._root
-        return f"Journal(directory={str(where)!r}, base_url={self._base_url!r}, fingerprint={self._fingerprint!r})"
+        return (
+            f"Journal(directory={str(where)!r}, base_url={self._base_url!r}, "
+            f"fingerprint={self._fingerprint!r})"
+        )
 
     @property
     def base_url(self) -> str:
@@ -710,7 +713,9 @@ class Journal:
                     os.unlink(legacy)
             _fsync_dir(directory)
         except OSError as exc:
-            raise JournalError(f"failed to delete journal record for reservation {reservation_id!r}: {exc}") from exc
+            raise JournalError(
+                f"failed to delete journal record for reservation {reservation_id!r}: {exc}"
+            ) from exc
         # Clean the lock file unless a claim holds it (the holder removes it when it releases).
         self._remove_lock_if_free(target)
 
@@ -825,7 +830,9 @@ class Journal:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise JournalError(f"migrated {legacy} to {target} but cannot remove the legacy file: {exc}") from exc
+            raise JournalError(
+                f"migrated {legacy} to {target} but cannot remove the legacy file: {exc}"
+            ) from exc
         logger.info("migrated legacy journal record %s to %s", legacy, target)
         return record
 
@@ -912,7 +919,9 @@ class Journal:
         if not standard and path.name != _legacy_filename(reservation_id):
             if _V2_NAME.match(path.name) is None:
                 # A legacy-looking file whose id does not map to its name: not provably ours, leave it.
-                logger.warning("leaving journal file %s alone: its reservation_id does not match the name", path)
+                logger.warning(
+                    "leaving journal file %s alone: its reservation_id does not match the name", path
+                )
                 return None
             reason = "reservation_id does not match the file name"
             self._quarantine_unless_changed(path, raw, reason, quarantined)
@@ -941,7 +950,9 @@ class Journal:
         finally:
             lock.release(remove=not target.exists())
 
-    def _quarantine_unless_changed(self, path: Path, raw: bytes, reason: str, quarantined: list[Path]) -> None:
+    def _quarantine_unless_changed(
+        self, path: Path, raw: bytes, reason: str, quarantined: list[Path]
+    ) -> None:
         lock = self._lock(path)
         if lock is None:
             return

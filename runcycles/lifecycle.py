@@ -287,7 +287,9 @@ def build_settlement(
     key = new_key()
     amount = Amount(unit=unit, amount=actual)
     metrics = metrics if metrics is not None and not _metrics_empty(metrics) else None
-    commit = CommitRequest(idempotency_key=key, actual=amount, metrics=metrics, metadata=commit_metadata or None)
+    commit = CommitRequest(
+        idempotency_key=key, actual=amount, metrics=metrics, metadata=commit_metadata or None
+    )
     event = EventCreateRequest(
         idempotency_key=key,
         subject=reserved.request.subject,
@@ -376,7 +378,11 @@ def settle_steps(
                 now: float = yield Now()
                 yield SleepUntil(now + (record.not_before_ms - wall))
         is_event = record.mode == "event"
-        http = rq.create_event(record.event_body) if is_event else rq.commit(record.reservation_id, record.commit_body)
+        http = (
+            rq.create_event(record.event_body)
+            if is_event
+            else rq.commit(record.reservation_id, record.commit_body)
+        )
         sent: Sent = yield Send(http)
         operation = rq.Operation.EVENT if is_event else rq.Operation.COMMIT
         outcome = classify(operation, sent.response)
@@ -386,10 +392,7 @@ def settle_steps(
             if retries or is_event:
                 log.info(
                     "settled reservation %s by %s after %d retr%s",
-                    record.reservation_id,
-                    "event" if is_event else "commit",
-                    retries,
-                    "y" if retries == 1 else "ies",
+                    record.reservation_id, "event" if is_event else "commit", retries, "y" if retries == 1 else "ies",
                 )
             return Settlement(state="settled", model=outcome.model)
         switch = outcome.kind is OutcomeKind.EXPIRED and not is_event
@@ -417,9 +420,7 @@ def settle_steps(
             rejection = error_from_response(sent.response, "Settlement rejected")
             log.error(
                 "settlement rejected by the server; the spend is NOT on the ledger: reservation_id=%s mode=%s error=%s",
-                record.reservation_id,
-                record.mode,
-                rejection,
+                record.reservation_id, record.mode, rejection,
             )
             if journal:
                 yield JournalDelete(record.reservation_id)

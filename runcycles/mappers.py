@@ -128,7 +128,8 @@ def _reader(cls: type[M], name: str) -> Callable[[object], M]:
 
     reader.__name__ = reader.__qualname__ = name
     reader.__doc__ = (
-        f"Read a wire dict as a :class:`~runcycles.models.{cls.__name__}` (lenient; raises only ResponseFormatError)."
+        f"Read a wire dict as a :class:`~runcycles.models.{cls.__name__}` (lenient; raises only "
+        "ResponseFormatError)."
     )
     return reader
 
@@ -162,10 +163,14 @@ cycles_evidence_ref_from_wire = _reader(CyclesEvidenceRef, "cycles_evidence_ref_
 reservation_evidence_from_wire = _reader(ReservationEvidence, "reservation_evidence_from_wire")
 action_quota_violation_from_wire = _reader(ActionQuotaViolation, "action_quota_violation_from_wire")
 deny_detail_from_wire = _reader(DenyDetail, "deny_detail_from_wire")
-reservation_create_response_from_wire = _reader(ReservationCreateResponse, "reservation_create_response_from_wire")
+reservation_create_response_from_wire = _reader(
+    ReservationCreateResponse, "reservation_create_response_from_wire"
+)
 commit_response_from_wire = _reader(CommitResponse, "commit_response_from_wire")
 release_response_from_wire = _reader(ReleaseResponse, "release_response_from_wire")
-reservation_extend_response_from_wire = _reader(ReservationExtendResponse, "reservation_extend_response_from_wire")
+reservation_extend_response_from_wire = _reader(
+    ReservationExtendResponse, "reservation_extend_response_from_wire"
+)
 decision_response_from_wire = _reader(DecisionResponse, "decision_response_from_wire")
 event_create_response_from_wire = _reader(EventCreateResponse, "event_create_response_from_wire")
 reservation_detail_from_wire = _reader(ReservationDetail, "reservation_detail_from_wire")
@@ -175,9 +180,13 @@ balance_response_from_wire = _reader(BalanceResponse, "balance_response_from_wir
 error_response_from_wire = _reader(ErrorResponse, "error_response_from_wire")
 
 # Readers of request schemas (tests, the embedded server).
-reservation_create_request_from_wire = _reader(ReservationCreateRequest, "reservation_create_request_from_wire")
+reservation_create_request_from_wire = _reader(
+    ReservationCreateRequest, "reservation_create_request_from_wire"
+)
 commit_request_from_wire = _reader(CommitRequest, "commit_request_from_wire")
 release_request_from_wire = _reader(ReleaseRequest, "release_request_from_wire")
-reservation_extend_request_from_wire = _reader(ReservationExtendRequest, "reservation_extend_request_from_wire")
+reservation_extend_request_from_wire = _reader(
+    ReservationExtendRequest, "reservation_extend_request_from_wire"
+)
 decision_request_from_wire = _reader(DecisionRequest, "decision_request_from_wire")
 event_create_request_from_wire = _reader(EventCreateRequest, "event_create_request_from_wire")

@@ -238,7 +238,9 @@ def _check(rule: Callable[..., None], path: str, *, required: bool = False, **kw
 
 
 def _idempotency_key() -> _Validator:
-    return _check(v.check_str, "idempotency_key", required=True, min_len=1, max_len=v.IDEMPOTENCY_KEY_MAX)
+    return _check(
+        v.check_str, "idempotency_key", required=True, min_len=1, max_len=v.IDEMPOTENCY_KEY_MAX
+    )
 
 
 def _required_model(path: str, cls: type) -> _Validator:
@@ -324,7 +326,9 @@ class Subject:
     workflow: str | None = _subject_str("workflow")
     agent: str | None = _subject_str("agent")
     toolset: str | None = _subject_str("toolset")
-    dimensions: Mapping[str, str] | None = attrs.field(default=None, validator=_check_dimensions, metadata=w.STR_MAP)
+    dimensions: Mapping[str, str] | None = attrs.field(
+        default=None, validator=_check_dimensions, metadata=w.STR_MAP
+    )
     extra: Mapping[str, Any] = _extra()
 
     def has_standard_field(self) -> bool:
@@ -392,8 +396,12 @@ class Caps:
 
     max_tokens: int | None = attrs.field(default=None, metadata=w.INT)
     max_steps_remaining: int | None = attrs.field(default=None, metadata=w.INT)
-    tool_allowlist: tuple[str, ...] | None = attrs.field(default=None, converter=_to_str_tuple, metadata=w.STR_LIST)
-    tool_denylist: tuple[str, ...] | None = attrs.field(default=None, converter=_to_str_tuple, metadata=w.STR_LIST)
+    tool_allowlist: tuple[str, ...] | None = attrs.field(
+        default=None, converter=_to_str_tuple, metadata=w.STR_LIST
+    )
+    tool_denylist: tuple[str, ...] | None = attrs.field(
+        default=None, converter=_to_str_tuple, metadata=w.STR_LIST
+    )
     cooldown_ms: int | None = attrs.field(default=None, metadata=w.INT)
     extra: Mapping[str, Any] = _extra()
 
@@ -485,7 +493,9 @@ class DenyDetail:
     """v0.1.26 enriched deny context (on DENY decisions, and as ``details.deny_detail`` of 409 errors)."""
 
     reason_code: str = attrs.field(metadata=w.STR)
-    quota_violation: ActionQuotaViolation | None = attrs.field(default=None, metadata=w.model(ActionQuotaViolation))
+    quota_violation: ActionQuotaViolation | None = attrs.field(
+        default=None, metadata=w.model(ActionQuotaViolation)
+    )
     blocked_by_scope: str | None = attrs.field(default=None, metadata=w.STR)
     blocked_by_policy: str | None = attrs.field(default=None, metadata=w.STR)
     suggested_fix: str | None = attrs.field(default=None, metadata=w.STR)
@@ -527,7 +537,9 @@ class ReservationCreateRequest:
         validator=_check(v.check_enum, "overage_policy", enum_cls=CommitOveragePolicy),
         metadata=w.enum_of(CommitOveragePolicy),
     )
-    dry_run: bool | None = attrs.field(default=None, validator=_check(v.check_bool, "dry_run"), metadata=w.BOOL)
+    dry_run: bool | None = attrs.field(
+        default=None, validator=_check(v.check_bool, "dry_run"), metadata=w.BOOL
+    )
     metadata: Mapping[str, Any] | None = attrs.field(default=None, validator=_metadata(), metadata=w.OBJECT)
     observe_mode: ObserveMode | str | None = attrs.field(
         default=None,
@@ -693,7 +705,9 @@ class DecisionResponse:
     caps: Caps | None = attrs.field(default=None, metadata=w.model(Caps))
     reason_code: str | None = attrs.field(default=None, metadata=w.STR)
     retry_after_ms: int | None = attrs.field(default=None, metadata=w.INT)
-    affected_scopes: tuple[str, ...] | None = attrs.field(default=None, converter=_to_scopes_opt, metadata=w.SCOPES)
+    affected_scopes: tuple[str, ...] | None = attrs.field(
+        default=None, converter=_to_scopes_opt, metadata=w.SCOPES
+    )
     cycles_evidence: CyclesEvidenceRef | None = attrs.field(default=None, metadata=w.model(CyclesEvidenceRef))
     deny_detail: DenyDetail | None = attrs.field(default=None, metadata=w.model(DenyDetail))
     extra: Mapping[str, Any] = _extra()
@@ -776,7 +790,9 @@ class ErrorResponse:
     ``details.deny_detail`` (see :attr:`deny_detail`).
     """
 
-    error: ErrorCode = attrs.field(metadata=w.enum_of(ErrorCode, fallback=ErrorCode.UNKNOWN, raw_attr="error_raw"))
+    error: ErrorCode = attrs.field(
+        metadata=w.enum_of(ErrorCode, fallback=ErrorCode.UNKNOWN, raw_attr="error_raw")
+    )
     message: str = attrs.field(metadata=w.STR)
     request_id: str = attrs.field(metadata=w.STR)
     trace_id: str | None = attrs.field(default=None, metadata=w.STR)

@@ -163,7 +163,9 @@ class AsyncStreamReservation(_Handle):
         if plan == "commit":
             if self._finalize():
                 with anyio.CancelScope(shield=True):
-                    outcome = await run_async(self._settle_steps(self.actual, None, None), self._runtime.async_env())
+                    outcome = await run_async(
+                        self._settle_steps(self.actual, None, None), self._runtime.async_env()
+                    )
                 if not failed:
                     self._check(outcome)
         elif plan == "release":

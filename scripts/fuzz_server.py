@@ -80,11 +80,12 @@ def main() -> int:
                 "SCHEMATHESIS_HOOKS": "fuzz_hooks",
                 "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "scripts"), os.environ.get("PYTHONPATH", "")]),
             }
-            command = [st, "run", str(args.spec), "--url", f"http://127.0.0.1:{port}"]
+            command = [st, "run", str(args.spec.resolve()), "--url", f"http://127.0.0.1:{port}"]
             command += ["-H", f"X-Cycles-API-Key: {key}", "--checks", CHECKS, "--max-time", str(args.max_time)]
             command += ["--generation-database", "none", "--no-color", "--request-timeout", "10"]
             command += ["--output-sanitize", "true", "--workers", "1"]
-            status = subprocess.run(command, env=env, timeout=args.max_time + 120).returncode
+            # In the temporary directory, so that schemathesis' own cache stays out of the repository.
+            status = subprocess.run(command, env=env, cwd=tmp, timeout=args.max_time + 120).returncode
         finally:
             serve.send_signal(signal.SIGINT)
             try:

@@ -140,9 +140,7 @@ def classify(operation: Operation, response: CyclesResponse) -> Outcome:
     """What ``response`` means for ``operation`` (any operation; reads succeed on a readable 200)."""
     if response.is_transport_error or response.is_server_error:
         return Outcome(
-            kind=OutcomeKind.TRANSIENT,
-            response=response,
-            error_code=error_code_of(response),
+            kind=OutcomeKind.TRANSIENT, response=response, error_code=error_code_of(response),
             problem=response.error_message,
         )
     if response.is_success:
@@ -150,9 +148,7 @@ def classify(operation: Operation, response: CyclesResponse) -> Outcome:
     code = error_code_of(response)
     if response.status == 429 or code is ErrorCode.LIMIT_EXCEEDED:
         return Outcome(
-            kind=OutcomeKind.RATE_LIMITED,
-            response=response,
-            error_code=code,
+            kind=OutcomeKind.RATE_LIMITED, response=response, error_code=code,
             retry_after_ms=response.retry_after_ms,
         )
     if not response.is_client_error:

@@ -117,7 +117,9 @@ def _post(operation: Operation, path: str, request: object, traceparent: str | N
     key = body.get("idempotency_key")
     if isinstance(key, str) and key:
         headers["X-Idempotency-Key"] = key
-    return HttpRequest(operation=operation, method="POST", path=path, headers=headers, content=dumps(body), body=body)
+    return HttpRequest(
+        operation=operation, method="POST", path=path, headers=headers, content=dumps(body), body=body
+    )
 
 
 def create_reservation(request: object, *, traceparent: str | None = None) -> HttpRequest:

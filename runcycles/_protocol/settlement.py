@@ -93,9 +93,8 @@ def next_retry_delay_ms(
     ignored).
     """
     _check(initial_ms, multiplier, max_ms, jitter)
-    delay = math.floor(
-        _jittered(backoff_ms(attempt, initial_ms=initial_ms, multiplier=multiplier, max_ms=max_ms), jitter, rng)
-    )
+    delay = math.floor(_jittered(backoff_ms(attempt, initial_ms=initial_ms, multiplier=multiplier, max_ms=max_ms),
+                                 jitter, rng))
     if retry_after_ms is not None and retry_after_ms > 0:
         delay = max(delay, min(int(retry_after_ms), MAX_RETRY_AFTER_MS))
     return delay

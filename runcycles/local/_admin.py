@@ -175,7 +175,9 @@ def create_api_key(env: Env, body: dict[str, Any]) -> dict[str, Any]:
             raise invalid(f"Tenant not found: {body['tenant_id']}")
         if tenant["status"] == "CLOSED":
             raise LocalServerError(409, "TENANT_CLOSED", "Tenant is closed")
-        expires_ms = parse_iso(body["expires_at"], "expires_at") if "expires_at" in body else now + 365 * DAY_MS
+        expires_ms = (
+            parse_iso(body["expires_at"], "expires_at") if "expires_at" in body else now + 365 * DAY_MS
+        )
         doc: dict[str, Any] = {
             "key_id": "key_" + new_id().replace("-", ""),
             "tenant_id": tenant["tenant_id"],
@@ -378,7 +380,9 @@ def update_budget(env: Env, scope: str, unit: str, body: dict[str, Any]) -> dict
         return ledger_wire(budget)
 
 
-def fund_budget(env: Env, scope: str, unit: str, tenant_id: str | None, body: dict[str, Any]) -> dict[str, Any]:
+def fund_budget(
+    env: Env, scope: str, unit: str, tenant_id: str | None, body: dict[str, Any]
+) -> dict[str, Any]:
     """CREDIT / DEBIT / RESET / RESET_SPENT / REPAY_DEBT on one ledger (replayable by ``idempotency_key``)."""
     with env.ledger.write() as conn:
         now = env.clock()
@@ -390,7 +394,9 @@ def fund_budget(env: Env, scope: str, unit: str, tenant_id: str | None, body: di
             found = db.get_idempotent(conn, budget.tenant_id, endpoint, key, now)
             if found is not None:
                 if found[0] != digest:
-                    raise LocalServerError(409, "IDEMPOTENCY_MISMATCH", "Idempotency key reused with a different body")
+                    raise LocalServerError(
+                        409, "IDEMPOTENCY_MISMATCH", "Idempotency key reused with a different body"
+                    )
                 result: dict[str, Any] = json.loads(found[2])
                 return result
         if budget.status in ("FROZEN", "CLOSED"):
@@ -428,7 +434,9 @@ def fund_budget(env: Env, scope: str, unit: str, tenant_id: str | None, body: di
             "timestamp": iso(now),
         }
         if key is not None:
-            db.put_idempotent(conn, budget.tenant_id, endpoint, key, digest, 200, dumps(result), now + 30 * DAY_MS)
+            db.put_idempotent(
+                conn, budget.tenant_id, endpoint, key, digest, 200, dumps(result), now + 30 * DAY_MS
+            )
         return result
 
 

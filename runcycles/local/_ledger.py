@@ -325,7 +325,9 @@ def load_budgets(conn: sqlite3.Connection, tenant_id: str, scopes: Iterable[str]
 
 def get_budget(conn: sqlite3.Connection, scope: str, unit: str) -> Budget | None:
     """The budget at exactly (scope, unit), if any."""
-    row = conn.execute(f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE scope = ? AND unit = ?", (scope, unit)).fetchone()
+    row = conn.execute(
+        f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE scope = ? AND unit = ?", (scope, unit)
+    ).fetchone()
     return _budget(row) if row else None
 
 
@@ -446,9 +448,13 @@ def get_reservation(conn: sqlite3.Connection, reservation_id: str) -> Reservatio
     return _reservation(row) if row else None
 
 
-def query_reservations(conn: sqlite3.Connection, where: str, params: Iterable[Any], tail: str) -> list[Reservation]:
+def query_reservations(
+    conn: sqlite3.Connection, where: str, params: Iterable[Any], tail: str
+) -> list[Reservation]:
     """Reservations matching a prepared WHERE clause (``tail`` carries ORDER BY / LIMIT)."""
-    rows = conn.execute(f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE {where} {tail}", tuple(params))
+    rows = conn.execute(
+        f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE {where} {tail}", tuple(params)
+    )
     return [_reservation(row) for row in rows.fetchall()]
 
 
@@ -490,13 +496,16 @@ def get_idempotent(
 ) -> tuple[str, int, bytes] | None:
     """The stored (payload_hash, status, body) for a still-valid key, if any."""
     row = conn.execute(
-        "SELECT payload_hash, status, body, expires_at_ms FROM idempotency WHERE tenant_id=? AND endpoint=? AND key=?",
+        "SELECT payload_hash, status, body, expires_at_ms FROM idempotency "
+        "WHERE tenant_id=? AND endpoint=? AND key=?",
         (tenant_id, endpoint, key),
     ).fetchone()
     if row is None:
         return None
     if row[3] < now:
-        conn.execute("DELETE FROM idempotency WHERE tenant_id=? AND endpoint=? AND key=?", (tenant_id, endpoint, key))
+        conn.execute(
+            "DELETE FROM idempotency WHERE tenant_id=? AND endpoint=? AND key=?", (tenant_id, endpoint, key)
+        )
         return None
     return row[0], row[1], bytes(row[2])
 
@@ -532,12 +541,16 @@ def get_tenant(conn: sqlite3.Connection, tenant_id: str) -> dict[str, Any] | Non
 
 def put_tenant(conn: sqlite3.Connection, doc: dict[str, Any]) -> None:
     """Insert or replace a tenant document."""
-    conn.execute("INSERT OR REPLACE INTO tenants VALUES (?,?,?)", (doc["tenant_id"], doc["status"], _dumps(doc)))
+    conn.execute(
+        "INSERT OR REPLACE INTO tenants VALUES (?,?,?)", (doc["tenant_id"], doc["status"], _dumps(doc))
+    )
 
 
 def list_tenants(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """All tenant documents ordered by id."""
-    return [json.loads(row[0]) for row in conn.execute("SELECT doc FROM tenants ORDER BY tenant_id").fetchall()]
+    return [
+        json.loads(row[0]) for row in conn.execute("SELECT doc FROM tenants ORDER BY tenant_id").fetchall()
+    ]
 
 
 def insert_api_key(
@@ -558,7 +571,9 @@ def insert_api_key(
     )
 
 
-def keys_with_prefix(conn: sqlite3.Connection, key_prefix: str) -> list[tuple[str, str, bytes, bytes, str, int]]:
+def keys_with_prefix(
+    conn: sqlite3.Connection, key_prefix: str
+) -> list[tuple[str, str, bytes, bytes, str, int]]:
     """Candidate keys for a presented secret: (key_id, tenant_id, salt, hash, status, expires_at_ms)."""
     rows = conn.execute(
         "SELECT key_id, tenant_id, salt, key_hash, status, expires_at_ms FROM api_keys WHERE key_prefix = ?",

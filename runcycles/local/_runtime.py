@@ -155,7 +155,9 @@ class Idem:
             )
         return status, body
 
-    def store(self, conn: sqlite3.Connection, status: int, body: dict[str, Any], expires_at_ms: int) -> Response:
+    def store(
+        self, conn: sqlite3.Connection, status: int, body: dict[str, Any], expires_at_ms: int
+    ) -> Response:
         """Store a successful response and return it."""
         raw = dumps(body)
         db.put_idempotent(conn, self.tenant, self.endpoint, self.key, self.digest, status, raw, expires_at_ms)
@@ -211,7 +213,9 @@ def budgets_for(conn: sqlite3.Connection, tenant_id: str, scopes: list[str], uni
     return matching
 
 
-def evaluate(conn: sqlite3.Connection, tenant_id: str, subject: dict[str, Any], estimate: dict[str, Any]) -> Evaluation:
+def evaluate(
+    conn: sqlite3.Connection, tenant_id: str, subject: dict[str, Any], estimate: dict[str, Any]
+) -> Evaluation:
     """Run the reserve checks (first failing scope wins) without mutating anything."""
     scopes = derive_scopes(subject)
     if tenant_closed(conn, tenant_id):
@@ -450,7 +454,9 @@ def apply_commit(budgets: list[Budget], estimate: int, actual: int, policy: str)
     short = [b for b in budgets if b.remaining < delta] if delta > 0 else []
     if delta > 0 and policy == "REJECT":
         scope = budgets[0].scope if budgets else ""
-        raise LocalServerError(409, "BUDGET_EXCEEDED", f"Actual exceeds the reserved amount for scope {scope}")
+        raise LocalServerError(
+            409, "BUDGET_EXCEEDED", f"Actual exceeds the reserved amount for scope {scope}"
+        )
     if delta > 0 and policy == "ALLOW_WITH_OVERDRAFT":
         for budget in short:
             if budget.debt + delta > budget.overdraft_limit:
@@ -580,7 +586,9 @@ def apply_event(budgets: list[Budget], actual: int, policy: str) -> int:
     """Charge an event on every budget under ``policy``; returns the charged amount."""
     short = [b for b in budgets if b.remaining < actual]
     if policy == "REJECT" and short:
-        raise LocalServerError(409, "BUDGET_EXCEEDED", f"Insufficient remaining budget for scope {short[0].scope}")
+        raise LocalServerError(
+            409, "BUDGET_EXCEEDED", f"Insufficient remaining budget for scope {short[0].scope}"
+        )
     if policy == "ALLOW_WITH_OVERDRAFT":
         for budget in short:
             if budget.debt + actual > budget.overdraft_limit:
@@ -759,7 +767,9 @@ def get_balances(env: Env, req: Request) -> Response:
     filters = {level: req.param(level) for level in SCOPE_LEVELS}
     given = {level: value for level, value in filters.items() if value is not None}
     if not given:
-        raise invalid("at least one subject filter (tenant, workspace, app, workflow, agent, toolset) is required")
+        raise invalid(
+            "at least one subject filter (tenant, workspace, app, workflow, agent, toolset) is required"
+        )
     tenant = effective_tenant(req)
     segments = {f"{level}:{value.lower()}" for level, value in given.items()}
     limit = page_limit(req)
