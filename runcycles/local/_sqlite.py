@@ -13,11 +13,13 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 DURABILITY = ("full", "normal")
 DEFAULT_POOL_SIZE = 8
+_NEW_FILE_GRACE_S = 2.0
 
 _SECRETS_SCHEMA = "CREATE TABLE IF NOT EXISTS server_secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)"
 
@@ -89,10 +91,18 @@ def check_file(path: str) -> None:
     """Refuse a file that cannot hold a Cycles ledger, before anything writes to it.
 
     A zero-length file is refused too: SQLite would silently treat it as a new, empty database, which for a
-    file that once held a ledger means starting over with no budgets and no record of spend.
+    file that once held a ledger means starting over with no budgets and no record of spend. A file created
+    in the last few seconds may be another process initialising the same new database (SQLite creates the
+    file empty and writes its header a moment later), so that gets a short wait first.
     """
     try:
         size = os.path.getsize(path)
+        deadline = time.monotonic() + _NEW_FILE_GRACE_S
+        while size == 0 and time.time() - os.path.getmtime(path) < _NEW_FILE_GRACE_S:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)  # polling a file another process is writing; there is nothing to wait on
+            size = os.path.getsize(path)
     except FileNotFoundError:
         return
     except OSError as exc:
@@ -140,9 +150,7 @@ def synchronous_pragma(durability: str) -> str:
 def server_secret(conn: sqlite3.Connection, name: str) -> bytes:
     """A random per-database secret (created on first use, then stored in the database)."""
     conn.execute(_SECRETS_SCHEMA)
+    # INSERT OR IGNORE first: processes starting together on one file all end up with the first one's secret.
+    conn.execute("INSERT OR IGNORE INTO server_secrets VALUES (?, ?)", (name, secrets.token_bytes(32)))
     row = conn.execute("SELECT value FROM server_secrets WHERE name = ?", (name,)).fetchone()
-    if row is not None:
-        return bytes(row[0])
-    value = secrets.token_bytes(32)
-    conn.execute("INSERT INTO server_secrets VALUES (?, ?)", (name, value))
-    return value
+    return bytes(row[0])

@@ -9,6 +9,7 @@ SIGKILL at both durability levels.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import threading
@@ -157,6 +158,7 @@ def test_damaged_databases_are_refused(tmp_path: Path, damage: str) -> None:
         db.write_bytes(b"not a database at all " * 200)
     elif damage == "empty":
         db.write_bytes(b"")
+        os.utime(db, (time.time() - 3600, time.time() - 3600))  # an old file, not one being created now
     else:
         _good_db(db)
         _zero_page(db, 3)
@@ -219,3 +221,33 @@ def test_durability_levels(tmp_path: Path) -> None:
         LocalCyclesServer(tmp_path / "c.db", durability="sometimes")
     bad = run_serve("--durability", "sometimes")
     assert bad.returncode == 2 and "durability" in bad.stderr
+
+
+def test_processes_starting_together_share_one_cursor_secret(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    servers: list[LocalCyclesServer] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            servers.append(LocalCyclesServer(db))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert len({server._env.ledger.cursor_secret for server in servers}) == 1
+    for server in servers:
+        server.close()
+
+
+def test_a_new_empty_file_that_stays_empty_is_refused_after_a_short_grace(tmp_path: Path) -> None:
+    db = tmp_path / "fresh.db"
+    db.write_bytes(b"")  # just created, as by a process that is about to initialise it - but nothing comes
+    with pytest.raises(LocalDatabaseError, match="empty"):
+        LocalCyclesServer(db)
+    assert db.read_bytes() == b""
