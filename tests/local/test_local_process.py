@@ -65,8 +65,10 @@ def test_bursts_and_idle_periods_under_a_64_fd_limit_keep_fds_flat(tmp_path: Pat
             commits += _burst(serve, f"b{cycle}")
             db_fds.append(serve.open_fds(under=tmp_path))
         assert serve.proc.poll() is None
-        assert max(db_fds) <= db_fds[0] + 1, db_fds  # flat, not growing per cycle
-        assert max(db_fds) <= 3 * 8 + 2  # at most the pool (db + wal + shm per connection)
+        # Flat: bounded by the pool (8 connections, each a db and a wal descriptor, plus the shared shm)
+        # whatever the number of cycles. The pool fills lazily, so how far a given burst fills it depends
+        # on how much the requests overlapped; a thread-per-connection ledger grew ~2 per retired thread.
+        assert max(db_fds) <= 2 * 8 + 2, db_fds
         assert serve.open_fds() < 64
         with serve.client() as client:
             balance = client.get("/v1/balances", params={"tenant": "acme"}).json()["balances"][0]
