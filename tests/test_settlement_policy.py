@@ -7,6 +7,7 @@ import random
 import pytest
 import tenacity
 
+from runcycles._protocol.settle_machine import RetryPolicy
 from runcycles._protocol.settlement import (
     MAX_RETRY_AFTER_MS,
     SettlementWait,
@@ -17,7 +18,6 @@ from runcycles._protocol.settlement import (
     settlement_stop,
     settlement_wait,
 )
-from runcycles._protocol.settle_machine import RetryPolicy
 
 DEFAULTS = {"initial_ms": 500, "multiplier": 2.0, "max_ms": 30000}
 
