@@ -129,33 +129,36 @@ def heartbeat_steps(
             kind=_failure_kind(outcome),
             retry_after_s=None if retry_after is None else retry_after // 1000,
         )
-        code = outcome.error_code.value if outcome.error_code is not None else None
-        reason = outcome.problem or outcome.kind.value
+        report(_failure_event(reservation_id, outcome, beat, at))
         if beat.is_stop:
-            reason = f"{reason}; {beat.reason}" if beat.reason else reason
-            log.warning(
-                "heartbeat extend failed, stopping: reservation_id=%s status=%s error=%s reason=%s",
-                reservation_id, sent.response.status, code, reason,
-            )
-            report(
-                HeartbeatEvent(
-                    reservation_id=reservation_id, disposition=HeartbeatDisposition.STOPPED, reason=reason,
-                    status=sent.response.status, error_code=code,
-                )
-            )
             return
-        delay = max(0, int(beat.due_at_ms - at))
+
+
+def _failure_event(reservation_id: str, outcome: Outcome, beat: Beat, now_ms: float) -> HeartbeatEvent:
+    """Log a failed extend and describe it for ``on_heartbeat_failure`` (stopped, or retrying per ``beat``)."""
+    status = outcome.response.status
+    code = outcome.error_code.value if outcome.error_code is not None else None
+    reason = outcome.problem or outcome.kind.value
+    if beat.is_stop:
+        reason = f"{reason}; {beat.reason}" if beat.reason else reason
         log.warning(
-            "heartbeat extend failed, retrying with the same idempotency key in %d ms: reservation_id=%s "
-            "status=%s error=%s reason=%s",
-            delay, reservation_id, sent.response.status, code, reason,
+            "heartbeat extend failed, stopping: reservation_id=%s status=%s error=%s reason=%s",
+            reservation_id, status, code, reason,
         )
-        report(
-            HeartbeatEvent(
-                reservation_id=reservation_id, disposition=HeartbeatDisposition.RETRYING, reason=reason,
-                status=sent.response.status, error_code=code, retry_in_ms=delay,
-            )
+        return HeartbeatEvent(
+            reservation_id=reservation_id, disposition=HeartbeatDisposition.STOPPED, reason=reason,
+            status=status, error_code=code,
         )
+    delay = max(0, int(beat.due_at_ms - now_ms))
+    log.warning(
+        "heartbeat extend failed, retrying with the same idempotency key in %d ms: reservation_id=%s "
+        "status=%s error=%s reason=%s",
+        delay, reservation_id, status, code, reason,
+    )
+    return HeartbeatEvent(
+        reservation_id=reservation_id, disposition=HeartbeatDisposition.RETRYING, reason=reason,
+        status=status, error_code=code, retry_in_ms=delay,
+    )
 
 
 def _deadline(schedule: LeaseSchedule) -> int | None:
