@@ -38,14 +38,12 @@ if TYPE_CHECKING:
         CyclesProtocolError,
         CyclesTransportError,
         DebtOutstandingError,
+        JournalError,
         OverdraftLimitExceededError,
         ReservationExpiredError,
         ReservationFinalizedError,
         ResponseFormatError,
         TenantClosedError,
-    )
-    from .journal import (
-        JournalError,
     )
     from .mappers import (
         action_from_wire,
@@ -191,7 +189,7 @@ _EXPORTS: dict[str, str] = {
     "EventStatus": "models",
     "ExtendStatus": "models",
     "HeartbeatEvent": "_heartbeat",
-    "JournalError": "journal",
+    "JournalError": "errors",
     "ObserveMode": "models",
     "OverdraftLimitExceededError": "errors",
     "PolicyKeys": "models",
