@@ -304,8 +304,9 @@ def test_another_process_skips_a_record_its_live_writer_owns(tmp_path: Path, end
         assert not (j.directory / (journal_filename("r1") + ".lock")).exists()  # nor did the skipped claim
     finally:
         if ending == "kill":
-            proc.kill()
-        done.set()
+            proc.kill()  # (setting `done` after this could wait forever for the dead waiter)
+        else:
+            done.set()
         proc.join(60)
     with j.claim("r1") as record:  # its owner is gone, however it ended
         assert record is not None

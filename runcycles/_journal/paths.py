@@ -14,6 +14,8 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..errors import JournalError
+
 __all__ = [
     "DIR_MODE",
     "FILE_MODE",
@@ -24,6 +26,7 @@ __all__ = [
     "journal_fingerprint",
     "legacy_filename",
     "makedirs",
+    "resolve_partition",
     "warn_fallback_once",
 ]
 
@@ -148,3 +151,43 @@ def makedirs(path: Path) -> None:
             os.chmod(directory, DIR_MODE)
     if not path.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(path))
+
+
+def resolve_partition(root: Path | None, fingerprint: str) -> Path:
+    """Create (0700) and return ``<root>/<fingerprint>``; without ``root`` the per-user default, falling back
+    to a temp-dir root owned by this user. Raises :class:`JournalError`."""
+    if root is not None:
+        target = root / fingerprint
+        try:
+            _prepare(target)
+        except OSError as exc:
+            raise JournalError(f"cannot create journal directory {target}: {exc}") from exc
+        return target
+    preferred = default_journal_root() / fingerprint
+    try:
+        _prepare(preferred)
+        return preferred
+    except OSError as exc:
+        fallback = fallback_root() / fingerprint
+        try:
+            _prepare(fallback, check_owner=fallback.parent.parent)
+        except OSError as exc2:
+            raise JournalError(
+                f"cannot create journal directory {preferred} ({exc}) nor fallback {fallback} ({exc2})"
+            ) from exc2
+        warn_fallback_once(preferred, fallback, exc)
+        return fallback
+
+
+def _prepare(directory: Path, check_owner: Path | None = None) -> None:
+    makedirs(directory)
+    if check_owner is not None and hasattr(os, "getuid"):
+        # The fallback lives in a shared temp dir: refuse one that another user created or a symlink.
+        st = os.lstat(check_owner)
+        if not os.path.isdir(check_owner) or os.path.islink(check_owner) or st.st_uid != os.getuid():
+            raise PermissionError(errno.EPERM, "not owned by the current user", str(check_owner))
+        os.chmod(check_owner, DIR_MODE)
+    with contextlib.suppress(OSError):
+        os.chmod(directory, DIR_MODE)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "not writable", str(directory))

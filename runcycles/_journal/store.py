@@ -10,7 +10,6 @@ record owns it in process (`Journal.own`, plus the owner token in the file); a r
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import secrets
@@ -21,17 +20,7 @@ from pathlib import Path
 
 from ..errors import JournalError
 from .locks import LOCK_SUFFIX, Lock, hold, owner_alive, process_owner, sweep_owners, try_lock, unhold
-from .paths import (
-    DIR_MODE,
-    V2_NAME,
-    default_journal_root,
-    fallback_root,
-    journal_filename,
-    journal_fingerprint,
-    legacy_filename,
-    makedirs,
-    warn_fallback_once,
-)
+from .paths import V2_NAME, journal_filename, journal_fingerprint, legacy_filename, makedirs, resolve_partition
 from .record import (
     JOURNAL_VERSION,
     InvalidRecord,
@@ -114,45 +103,8 @@ class Journal:
             return directory
         with self._dir_lock:
             if self._directory is None:
-                self._directory = self._resolve_directory()
+                self._directory = resolve_partition(self._root, self._fingerprint)
             return self._directory
-
-    def _resolve_directory(self) -> Path:
-        if self._root is not None:
-            target = self._root / self._fingerprint
-            try:
-                self._prepare(target)
-            except OSError as exc:
-                raise JournalError(f"cannot create journal directory {target}: {exc}") from exc
-            return target
-        preferred = default_journal_root() / self._fingerprint
-        try:
-            self._prepare(preferred)
-            return preferred
-        except OSError as exc:
-            fallback = fallback_root() / self._fingerprint
-            try:
-                self._prepare(fallback, check_owner=fallback.parent.parent)
-            except OSError as exc2:
-                raise JournalError(
-                    f"cannot create journal directory {preferred} ({exc}) nor fallback {fallback} ({exc2})"
-                ) from exc2
-            warn_fallback_once(preferred, fallback, exc)
-            return fallback
-
-    @staticmethod
-    def _prepare(directory: Path, check_owner: Path | None = None) -> None:
-        makedirs(directory)
-        if check_owner is not None and hasattr(os, "getuid"):
-            # The fallback lives in a shared temp dir: refuse one that another user created or a symlink.
-            st = os.lstat(check_owner)
-            if not os.path.isdir(check_owner) or os.path.islink(check_owner) or st.st_uid != os.getuid():
-                raise PermissionError(errno.EPERM, "not owned by the current user", str(check_owner))
-            os.chmod(check_owner, DIR_MODE)
-        with contextlib.suppress(OSError):
-            os.chmod(directory, DIR_MODE)
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, "not writable", str(directory))
 
     def path_for(self, reservation_id: str) -> Path:
         """The record file of ``reservation_id`` (whether or not it exists)."""
