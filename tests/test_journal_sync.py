@@ -348,3 +348,18 @@ def test_replay_in_another_process_never_settles_what_a_live_process_is_settling
     assert world.journal_files() == []
     status, detail = world.reservation(record["reservation_id"])
     assert status == 200 and detail["status"] == "COMMITTED"
+
+
+def test_a_failed_directory_sync_fails_the_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runcycles._journal import writer
+    from runcycles.errors import JournalError
+
+    j = _journal(tmp_path)
+
+    def broken(directory: Path) -> None:
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(writer, "fsync_dir", broken)
+    with pytest.raises(JournalError, match="cannot sync journal directory"):
+        j.write(_record("r1"))
+    _journal(tmp_path, "process").write(_record("r2"))  # process mode never syncs the directory

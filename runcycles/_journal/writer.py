@@ -26,6 +26,7 @@ import anyio
 import attrs
 from anyio.lowlevel import RunVar
 
+from ..errors import JournalError
 from .paths import FILE_MODE
 
 __all__ = ["GROUP", "TEMP_SUFFIX", "GroupCommit", "Job", "SyncMode", "fsync_dir", "run_async", "write_file"]
@@ -95,6 +96,7 @@ _in_flush = threading.local()
 
 
 def _run_lane(entries: list[_Entry]) -> None:
+    outer = getattr(_in_flush, "active", False)
     _in_flush.active = True
     try:
         for entry in entries:
@@ -103,7 +105,7 @@ def _run_lane(entries: list[_Entry]) -> None:
             except Exception as exc:
                 entry.error = exc
     finally:
-        _in_flush.active = False
+        _in_flush.active = outer
 
 
 def _lanes() -> ThreadPoolExecutor:
@@ -114,15 +116,15 @@ def _lanes() -> ThreadPoolExecutor:
         return _pool
 
 
-def _flush(batch: list[_Entry]) -> None:
+def _flush(batch: list[_Entry], *, lanes: bool = True) -> None:
     """Run every job (in up to `_LANES` lanes), then sync each directory they touched once; errors stay with
     their jobs."""
-    if len(batch) == 1:
+    if len(batch) == 1 or not lanes:
         _run_lane(batch)
     else:
-        lanes = [batch[i::_LANES] for i in range(min(_LANES, len(batch)))]
-        futures = [_lanes().submit(_run_lane, lane) for lane in lanes[1:]]
-        _run_lane(lanes[0])
+        split = [batch[i::_LANES] for i in range(min(_LANES, len(batch)))]
+        futures = [_lanes().submit(_run_lane, lane) for lane in split[1:]]
+        _run_lane(split[0])
         for future in futures:
             future.result()
     touched: dict[Path, list[_Entry]] = {}
@@ -133,8 +135,9 @@ def _flush(batch: list[_Entry]) -> None:
         try:
             fsync_dir(directory)
         except OSError as exc:
+            error = JournalError(f"cannot sync journal directory {directory}: {exc}")
             for entry in entries:
-                entry.error = exc
+                entry.error = error
     for entry in batch:
         entry.done = True
 
@@ -156,7 +159,7 @@ class GroupCommit:
         """Run ``jobs`` (in a batch with whatever else is pending) and wait; returns each job's error."""
         entries = [_Entry(job) for job in jobs]
         if getattr(_in_flush, "active", False):
-            _flush(entries)  # a job that journals again: run inline rather than wait for ourselves
+            _flush(entries, lanes=False)  # a job that journals again: inline, rather than wait for ourselves
             return [e.error for e in entries]
         with self._cond:
             self._pending.extend(entries)
