@@ -293,7 +293,7 @@ def _compile_reader(cls: type) -> Callable[[object, str], Any]:
                 extra[wire_name] = raw  # a malformed optional extension: kept aside, the rest is still read
         if has_extra:
             values["extra"] = extra
-        instance = new(cls)
+        instance: Any = new(cls)
         for name, value in values.items():
             set_attr(instance, name, value)
         return instance
