@@ -2,8 +2,9 @@
 
     python bench/bench_lifecycle.py [--calls 300]
 
-Measures raw create+commit through the wire client, `with_cycles` with the journal off and on (sync and
-async), and 200 concurrent async guarded calls; also counts threads started on the async path.
+Measures raw create+commit through the wire client (sync and async: the floors), `with_cycles` with the
+journal off and on (sync and async), and 200 concurrent async guarded calls; also counts threads started on the
+async path.
 """
 
 from __future__ import annotations
@@ -83,6 +84,33 @@ def main() -> None:
             print(f"with_cycles sync, journal {label}:              {per_call(guarded, calls):6.3f} ms/call")
 
     async def async_part() -> None:
+        async with AsyncCyclesClient(config(False), transport=server.async_transport()) as raw_async:
+            m = [0]
+
+            async def raw_async_call() -> None:
+                m[0] += 1
+                r = await raw_async.create_reservation(
+                    {
+                        "idempotency_key": f"ab-{m[0]}",
+                        "subject": {"tenant": "bench"},
+                        "action": {"kind": "k", "name": "n"},
+                        "estimate": {"unit": "USD_MICROCENTS", "amount": 10},
+                    }
+                )
+                await raw_async.commit_reservation(
+                    r.body["reservation_id"],
+                    {"idempotency_key": f"ac-{m[0]}", "actual": {"unit": "USD_MICROCENTS", "amount": 5}},
+                )
+
+            for _ in range(20):
+                await raw_async_call()
+            samples = []
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                await raw_async_call()
+                samples.append(time.perf_counter() - t0)
+            print(f"raw create+commit (async wire client):     {statistics.median(samples) * 1000:6.3f} ms/call")
+
         for journal in (False, True):
             async with AsyncCyclesClient(config(journal), transport=server.async_transport()) as client:
 
