@@ -51,7 +51,7 @@ class Background:
         self._stopped_timers = 0
         self._seq = itertools.count()
         self._planned_ms = -math.inf  # when the timer task wakes next (-inf: it has yet to look at the queue)
-        self._idle_ms = 1000.0  # how long the timer task sleeps with nothing queued (the latest lead time)
+        self._idle_ms = _MIN_IDLE_MS  # how long the timer task sleeps with nothing queued (the latest lead)
         self._wake: anyio.Event | None = None
         self._timer_task = False
 
@@ -132,7 +132,7 @@ class Background:
         timer = _Timer(_resumed(first, steps))
         with self._lock:
             assert self._env is not None
-            self._idle_ms = max(1.0, first.at_ms - self._env.monotonic())
+            self._idle_ms = min(max(_MIN_IDLE_MS, first.at_ms - self._env.monotonic()), _MAX_IDLE_MS)
             heapq.heappush(self._timers, (first.at_ms, next(self._seq), timer))
             start, self._timer_task = not self._timer_task, True
             wake = first.at_ms < self._planned_ms and not start
@@ -199,6 +199,9 @@ class Background:
         with anyio.CancelScope() as scope:
             with self._lock:
                 if timer.state != _RUNNING or timer.steps is None:
+                    if timer.steps is not None:  # stopped between being popped and starting
+                        timer.steps.close()
+                        timer.steps = None
                     return
                 timer.scope = scope
                 steps = timer.steps
@@ -262,6 +265,10 @@ class Background:
 
 
 _WAITING, _RUNNING, _STOPPED = "waiting", "running", "stopped"
+# Bounds of the idle timer task's sleep: it follows the latest heartbeat's lead time (so the next one, due about
+# as far ahead, needs no wake-up), never a busy loop and never longer than a minute.
+_MIN_IDLE_MS = 100.0
+_MAX_IDLE_MS = 60_000.0
 
 
 class _Timer:

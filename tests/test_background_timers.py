@@ -105,3 +105,10 @@ def test_close_closes_waiting_heartbeats() -> None:
     worker.start_heartbeat(_beat(60_000, threading.Event(), closed, "w"))
     worker.close(1000)
     assert closed == ["w"]
+
+
+def test_an_immediate_beat_does_not_make_the_idle_timer_task_spin(background: Background) -> None:
+    ran = threading.Event()
+    background.start_heartbeat(_beat(0, ran, [], "now"))
+    assert ran.wait(10)
+    assert background._idle_ms >= 100  # the idle sleep never follows a zero lead into a busy loop
