@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -255,12 +254,7 @@ class Runtime:
 
     def start_background_heartbeat(self, reserved: Reserved, context: CyclesContext) -> Callable[[], None]:
         """Run the heartbeat as a task of the background worker; returns the function that stops it."""
-        future: Future[Any] = self.background.submit(self._heartbeat(reserved, context), settlement=False)
-
-        def stop() -> None:
-            future.cancel()
-
-        return stop
+        return self.background.start_heartbeat(self._heartbeat(reserved, context))
 
     def start_sync_heartbeat(self, reserved: Reserved, context: CyclesContext) -> _Stopper:
         """The sync client's heartbeat (on the background worker)."""
