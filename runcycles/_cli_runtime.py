@@ -10,13 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import _cli_format as fmt
 from ._cli_ops import Context, UsageError
+from .validation import STANDARD_SUBJECT_FIELDS as _LEVELS
 
 if TYPE_CHECKING:
     from .client import CyclesClient
     from .models import Balance, ReservationSummary
     from .response import CyclesResponse
-
-_LEVELS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
 
 
 def subject_filters(scope: str) -> dict[str, str]:

@@ -17,11 +17,10 @@ from .config import CyclesConfig
 from .context import CyclesContext
 from .lifecycle import PendingSettlement, Reserved, build_create, build_settlement, new_key
 from .models import CommitOveragePolicy, CyclesMetrics, ReservationCreateRequest, Unit
+from .validation import STANDARD_SUBJECT_FIELDS as SUBJECT_FIELDS
 from .validation import validate_amount, validate_grace_period_ms, validate_ttl_ms
 
 __all__ = ["Guard", "GuardOptions", "options_from"]
-
-SUBJECT_FIELDS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
 
 
 def _value(option: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:

@@ -9,11 +9,12 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from .validation import STANDARD_SUBJECT_FIELDS as _SUBJECT_FIELDS
+
 __all__ = ["CyclesConfig"]
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
-_SUBJECT_FIELDS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
 
 
 def _check_url(_: object, attribute: attrs.Attribute[str], value: str) -> None:

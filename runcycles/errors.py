@@ -229,14 +229,11 @@ _CODE_BY_STATUS: dict[int, str] = {
 
 
 def _code(value: object) -> ErrorCode | None:
-    from .models import ErrorCode
+    from .validation import error_code_from_string
 
     if not isinstance(value, str) or not value:
         return None
-    try:
-        return ErrorCode(value)
-    except ValueError:
-        return ErrorCode.UNKNOWN
+    return error_code_from_string(value)
 
 
 def error_code_of(response: CyclesResponse) -> ErrorCode | None:

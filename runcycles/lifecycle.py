@@ -52,7 +52,8 @@ from .models import (
     Subject,
     Unit,
 )
-from .validation import validate_amount
+from .validation import STANDARD_SUBJECT_FIELDS as SUBJECT_FIELDS
+from .validation import is_metrics_empty, validate_amount
 
 __all__ = [
     "PendingSettlement",
@@ -70,8 +71,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("runcycles.lifecycle")
-
-SUBJECT_FIELDS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
 
 
 def new_key() -> str:
@@ -274,7 +273,7 @@ def build_settlement(
         commit_metadata["actual_source"] = "estimate"
     key = key_factory()
     amount = Amount(unit=unit, amount=actual)
-    metrics = metrics if metrics is not None and not _metrics_empty(metrics) else None
+    metrics = None if is_metrics_empty(metrics) else metrics
     commit = CommitRequest(
         idempotency_key=key, actual=amount, metrics=metrics, metadata=commit_metadata or None
     )
@@ -293,10 +292,6 @@ def build_settlement(
     return PendingSettlement(
         reservation_id=reservation_id, idempotency_key=key, commit_body=to_wire(commit), event_body=to_wire(event)
     )
-
-
-def _metrics_empty(metrics: CyclesMetrics) -> bool:
-    return not to_wire(metrics)
 
 
 @_otel.traced

@@ -16,6 +16,7 @@ import httpx
 from .._text import Scrubber
 from ..mappers import request_body
 from ..response import CyclesResponse
+from ..validation import STANDARD_SUBJECT_FIELDS as _SUBJECT_FILTERS
 
 __all__ = [
     "HttpRequest",
@@ -35,7 +36,6 @@ __all__ = [
     "transport_failure",
 ]
 
-_SUBJECT_FILTERS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
 _LIST_FILTERS = frozenset(
     {
         *_SUBJECT_FILTERS,

@@ -31,6 +31,7 @@ from ..errors import CyclesProtocolError
 from ..models import Unit
 from ..pricing import PriceTable
 from ..streaming import AsyncStreamReservation, StreamReservation
+from ..validation import STANDARD_SUBJECT_FIELDS as SUBJECT_FIELDS
 from ._budget import (
     Verdict,
     decide_async,
@@ -47,7 +48,6 @@ __all__ = ["CyclesModelGate", "CyclesToolGate", "CyclesTurnCap", "ToolBudget"]
 
 log = logging.getLogger("runcycles.integrations.langchain")
 
-SUBJECT_FIELDS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
 MODEL_FAILED = "model_call_failed"
 TOOL_FAILED = "tool_call_failed"
 Client = CyclesClient | AsyncCyclesClient | None

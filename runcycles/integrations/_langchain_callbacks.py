@@ -21,13 +21,13 @@ from ..client import AsyncCyclesClient, CyclesClient
 from ..models import Unit
 from ..pricing import PriceTable
 from ..streaming import AsyncStreamReservation, StreamReservation
+from ..validation import STANDARD_SUBJECT_FIELDS as SUBJECT_FIELDS
 from ._budget import idempotency_key, open_async, open_sync
 from ._langchain_common import estimate_cost, usage_of_result
 
 __all__ = ["AsyncCyclesCallbackHandler", "CyclesCallbackHandler"]
 
 LLM_FAILED = "llm_call_failed"
-SUBJECT_FIELDS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
 
 
 class _Core:

@@ -20,6 +20,7 @@ from ..client import AsyncCyclesClient, CyclesClient
 from ..models import Unit
 from ..pricing import PriceTable
 from ..streaming import AsyncStreamReservation, StreamReservation, reserve_for_stream
+from ..validation import STANDARD_SUBJECT_FIELDS
 from ._llm_usage import Endpoint, StreamMeter, Usage, apply_caps, estimate_prompt_tokens, log
 
 __all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "LLMGuard"]
@@ -30,7 +31,7 @@ FAILED_REASON = "guarded_method_failed"
 _RESERVE_OPTIONS = frozenset(
     {
         "action_kind", "action_name", "action_tags", "unit", "ttl_ms", "grace_period_ms", "overage_policy",
-        "tenant", "workspace", "app", "workflow", "agent", "toolset", "dimensions", "metadata",
+        *STANDARD_SUBJECT_FIELDS, "dimensions", "metadata",
         "use_estimate_if_actual_not_provided",
     }
 )

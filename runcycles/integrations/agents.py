@@ -40,6 +40,7 @@ from ..errors import CyclesTransportError
 from ..models import Unit
 from ..pricing import PriceTable
 from ..streaming import AsyncStreamReservation
+from ..validation import STANDARD_SUBJECT_FIELDS as SUBJECT_FIELDS
 from ._budget import create_event_async, decide_async, idempotency_key, open_async
 from ._llm_usage import Usage, char_upper_bound
 
@@ -47,7 +48,6 @@ __all__ = ["CyclesRunHooks", "cycles_input_guardrail"]
 
 log = logging.getLogger("runcycles.integrations.agents")
 
-SUBJECT_FIELDS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
 RUN_FAILED = "agent_run_failed"
 
 

@@ -46,6 +46,7 @@ from ..errors import (
     OverdraftLimitExceededError,
 )
 from ..streaming import AsyncStreamReservation, reserve_for_stream
+from ..validation import STANDARD_SUBJECT_FIELDS as SUBJECT_FIELDS
 
 __all__ = [
     "PROBLEM_JSON",
@@ -61,7 +62,6 @@ __all__ = [
 log = logging.getLogger("runcycles.integrations.fastapi")
 
 PROBLEM_JSON = "application/problem+json"
-SUBJECT_FIELDS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
 CLIENT_DISCONNECTED = "client_disconnected"
 STREAM_FAILED = "stream_failed"
 
