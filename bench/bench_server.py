@@ -1,11 +1,13 @@
 """Throughput of the embedded Cycles server: reserve -> commit cycles per second with concurrent clients.
 
-Runs three bounded phases (``--seconds`` each): in process on an in-memory database, in process on a
-SQLite file (WAL), and over loopback HTTP (``python -m runcycles serve`` in a child process on a file
-database, so the load generator and the server do not share one interpreter lock). Each of
-``--threads`` client threads owns its own ``httpx.Client`` and loops reserve -> commit until time is up.
+Runs three bounded phases (``--seconds`` each): in process on an in-memory database and on a SQLite file (WAL),
+each of ``--threads`` client threads owning an ``httpx.Client`` over the in-process transport; then over
+loopback HTTP: ``python -m runcycles serve`` in a child process on a file database, driven by a raw asyncio
+HTTP/1.1 keep-alive load generator (``_rawhttp.py load``, ``--threads`` connections) in another process, so the
+load generator is light and does not share the server's interpreter lock. It prints the server's CPU per
+request (Linux ``/proc``) and the load generator's CPU use, to show which side is the bottleneck.
 
-    python bench/bench_server.py [--threads 32] [--seconds 3]
+    python bench/bench_server.py [--threads 32] [--seconds 3] [--quick]
 
 For comparison, the reference Java + Redis server is reported at ~456 reserve->commit cycles/s at 32 threads.
 """
@@ -13,6 +15,7 @@ For comparison, the reference Java + Redis server is reported at ~456 reserve->c
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
@@ -156,11 +159,36 @@ def report(name: str, result: dict[str, Any], threads: int) -> None:
         print("   errors:", result["errors"])
 
 
+def http_phase(base_url: str, key: str, pid: int, clients: int, seconds: float) -> None:
+    """The raw load generator against the server process; prints cycles/s and CPU per request."""
+    server_cpu = process_cpu_seconds(pid)
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("_rawhttp.py")), "load", "--base-url", base_url,
+         "--key", key, "--clients", str(clients), "--seconds", str(seconds)],
+        capture_output=True, text=True, timeout=seconds + 120, check=True,
+    )
+    used = None if server_cpu is None else (process_cpu_seconds(pid) or 0.0) - server_cpu
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["cycles_per_s"] = result["cycles"] / result["elapsed"]
+    for name in ("p50_ms", "p99_ms"):
+        result[name] = float("nan") if result[name] is None else result[name]
+    report("loopback HTTP (raw asyncio load gen)", result, clients)
+    requests = 2 * result["cycles"]
+    if used is not None and requests:
+        print(
+            f"   server CPU: {1000 * used / requests:.2f} ms per request ({used / result['elapsed']:.0%} of a core); "
+            f"load generator {result['loadgen_cpu'] / result['elapsed']:.0%} of a core"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=32, help="concurrent clients")
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--quick", action="store_true", help="0.5 s phases with 4 clients (a smoke run)")
     args = parser.parse_args()
+    if args.quick:
+        args.threads, args.seconds = 4, 0.5
     with tempfile.TemporaryDirectory() as tmp:
         for name, path in (("in process, in-memory SQLite", None), ("in process, SQLite file (WAL)", "inproc.db")):
             server = LocalCyclesServer(str(Path(tmp) / path) if path else None)
@@ -175,20 +203,7 @@ def main() -> None:
 
         process, base_url, key = start_server_process(str(Path(tmp) / "http.db"))
         try:
-
-            def make_http() -> httpx.Client:
-                return httpx.Client(base_url=base_url, headers={"X-Cycles-API-Key": key})
-
-            server_cpu = process_cpu_seconds(process.pid)
-            own_cpu = time.process_time()
-            result = run_phase(make_http, args.threads, args.seconds)
-            report("loopback HTTP (uvicorn child), file", result, args.threads)
-            if server_cpu is not None:
-                used = (process_cpu_seconds(process.pid) or 0.0) - server_cpu
-                print(
-                    f"   CPU use: server {used / result['elapsed']:.0%} of a core, "
-                    f"load generator {(time.process_time() - own_cpu) / result['elapsed']:.0%}"
-                )
+            http_phase(base_url, key, process.pid, args.threads, args.seconds)
         finally:
             process.terminate()
             process.wait(10)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import attrs
 
+from . import _otel
 from ._protocol import requests as rq
 from ._protocol.effects import Now, Send, Sent, SleepUntil, Steps
 from ._protocol.lease import Beat, FailureKind, LeaseSchedule
@@ -67,6 +68,7 @@ def _failure_kind(outcome: Outcome) -> FailureKind:
     return FailureKind.OTHER_4XX
 
 
+@_otel.traced
 def heartbeat_steps(
     reserved: Reserved,
     context: CyclesContext,

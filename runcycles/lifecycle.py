@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from . import _otel
 from ._protocol import requests as rq
 from ._protocol.effects import (
     Detach,
@@ -146,6 +147,7 @@ def _dry_run_result(model: ReservationCreateResponse) -> DryRunResult:
     )
 
 
+@_otel.traced
 def reserve_steps(request: ReservationCreateRequest) -> Steps[Reserved | DryRunResult]:
     """Create the reservation; one immediate same-key retry when the outcome is unknown.
 
@@ -196,6 +198,7 @@ def reserve_steps(request: ReservationCreateRequest) -> Steps[Reserved | DryRunR
 # --------------------------------------------------------------------------- release
 
 
+@_otel.traced
 def release_steps(reservation_id: str, reason: str) -> Steps[bool]:
     """Release a reservation whose work failed; one same-key retry when the outcome is unknown.
 
@@ -320,6 +323,7 @@ def _verify_finalized(reservation_id: str) -> Steps[str]:
     return "unknown"
 
 
+@_otel.traced
 def settle_steps(
     record: PendingSettlement, policy: RetryPolicy, *, journal: bool = True, resume: bool = False
 ) -> Steps[Settlement]:
