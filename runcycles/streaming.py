@@ -144,6 +144,15 @@ class _Handle:
         if isinstance(outcome, Settlement) and outcome.state == "rejected" and outcome.error is not None:
             raise outcome.error
 
+    def _commit_detached(self, actual: int, metrics: CyclesMetrics | None = None) -> bool:
+        """Commit from a place that must not block or await (a finalizer): claim the terminal call and hand
+        the settlement to the client's background worker. False when the handle was already finalized."""
+        validate_amount("actual", actual)
+        if not self._finalize():
+            return False
+        self._runtime.background.submit(self._settle_steps(actual, metrics, None))
+        return True
+
     def _already(self) -> CyclesError:
         return CyclesError("StreamReservation already finalized")
 
@@ -303,7 +312,8 @@ class SyncStreamStarter:
     _sync_stack: ExitStack | None
     _handle: _Handle | None
 
-    def __enter__(self) -> StreamReservation:
+    def _open_sync(self) -> StreamReservation:
+        """The sync counterpart of ``await reserve_for_stream(...)``: the caller owns commit/release."""
         client = resolve_client(self._client, want_async=False)
         runtime = _runtime.of(client)
         request = self._guard.plan(client.config, (), {})
@@ -312,6 +322,10 @@ class SyncStreamStarter:
             raise CyclesError("the server did not create a reservation for the stream (observe mode?)")
         handle = StreamReservation(self._guard, runtime, reserved)
         handle._stop_heartbeat = runtime.start_background_heartbeat(reserved, handle._context)
+        return handle
+
+    def __enter__(self) -> StreamReservation:
+        handle = self._open_sync()
         stack = ExitStack()
         stack.enter_context(bind(handle._context))
         self._sync_stack, self._handle = stack, handle

@@ -1,0 +1,258 @@
+"""LangChain callback handlers for classic chains and LCEL: reserve on ``on_llm_start`` /
+``on_chat_model_start``, commit on ``on_llm_end``, release on ``on_llm_error``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+try:
+    from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
+    from langchain_core.messages import BaseMessage
+    from langchain_core.outputs import LLMResult
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "runcycles.integrations.langchain needs the 'langchain' extra: pip install 'runcycles[langchain]'"
+    ) from exc
+
+from ..client import AsyncCyclesClient, CyclesClient
+from ..models import Unit
+from ..pricing import PriceTable
+from ..streaming import AsyncStreamReservation, StreamReservation
+from ._budget import idempotency_key, open_async, open_sync
+from ._langchain_common import estimate_cost, usage_of_result
+
+__all__ = ["AsyncCyclesCallbackHandler", "CyclesCallbackHandler"]
+
+LLM_FAILED = "llm_call_failed"
+SUBJECT_FIELDS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
+
+
+class _Core:
+    """Options, planning and the pending reservations shared by the sync and async handlers."""
+
+    raise_error = True  # a denial must stop the chain, not be logged and ignored
+    run_inline = True
+
+    def __init__(
+        self,
+        *,
+        prices: PriceTable,
+        model: str | None,
+        default_max_output_tokens: int,
+        action_kind: str,
+        unit: Unit | str,
+        ttl_ms: int,
+        subject: Mapping[str, str | None],
+        dimensions: Mapping[str, str] | None,
+    ) -> None:
+        if not isinstance(prices, PriceTable):
+            raise TypeError(f"prices must be a PriceTable, got {type(prices).__name__}")
+        if default_max_output_tokens < 1:
+            raise ValueError("default_max_output_tokens must be positive")
+        self.prices = prices
+        self.model = model
+        self.default_max_output_tokens = default_max_output_tokens
+        self._options: dict[str, Any] = {
+            "action_kind": action_kind, "unit": unit, "ttl_ms": ttl_ms, "dimensions": dimensions,
+            **{name: value for name, value in subject.items() if value is not None},
+        }
+        self._lock = threading.Lock()
+        self._pending: dict[UUID, tuple[Any, str]] = {}
+
+    @property
+    def pending(self) -> int:
+        """Reservations open for LLM runs that have not ended yet."""
+        with self._lock:
+            return len(self._pending)
+
+    def _model(self, kwargs: Mapping[str, Any], metadata: Mapping[str, Any] | None) -> str:
+        params = kwargs.get("invocation_params") or {}
+        for candidate in (
+            self.model, (metadata or {}).get("ls_model_name"), params.get("model_name"), params.get("model"),
+        ):
+            if isinstance(candidate, str) and candidate:
+                return candidate
+        raise ValueError("the Cycles callback handler cannot tell the model's name: pass model= to price it")
+
+    def _max_tokens(self, kwargs: Mapping[str, Any], metadata: Mapping[str, Any] | None) -> int:
+        params = kwargs.get("invocation_params") or {}
+        for candidate in ((metadata or {}).get("ls_max_tokens"), params.get("max_tokens")):
+            if isinstance(candidate, int) and not isinstance(candidate, bool) and candidate > 0:
+                return candidate
+        return self.default_max_output_tokens
+
+    def _plan(self, prompts: Sequence[Any], run_id: UUID, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        metadata = kwargs.get("metadata")
+        model = self._model(kwargs, metadata)
+        estimate = estimate_cost(
+            self.prices, model, prompts, max_output_tokens=self._max_tokens(kwargs, metadata)
+        )
+        return {
+            "estimate": estimate, "action_name": model, "idempotency_key": idempotency_key("llm", str(run_id)),
+            **self._options,
+        }
+
+    def _keep(self, run_id: UUID, handle: Any, model: str) -> None:
+        with self._lock:
+            self._pending[run_id] = (handle, model)
+
+    def _take(self, run_id: UUID) -> tuple[Any, str] | None:
+        with self._lock:
+            return self._pending.pop(run_id, None)
+
+    def _actual(self, response: LLMResult, model: str) -> tuple[int | None, Any]:
+        usage = usage_of_result(response)
+        if usage is None:
+            return None, None
+        return usage.cost(self.prices, model), usage.metrics(None)
+
+
+def _flatten(messages: Sequence[Sequence[BaseMessage]]) -> list[BaseMessage]:
+    return [message for batch in messages for message in batch]
+
+
+class CyclesCallbackHandler(_Core, BaseCallbackHandler):
+    """Budget for every LLM / chat-model run of a chain (sync ``invoke``/``stream``; needs a `CyclesClient`).
+
+    ``on_llm_start``/``on_chat_model_start`` reserve the estimate (prompt upper bound + ``max_tokens``) under
+    a key derived from the run id; a denial raises the typed error and stops the chain (``raise_error``).
+    ``on_llm_end`` commits the `PriceTable` cost of the generations' ``usage_metadata`` (else ``llm_output``'s
+    ``token_usage``; else the estimate, marked); ``on_llm_error`` releases.
+    """
+
+    def __init__(
+        self,
+        *,
+        prices: PriceTable,
+        client: CyclesClient | None = None,
+        model: str | None = None,
+        default_max_output_tokens: int = 1024,
+        action_kind: str = "llm.completion",
+        unit: Unit | str = Unit.USD_MICROCENTS,
+        ttl_ms: int = 60000,
+        tenant: str | None = None,
+        workspace: str | None = None,
+        app: str | None = None,
+        workflow: str | None = None,
+        agent: str | None = None,
+        toolset: str | None = None,
+        dimensions: Mapping[str, str] | None = None,
+    ) -> None:
+        if client is not None and not isinstance(client, CyclesClient):
+            raise TypeError(f"CyclesCallbackHandler needs a CyclesClient, got {type(client).__name__}")
+        _Core.__init__(
+            self, prices=prices, model=model, default_max_output_tokens=default_max_output_tokens,
+            action_kind=action_kind, unit=unit, ttl_ms=ttl_ms, dimensions=dimensions,
+            subject={name: value for name, value in locals().items() if name in SUBJECT_FIELDS},
+        )
+        self.client = client
+
+    def _start(self, prompts: Sequence[Any], run_id: UUID, kwargs: Mapping[str, Any]) -> None:
+        plan = self._plan(prompts, run_id, kwargs)
+        handle = open_sync(self.client, **plan)
+        self._keep(run_id, handle, plan["action_name"])
+
+    def on_llm_start(
+        self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        """Reserve for a completion-model run."""
+        self._start(prompts, run_id, kwargs)
+
+    def on_chat_model_start(
+        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        """Reserve for a chat-model run."""
+        self._start(_flatten(messages), run_id, kwargs)
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        """Commit the run's cost."""
+        taken = self._take(run_id)
+        if taken is None:
+            return
+        handle, model = taken
+        _commit_sync(handle, *self._actual(response, model))
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Release the run's reservation."""
+        taken = self._take(run_id)
+        if taken is not None:
+            taken[0].release(LLM_FAILED)
+
+
+class AsyncCyclesCallbackHandler(_Core, AsyncCallbackHandler):
+    """The async twin of `CyclesCallbackHandler` (``ainvoke``/``astream``; needs an `AsyncCyclesClient`)."""
+
+    def __init__(
+        self,
+        *,
+        prices: PriceTable,
+        client: AsyncCyclesClient | None = None,
+        model: str | None = None,
+        default_max_output_tokens: int = 1024,
+        action_kind: str = "llm.completion",
+        unit: Unit | str = Unit.USD_MICROCENTS,
+        ttl_ms: int = 60000,
+        tenant: str | None = None,
+        workspace: str | None = None,
+        app: str | None = None,
+        workflow: str | None = None,
+        agent: str | None = None,
+        toolset: str | None = None,
+        dimensions: Mapping[str, str] | None = None,
+    ) -> None:
+        if client is not None and not isinstance(client, AsyncCyclesClient):
+            raise TypeError(f"AsyncCyclesCallbackHandler needs an AsyncCyclesClient, got {type(client).__name__}")
+        _Core.__init__(
+            self, prices=prices, model=model, default_max_output_tokens=default_max_output_tokens,
+            action_kind=action_kind, unit=unit, ttl_ms=ttl_ms, dimensions=dimensions,
+            subject={name: value for name, value in locals().items() if name in SUBJECT_FIELDS},
+        )
+        self.client = client
+
+    async def _start(self, prompts: Sequence[Any], run_id: UUID, kwargs: Mapping[str, Any]) -> None:
+        plan = self._plan(prompts, run_id, kwargs)
+        handle = await open_async(self.client, **plan)
+        self._keep(run_id, handle, plan["action_name"])
+
+    async def on_llm_start(
+        self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        """Reserve for a completion-model run."""
+        await self._start(prompts, run_id, kwargs)
+
+    async def on_chat_model_start(
+        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        """Reserve for a chat-model run."""
+        await self._start(_flatten(messages), run_id, kwargs)
+
+    async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        """Commit the run's cost."""
+        taken = self._take(run_id)
+        if taken is None:
+            return
+        handle, model = taken
+        await _commit_async(handle, *self._actual(response, model))
+
+    async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """Release the run's reservation."""
+        taken = self._take(run_id)
+        if taken is not None:
+            await taken[0].release(LLM_FAILED)
+
+
+def _commit_sync(handle: StreamReservation, actual: int | None, metrics: Any) -> None:
+    if actual is None:
+        handle.commit(handle.context.estimate, metadata={"actual_source": "estimate"})
+    else:
+        handle.commit(actual, metrics=metrics)
+
+
+async def _commit_async(handle: AsyncStreamReservation, actual: int | None, metrics: Any) -> None:
+    if actual is None:
+        await handle.commit(handle.context.estimate, metadata={"actual_source": "estimate"})
+    else:
+        await handle.commit(actual, metrics=metrics)
