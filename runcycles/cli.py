@@ -19,10 +19,12 @@ import attrs
 from . import _cli_ops
 
 EXIT_OK = 0
+EXIT_DAMAGED_DATABASE = 1
 EXIT_USAGE = 2
 EXIT_CANNOT_LISTEN = 3
 SERVE_EXIT_CODES = """exit codes:
   0  stopped (Ctrl+C or SIGTERM, after a graceful shutdown)
+  1  the --db file is damaged (failed its integrity check); it was not modified
   2  usage error: bad options, uvicorn missing, --db unusable, seeding refused, or --budget differing
      from the tenant budget already in --db (without --reset-budget)
   3  cannot listen on --host/--port (e.g. the port is in use); nothing was printed to stdout"""
@@ -76,8 +78,31 @@ def _parser() -> argparse.ArgumentParser:
         default="USD_MICROCENTS",
         help="unit of --budget (default: %(default)s; 1 USD = 100,000,000 USD_MICROCENTS)",
     )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=1024 * 1024,
+        metavar="N",
+        help="reject request bodies larger than N bytes with 413 (default: 1 MiB)",
+    )
+    serve.add_argument(
+        "--durability",
+        choices=("full", "normal"),
+        default="full",
+        help="full: an acknowledged write survives power loss (default); normal: it survives a process crash",
+    )
     _cli_ops.register(commands)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 class BudgetMismatchError(Exception):
@@ -149,7 +174,7 @@ def serve(args: argparse.Namespace) -> int:
     except ImportError:
         print("runcycles serve needs uvicorn: pip install 'runcycles[server]'", file=sys.stderr)
         return EXIT_USAGE
-    from .local import LocalCyclesServer, LocalServerError
+    from .local import LocalCyclesServer, LocalDatabaseError, LocalServerError
 
     if args.budget is not None and args.tenant is None:
         print("--budget needs --tenant", file=sys.stderr)
@@ -164,7 +189,12 @@ def serve(args: argparse.Namespace) -> int:
         return EXIT_CANNOT_LISTEN
     with sock:
         try:
-            server = LocalCyclesServer(args.db, admin_key=args.admin_key)
+            server = LocalCyclesServer(
+                args.db, admin_key=args.admin_key, max_body_bytes=args.max_body_bytes, durability=args.durability
+            )
+        except LocalDatabaseError as exc:
+            print(f"runcycles serve: {exc}", file=sys.stderr)
+            return EXIT_DAMAGED_DATABASE
         except sqlite3.Error as exc:
             print(f"runcycles serve: cannot open the database {args.db}: {exc}", file=sys.stderr)
             return EXIT_USAGE

@@ -23,7 +23,7 @@ from ..errors import CyclesProtocolError, CyclesTransportError, error_from_respo
 from ..lifecycle import new_key
 from ..models import Decision, DecisionRequest, DecisionResponse, ReservationCreateRequest
 from ..response import CyclesResponse
-from ..streaming import AsyncStreamReservation, StreamReservation, _StreamStarter
+from ..streaming import AsyncStreamReservation, StreamReservation, StreamStarter
 
 __all__ = [
     "Verdict",
@@ -64,7 +64,7 @@ class _KeyedGuard(Guard):
 
 
 def _starter(client: CyclesClient | AsyncCyclesClient | None, key: str | None, options: dict[str, Any]) -> Any:
-    return _StreamStarter(_KeyedGuard(options_from(options), key), client)
+    return StreamStarter(_KeyedGuard(options_from(options), key), client)
 
 
 async def open_async(

@@ -129,7 +129,8 @@ class RequestBudget:
         self, estimate: int | Callable[..., int], **options: Any
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """`with_cycles` bound to this request's client and subject (any option may override them)."""
-        return with_cycles(estimate, **self._options(options))
+        decorate: Callable[[Callable[P, R]], Callable[P, R]] = with_cycles(estimate, **self._options(options))
+        return decorate
 
     def stream(self, *, estimate: int, **options: Any) -> Any:
         """`reserve_for_stream` bound to this request's client and subject."""

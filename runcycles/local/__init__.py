@@ -57,11 +57,20 @@ Behaviour where the specs leave room (documented choices, most following the ref
 * Tenants: SUSPENDED keys get 401 (as the reference server). CLOSED releases open reservations (reason
   ``tenant_closed``) and closes budgets, but keeps keys valid so clients see the typed 409 TENANT_CLOSED
   (dry run / decide: DENY) instead of a bare 401; replays of pre-close successes still answer.
+* API keys: ``permissions`` (admin spec enum; unknown names are a 400; absent means the spec's default
+  tenant set) and ``scope_filter`` are enforced: runtime endpoints answer 403 FORBIDDEN, the dual-auth
+  budget endpoints 403 INSUFFICIENT_PERMISSIONS for a missing permission and 403 FORBIDDEN outside the
+  filter; lists only show what the filter covers (see ``_access``). ``POST /v1/decide`` needs
+  ``reservations:create`` and ``POST /v1/events`` ``reservations:commit``; GET of one reservation
+  ``reservations:list``.
+* Limits: request bodies over ``max_body_bytes`` (default 1 MiB) get 413; JSON nested deeper than 64,
+  non-finite numbers and lone surrogates are a 400; pagination cursors are signed with a per-database secret.
 * LIMIT_EXCEEDED never occurs (no rate limiting); INTERNAL_ERROR only for an unexpected failure (logged on
   ``runcycles.local``, never with request secrets).
 """
 
 from ._base import LocalServerError
+from ._sqlite import LocalDatabaseError
 from .server import LocalCyclesServer
 
-__all__ = ["LocalCyclesServer", "LocalServerError"]
+__all__ = ["LocalCyclesServer", "LocalDatabaseError", "LocalServerError"]

@@ -16,12 +16,14 @@ import string as _string
 from typing import Any
 
 from . import _ledger as db
+from ._access import DEFAULT_PERMISSIONS, Grant, check_permissions, check_scope_filter
 from ._base import (
     Env,
     LocalServerError,
     Request,
     amount,
     binding,
+    cursor_offset,
     decode_cursor,
     dumps,
     encode_cursor,
@@ -33,18 +35,18 @@ from ._base import (
     payload_hash,
 )
 from ._ledger import Budget
-from ._runtime import DAY_MS, TENANT_DEFAULTS, Response
+from ._runtime import DAY_MS, TENANT_DEFAULTS, Response, check_scope_access
 from ._validate import (
     AMOUNT,
     CAPS,
     FREE_OBJECT,
+    INT64_MAX,
     OVERAGE,
     SCOPE_LEVELS,
     SUBJECT_VALUE,
     UNIT,
     Check,
     SchemaError,
-    array,
     integer,
     obj,
     string,
@@ -83,9 +85,9 @@ API_KEY_CREATE = obj(
         "tenant_id": string(),
         "name": string(max_len=256),
         "description": string(max_len=1024),
-        "permissions": array(string()),
-        "scope_filter": array(string()),
-        "expires_at": string(),
+        "permissions": check_permissions,
+        "scope_filter": check_scope_filter,
+        "expires_at": string(max_len=64),
         "metadata": FREE_OBJECT,
     },
     required=("tenant_id", "name"),
@@ -121,18 +123,6 @@ FUNDING = obj(
     required=("operation", "amount"),
 )
 STATUS_TRANSITION = obj({"reason": string(max_len=512), "metadata": FREE_OBJECT})
-DEFAULT_PERMISSIONS = [
-    "reservations:create",
-    "reservations:commit",
-    "reservations:release",
-    "reservations:extend",
-    "reservations:list",
-    "balances:read",
-    "budgets:read",
-    "budgets:write",
-    "policies:read",
-    "policies:write",
-]
 _KEY_ALPHABET = _string.ascii_letters + _string.digits
 KEY_PREFIX_LEN = 14
 
@@ -153,24 +143,25 @@ def _digest(salt: bytes, secret: str) -> bytes:
     return hashlib.sha256(salt + secret.encode("utf-8")).digest()
 
 
-def authenticate(env: Env, secret: str) -> str:
-    """The tenant of a presented API key secret; 401 UNAUTHORIZED for anything not currently valid."""
+def authenticate(env: Env, secret: str) -> tuple[str, Grant]:
+    """The tenant and grant of a presented API key secret; 401 UNAUTHORIZED for anything not currently valid."""
     with env.ledger.read() as conn:
         candidates = db.keys_with_prefix(conn, secret[:KEY_PREFIX_LEN])
         match = next((c for c in candidates if hmac.compare_digest(_digest(c[2], secret), c[3])), None)
         if match is None:
             raise LocalServerError(401, "UNAUTHORIZED", "KEY_NOT_FOUND")
-        _key_id, tenant_id, _salt, _hash, status, expires_at_ms = match
+        key_id, tenant_id, _salt, _hash, status, expires_at_ms = match
         if status != "ACTIVE":
             raise LocalServerError(401, "UNAUTHORIZED", f"KEY_{status}")
         if expires_at_ms <= env.clock():
             raise LocalServerError(401, "UNAUTHORIZED", "KEY_EXPIRED")
         tenant = db.get_tenant(conn, tenant_id)
+        doc = db.get_api_key(conn, key_id) or {}
     if tenant is None:
         raise LocalServerError(401, "UNAUTHORIZED", "KEY_NOT_OWNED_BY_TENANT")
     if tenant.get("status") == "SUSPENDED":
         raise LocalServerError(401, "UNAUTHORIZED", "TENANT_SUSPENDED")
-    return tenant_id
+    return tenant_id, Grant.of(doc)
 
 
 def create_api_key(env: Env, body: dict[str, Any]) -> dict[str, Any]:
@@ -295,7 +286,7 @@ def canonical_scope(scope: str, tenant_id: str) -> str:
 
 
 def ledger_wire(budget: Budget) -> dict[str, Any]:
-    """A ``BudgetLedger`` wire object (plus ``caps`` when the budget carries them)."""
+    """A ``BudgetLedger`` wire object (exactly the schema's fields)."""
     unit = budget.unit
     out: dict[str, Any] = {
         "ledger_id": budget.ledger_id,
@@ -314,14 +305,8 @@ def ledger_wire(budget: Budget) -> dict[str, Any]:
         "created_at": iso(budget.created_at_ms),
         "updated_at": iso(budget.updated_at_ms),
     }
-    for field in (
-        "commit_overage_policy",
-        "rollover_policy",
-        "period_start",
-        "period_end",
-        "metadata",
-        "caps",
-    ):
+    # BudgetLedger has additionalProperties: false, so the stored metadata and caps stay off the wire.
+    for field in ("commit_overage_policy", "rollover_policy", "period_start", "period_end"):
         if field in budget.doc:
             out[field] = budget.doc[field]
     return out
@@ -432,6 +417,8 @@ def fund_budget(
             budget.spent = _same_unit(unit, body.get("spent"), "spent")
         else:  # REPAY_DEBT: capped at the outstanding debt
             budget.debt -= min(value, budget.debt)
+        if budget.allocated > INT64_MAX:
+            raise invalid(f"{operation} would take allocated past {INT64_MAX}")
         budget.reconcile()
         db.save_budget(conn, budget, now)
         result = {
@@ -487,15 +474,15 @@ def _scope_unit(req: Request) -> tuple[str, str]:
     return _required_param(req, "scope"), unit
 
 
-def _page(req: Request, items: list[dict[str, Any]], field: str, *bound: Any) -> Response:
+def _page(env: Env, req: Request, items: list[dict[str, Any]], field: str, *bound: Any) -> Response:
     limit = page_limit(req, 50, 100)
     key = binding(field, *bound)
     cursor = req.param("cursor")
-    offset = int(decode_cursor(cursor, key).get("o", 0)) if cursor is not None else 0
+    offset = cursor_offset(decode_cursor(env.ledger.cursor_secret, cursor, key)) if cursor is not None else 0
     page = items[offset : offset + limit]
     result: dict[str, Any] = {field: page, "has_more": offset + limit < len(items)}
     if result["has_more"]:
-        result["next_cursor"] = encode_cursor({"h": key, "o": offset + limit})
+        result["next_cursor"] = encode_cursor(env.ledger.cursor_secret, {"h": key, "o": offset + limit})
     return 200, dumps(result)
 
 
@@ -510,7 +497,7 @@ def h_list_tenants(env: Env, req: Request) -> Response:
     status = req.param("status")
     with env.ledger.read() as conn:
         tenants = [t for t in db.list_tenants(conn) if status is None or t["status"] == status]
-    return _page(req, tenants, "tenants", status)
+    return _page(env, req, tenants, "tenants", status)
 
 
 def h_get_tenant(env: Env, req: Request, tenant_id: str) -> Response:
@@ -534,7 +521,7 @@ def h_list_api_keys(env: Env, req: Request) -> Response:
     tenant_id, status = req.param("tenant_id"), req.param("status")
     with env.ledger.read() as conn:
         keys = [k for k in db.list_api_keys(conn, tenant_id) if status is None or k["status"] == status]
-    return _page(req, keys, "keys", tenant_id, status)
+    return _page(env, req, keys, "keys", tenant_id, status)
 
 
 def h_revoke_api_key(env: Env, req: Request, key_id: str) -> Response:
@@ -546,8 +533,11 @@ def h_revoke_api_key(env: Env, req: Request, key_id: str) -> Response:
         if key["status"] == "REVOKED":
             raise LocalServerError(409, "KEY_REVOKED", "API key is already revoked")
         key.update(status="REVOKED", revoked_at=iso(env.clock()))
-        if req.param("reason") is not None:
-            key["revoked_reason"] = req.param("reason")
+        reason = req.param("reason")
+        if reason is not None:
+            if len(reason) > 512:
+                raise invalid("reason must be at most 512 characters")
+            key["revoked_reason"] = reason
         db.set_api_key_status(conn, key_id, "REVOKED", {k: v for k, v in key.items() if k != "status"})
     return 200, dumps(key)
 
@@ -568,6 +558,7 @@ def h_create_budget(env: Env, req: Request) -> Response:
     """``POST /v1/admin/budgets`` (201)."""
     body = req.json(BUDGET_CREATE)
     tenant_id = _budget_tenant(req, body.get("tenant_id"))
+    check_scope_access(req, canonical_scope(body["scope"], tenant_id))
     return 201, dumps(create_budget(env, tenant_id, body))
 
 
@@ -586,8 +577,9 @@ def h_list_budgets(env: Env, req: Request) -> Response:
         and (status is None or b.status == status)
         and (over_limit is None or b.is_over_limit == (over_limit.lower() == "true"))
         and (has_debt is None or (b.debt > 0) == (has_debt.lower() == "true"))
+        and (req.grant is None or req.grant.covers(b.scope))
     ]
-    return _page(req, rows, "ledgers", tenant_id, prefix, unit, status, over_limit, has_debt)
+    return _page(env, req, rows, "ledgers", tenant_id, prefix, unit, status, over_limit, has_debt)
 
 
 def h_lookup_budget(env: Env, req: Request) -> Response:
@@ -595,6 +587,7 @@ def h_lookup_budget(env: Env, req: Request) -> Response:
     scope, unit = _scope_unit(req)
     with env.ledger.read() as conn:
         budget = budget_or_404(conn, scope, unit, None if req.admin else req.tenant)
+    check_scope_access(req, budget.scope)
     return 200, dumps(ledger_wire(budget))
 
 
@@ -608,7 +601,9 @@ def h_fund_budget(env: Env, req: Request) -> Response:
     """``POST /v1/admin/budgets/fund?scope=&unit=[&tenant_id=]``."""
     scope, unit = _scope_unit(req)
     tenant_id = _required_param(req, "tenant_id") if req.admin else req.tenant
-    return 200, dumps(fund_budget(env, scope, unit, tenant_id, req.json(FUNDING)))
+    body = req.json(FUNDING)
+    check_scope_access(req, scope)
+    return 200, dumps(fund_budget(env, scope, unit, tenant_id, body))
 
 
 def _transition(env: Env, req: Request, target: str) -> Response:

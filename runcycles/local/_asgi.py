@@ -35,21 +35,37 @@ class AsgiApp:
                     return
         if scope["type"] != "http":
             return
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])]
+        limit = self._app.env.max_body_bytes
+        declared = next((v.strip() for k, v in headers if k.lower() == "content-length"), "")
+        if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
+            # Refused before a byte of the body is read.
+            await self._send(send, self._app.too_large(scope["method"], headers))
+            return
         chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:  # a chunked body: counted as it streams, never held beyond the limit
+                await self._send(send, self._app.too_large(scope["method"], headers))
+                return
+            chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         raw_path = scope.get("raw_path")
         path = raw_path.decode("latin-1") if raw_path else quote(scope["path"])
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])]
         call = functools.partial(
             self._app.handle, scope["method"], path, scope.get("query_string", b""), headers, b"".join(chunks)
         )
-        status, out, body = await anyio.to_thread.run_sync(call)
+        await self._send(send, await anyio.to_thread.run_sync(call))
+
+    @staticmethod
+    async def _send(send: Send, response: tuple[int, list[tuple[str, str]], bytes]) -> None:
+        status, out, body = response
         await send(
             {
                 "type": "http.response.start",

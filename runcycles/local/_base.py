@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import Callable
@@ -12,10 +13,15 @@ from typing import Any
 
 import attrs
 
+from ._access import Grant
 from ._ledger import Ledger
 from ._validate import Check, SchemaError, canonical_json, parse_json_object
 
 Clock = Callable[[], int]
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# Admin date-times must stay within what both ``datetime`` and a signed 64-bit millisecond count hold.
+_MIN_MS = 0
+_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 class LocalServerError(Exception):
@@ -49,6 +55,7 @@ class Env:
     ledger: Ledger
     clock: Clock
     admin_key: str
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
 @attrs.define(kw_only=True)
@@ -64,6 +71,8 @@ class Request:
     trace_id: str
     tenant: str | None = None
     admin: bool = False
+    grant: Grant | None = None
+    """The tenant key's permissions and scope filter (``None`` for the admin key)."""
 
     def param(self, name: str) -> str | None:
         """The first value of a query parameter; a blank value counts as absent."""
@@ -115,31 +124,56 @@ def iso(ms: int) -> str:
 
 
 def parse_iso(value: str, name: str) -> int:
-    """An ISO 8601 date-time as epoch milliseconds (naive values are taken as UTC)."""
+    """An ISO 8601 date-time as epoch milliseconds (naive values are taken as UTC), 1970..9999."""
     try:
         moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        ms = int(moment.timestamp() * 1000)
+    except (ValueError, OverflowError):
         raise invalid(f"{name} must be an ISO 8601 date-time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1000)
+    if not _MIN_MS <= ms <= _MAX_MS:
+        raise invalid(f"{name} must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59Z")
+    return ms
 
 
-def encode_cursor(value: dict[str, Any]) -> str:
-    """An opaque pagination cursor."""
-    return base64.urlsafe_b64encode(dumps(value)).decode("ascii").rstrip("=")
+def encode_cursor(secret: bytes, value: dict[str, Any]) -> str:
+    """An opaque pagination cursor, signed with the database's cursor ``secret``."""
+    payload = base64.urlsafe_b64encode(dumps(value)).decode("ascii").rstrip("=")
+    return f"{payload}.{_cursor_mac(secret, payload)}"
 
 
-def decode_cursor(cursor: str, binding: str) -> dict[str, Any]:
-    """Decode a cursor made by :func:`encode_cursor`; it must carry the same filter ``binding``."""
+def _cursor_mac(secret: bytes, payload: str) -> str:
+    mac = hmac.new(secret, payload.encode("ascii"), hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(mac).decode("ascii").rstrip("=")
+
+
+def decode_cursor(secret: bytes, cursor: str, binding: str) -> dict[str, Any]:
+    """Decode a cursor made by :func:`encode_cursor`: its signature must verify and it must carry the
+    same filter ``binding``; a forged or foreign cursor is a 400."""
+    payload, _, mac = cursor.partition(".")
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        value = json.loads(raw)
+        ascii_payload = payload.encode("ascii")
+        good = hmac.compare_digest(_cursor_mac(secret, payload).encode("ascii"), mac.encode("ascii"))
+    except UnicodeEncodeError:
+        good = False
+    if not good:
+        raise invalid("cursor is malformed")
+    try:
+        value = json.loads(base64.urlsafe_b64decode(ascii_payload + b"=" * (-len(payload) % 4)))
     except (ValueError, TypeError):
         raise invalid("cursor is malformed") from None
     if not isinstance(value, dict) or value.get("h") != binding:
         raise invalid("cursor does not match the query parameters")
     return value
+
+
+def cursor_offset(value: dict[str, Any]) -> int:
+    """The ``o`` (offset) field of a decoded cursor."""
+    offset = value.get("o", 0)
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise invalid("cursor is malformed")
+    return offset
 
 
 def page_limit(req: Request, default: int = 50, maximum: int = 200) -> int:

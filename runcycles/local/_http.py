@@ -53,6 +53,24 @@ ROUTES: list[tuple[str, tuple[str, ...], Handler, str]] = [
     ("POST", ("v1", "admin", "budgets", "unfreeze"), admin.h_unfreeze_budget, "admin"),
 ]
 
+# The permission a tenant API key needs for each handler it may call (admin spec Permission names). A
+# key-authenticated route missing here is refused: new routes must say what they need.
+PERMISSION_FOR: dict[Handler, str] = {
+    runtime.create_reservation: "reservations:create",
+    runtime.decide: "reservations:create",
+    runtime.list_reservations: "reservations:list",
+    runtime.get_reservation: "reservations:list",
+    runtime.commit_reservation: "reservations:commit",
+    runtime.create_event: "reservations:commit",
+    runtime.release_reservation: "reservations:release",
+    runtime.extend_reservation: "reservations:extend",
+    runtime.get_balances: "balances:read",
+    admin.h_create_budget: "budgets:write",
+    admin.h_fund_budget: "budgets:write",
+    admin.h_list_budgets: "budgets:read",
+    admin.h_lookup_budget: "budgets:read",
+}
+
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -71,9 +89,9 @@ def trace_id_of(headers: Mapping[str, str]) -> str:
             return fresh
 
 
-def _match(method: str, segments: list[str]) -> tuple[Handler, str, list[str]] | str | None:
-    """The route for a request, ``"method"`` if only the method is wrong, or ``None``."""
-    path_matched = False
+def _match(method: str, segments: list[str]) -> tuple[Handler, str, list[str]] | set[str] | None:
+    """The route for a request, the methods the path allows if only the method is wrong, or ``None``."""
+    allowed: set[str] = set()
     for route_method, pattern, handler, auth in ROUTES:
         if len(pattern) != len(segments):
             continue
@@ -86,8 +104,8 @@ def _match(method: str, segments: list[str]) -> tuple[Handler, str, list[str]] |
         else:
             if route_method == method:
                 return handler, auth, captured
-            path_matched = True
-    return "method" if path_matched else None
+            allowed.add(route_method)
+    return allowed or None
 
 
 class App:
@@ -97,7 +115,14 @@ class App:
         self.env = env
 
     def handle(
-        self, method: str, path: str, query: str | bytes, headers: Headers, body: bytes
+        self,
+        method: str,
+        path: str,
+        query: str | bytes,
+        headers: Headers,
+        body: bytes,
+        *,
+        error: LocalServerError | None = None,
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         """Handle one request. ``path`` is the raw (percent-encoded) path; ``query`` the raw query string."""
         lowered = {k.lower(): v for k, v in (headers.items() if isinstance(headers, Mapping) else headers)}
@@ -114,12 +139,26 @@ class App:
             request_id=new_id(),
             trace_id=trace_id_of(lowered),
         )
+        if error is None and len(body) > self.env.max_body_bytes:
+            error = LocalServerError(
+                413, "INVALID_REQUEST", f"Request body exceeds the limit of {self.env.max_body_bytes} bytes"
+            )
         try:
+            if error is not None:
+                raise error
             status, payload = self._dispatch(req)
         except LocalServerError as exc:
             status, payload = exc.status, self._error_body(req, exc)
-        except Exception:  # the server must answer; the details go to the log, not the client
-            logger.exception("internal error handling %s %s (request %s)", method, path, req.request_id)
+        except Exception as exc:  # the server must answer; the details go to the log, not the client
+            # One line per failure (a hostile client must not multiply the log); the traceback at DEBUG.
+            logger.error(
+                "internal error handling %s %s (request %s): %s",
+                req.method[:16],
+                path[:200],
+                req.request_id,
+                type(exc).__name__,
+            )
+            logger.debug("traceback of request %s", req.request_id, exc_info=True)
             status = 500
             payload = self._error_body(req, LocalServerError(500, "INTERNAL_ERROR", "Internal server error"))
         out = [
@@ -130,10 +169,16 @@ class App:
         if req.tenant is not None:
             out.append(("x-cycles-tenant", req.tenant))
         if status == 405:
-            out.append(
-                ("allow", ", ".join(sorted({m for m, p, _h, _a in ROUTES if len(p) == len(req.segments)})))
-            )
+            allowed = _match("", req.segments)
+            out.append(("allow", ", ".join(sorted(allowed if isinstance(allowed, set) else ()))))
         return status, out, payload
+
+    def too_large(self, method: str, headers: Headers) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The 413 answer for a body over :attr:`Env.max_body_bytes` (sent without reading the body)."""
+        exc = LocalServerError(
+            413, "INVALID_REQUEST", f"Request body exceeds the limit of {self.env.max_body_bytes} bytes"
+        )
+        return self.handle(method, "/", "", headers, b"", error=exc)
 
     def _error_body(self, req: Request, exc: LocalServerError) -> bytes:
         body: dict[str, Any] = {
@@ -150,11 +195,15 @@ class App:
         found = _match(req.method, req.segments)
         if found is None:
             raise LocalServerError(404, "NOT_FOUND", f"No such endpoint: {'/' + '/'.join(req.segments)}")
-        if found == "method":
+        if isinstance(found, set):
             raise LocalServerError(405, "INVALID_REQUEST", f"Method {req.method} is not allowed here")
-        assert not isinstance(found, str)
         handler, auth, captured = found
         self._authenticate(req, auth)
+        if req.grant is not None:
+            needed = PERMISSION_FOR.get(handler)
+            if needed is None or not req.grant.allows(needed):
+                code = "INSUFFICIENT_PERMISSIONS" if req.segments[1] == "admin" else "FORBIDDEN"
+                raise LocalServerError(403, code, f"API key lacks the {needed or 'required'} permission")
         if req.segments[1] == "reservations" and captured and not 1 <= len(captured[0]) <= 128:
             raise LocalServerError(400, "INVALID_REQUEST", "reservation_id must be 1..128 characters")
         return handler(self.env, req, *captured)
@@ -163,7 +212,7 @@ class App:
         api_key = req.headers.get("x-cycles-api-key")
         admin_key = req.headers.get("x-admin-api-key")
         if auth != "admin" and api_key is not None:
-            req.tenant = admin.authenticate(self.env, api_key)
+            req.tenant, req.grant = admin.authenticate(self.env, api_key)
         elif auth != "key" and admin_key is not None:
             if not hmac.compare_digest(admin_key.encode(), self.env.admin_key.encode()):
                 raise LocalServerError(401, "UNAUTHORIZED", "Invalid admin API key")

@@ -1,7 +1,7 @@
 """The SQLite ledger: schema, connections and transactions, and the row types the handlers work on.
 
-One database is either a file (WAL mode, one connection per thread, ``busy_timeout`` so several processes can
-share it) or private memory (one connection behind a lock). Every mutation runs inside :meth:`Ledger.write`,
+One database is either a file (WAL mode, a bounded connection pool, ``busy_timeout`` so several processes
+can share it) or private memory (one connection behind a lock). Every mutation runs inside :meth:`Ledger.write`,
 a ``BEGIN IMMEDIATE`` transaction, so a multi-scope reserve or commit is all-or-nothing and writers never
 interleave. Within one process writers are also serialised by a lock, which is much cheaper than letting
 threads spin on SQLite's busy handler.
@@ -14,10 +14,12 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
+
+from . import _sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
@@ -175,31 +177,66 @@ def _reservation(row: sqlite3.Row | tuple[Any, ...]) -> Reservation:
 
 
 class Ledger:
-    """The SQLite store. ``path=None`` (or ``":memory:"``) keeps everything in memory."""
+    """The SQLite store. ``path=None`` (or ``":memory:"``) keeps everything in memory.
 
-    def __init__(self, path: str | None = None, *, busy_timeout_ms: int = 30_000) -> None:
+    A file database is checked at start (:class:`~runcycles.local.LocalDatabaseError` if it is damaged)
+    and served by a bounded pool of ``pool_size`` connections. ``durability`` is ``"full"`` (a commit is
+    on disk before it is acknowledged) or ``"normal"`` (WAL ``synchronous=NORMAL``: survives a process
+    crash, not necessarily a power loss).
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        *,
+        busy_timeout_ms: int = 30_000,
+        durability: str = "full",
+        pool_size: int = _sqlite.DEFAULT_POOL_SIZE,
+    ) -> None:
         self.path = path if path not in (None, ":memory:") else None
         self._busy_timeout_ms = busy_timeout_ms
+        self._synchronous = _sqlite.synchronous_pragma(durability)
+        self.durability = durability if self.path is not None else "memory"
         self._write_lock = threading.Lock()
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._all_lock = threading.Lock()
-        self._closed = False
         self._memory_lock = threading.RLock()
-        conn = self._connect()
-        with self._all_lock:
-            self._all.append(conn)
+        self._pool: _sqlite.Pool | None = None
+        self._closed = False
         if self.path is None:
-            self._memory_conn = conn
-        else:
-            self._local.conn = conn
-        with self._write_lock:
-            conn.executescript(_SCHEMA)
+            self._memory_conn = self._connect()
+            with self._write_lock:
+                self._memory_conn.executescript(_SCHEMA)
+                self.cursor_secret = _sqlite.server_secret(self._memory_conn, "cursor")
+            return
+        _sqlite.check_file(self.path)
+        try:
+            first = self._connect()
+        except sqlite3.DatabaseError as exc:
+            raise _sqlite.damaged(self.path, exc) from None
+        try:
+            _sqlite.quick_check(first, self.path)
+            with self._write_lock:
+                first.executescript(_SCHEMA)
+                self.cursor_secret = _sqlite.server_secret(first, "cursor")
+        except sqlite3.DatabaseError as exc:
+            first.close()
+            raise _sqlite.damaged(self.path, exc) from None
+        except BaseException:
+            first.close()
+            raise
+        first.close()
+        self._pool = _sqlite.Pool(self._connect, pool_size)
 
     @property
     def in_memory(self) -> bool:
         """Whether the database lives in memory (then calls are cheap enough to run inline)."""
         return self.path is None
+
+    @property
+    def open_connections(self) -> int:
+        """How many SQLite connections are open now (bounded by the pool size)."""
+        if self._pool is None:
+            return 1
+        return self._pool.opened
 
     def _connect(self) -> sqlite3.Connection:
         target = self.path if self.path is not None else ":memory:"
@@ -209,28 +246,27 @@ class Ledger:
             isolation_level=None,
             check_same_thread=False,
         )
-        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-        if self.path is not None:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            if self.path is not None:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(self._synchronous)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
-    def _guard(self) -> AbstractContextManager[Any]:
-        # The single in-memory connection is shared, so readers must not overlap writers on it.
-        return self._memory_lock if self.path is None else nullcontext()
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._closed:
-            raise RuntimeError("the local Cycles server is closed")
-        if self.path is None:
-            return self._memory_conn
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-            with self._all_lock:
-                self._all.append(conn)
-        return conn
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        if self._pool is None:
+            # The single in-memory connection is shared, so readers must not overlap writers on it.
+            with self._memory_lock:
+                if self._closed:
+                    raise RuntimeError("the local Cycles server is closed")
+                yield self._memory_conn
+        else:
+            with self._pool.connection() as conn:
+                yield conn
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -239,8 +275,7 @@ class Ledger:
         Exceptions that carry ``commit_on_error = True`` (the handlers' API errors, raised before any
         mutation other than expiry sweeping) still commit; anything else rolls back.
         """
-        with self._guard(), self._write_lock:
-            conn = self._conn()
+        with self._write_lock, self._connection() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -255,8 +290,7 @@ class Ledger:
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction (a consistent snapshot; WAL readers never block the writer)."""
-        with self._guard():
-            conn = self._conn()
+        with self._connection() as conn:
             conn.execute("BEGIN")
             try:
                 yield conn
@@ -264,13 +298,13 @@ class Ledger:
                 conn.execute("COMMIT")
 
     def close(self) -> None:
-        """Close every connection this ledger opened."""
-        with self._all_lock:
-            self._closed = True
-            conns, self._all = self._all, []
-        for conn in conns:
-            with contextlib.suppress(sqlite3.ProgrammingError):
-                conn.close()
+        """Close every connection this ledger opened (borrowed ones as they are returned)."""
+        self._closed = True
+        if self._pool is not None:
+            self._pool.close()
+        else:
+            with self._memory_lock, contextlib.suppress(sqlite3.ProgrammingError):
+                self._memory_conn.close()
 
 
 # --- budgets ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from ._base import (
     Request,
     amount,
     binding,
+    cursor_offset,
     decode_cursor,
     dumps,
     encode_cursor,
@@ -90,10 +91,18 @@ def tenant_setting(tenant: dict[str, Any] | None, name: str) -> Any:
 
 
 def check_subject_tenant(req: Request, subject: dict[str, Any]) -> None:
-    """``subject.tenant`` must be the key's tenant (403 otherwise)."""
+    """``subject.tenant`` must be the key's tenant, and the subject inside the key's scope filter (403)."""
     tenant = subject.get("tenant")
     if tenant is not None and tenant != req.tenant:
         raise LocalServerError(403, "FORBIDDEN", "subject.tenant does not match the authenticated tenant")
+    scopes = derive_scopes(subject)
+    check_scope_access(req, scopes[-1] if scopes else "")
+
+
+def check_scope_access(req: Request, scope_path: str) -> None:
+    """403 FORBIDDEN unless ``scope_path`` lies inside the API key's ``scope_filter``."""
+    if req.grant is not None and not req.grant.covers(scope_path):
+        raise LocalServerError(403, "FORBIDDEN", f"API key scope_filter does not cover {scope_path}")
 
 
 def tenant_closed(conn: sqlite3.Connection, tenant_id: str) -> bool:
@@ -378,6 +387,7 @@ def owned_reservation(conn: sqlite3.Connection, req: Request, reservation_id: st
         raise LocalServerError(404, "NOT_FOUND", f"Reservation not found: {reservation_id}")
     if not req.admin and res.tenant_id != req.tenant:
         raise LocalServerError(403, "FORBIDDEN", "Reservation belongs to another tenant")
+    check_scope_access(req, res.scope_path)
     return res
 
 
@@ -595,6 +605,10 @@ def list_reservations(env: Env, req: Request) -> Response:
     tenant = effective_tenant(req)
     where = ["tenant_id = ?"]
     params: list[Any] = [tenant]
+    if req.grant is not None:
+        scoped, scoped_params = req.grant.reservation_filter()
+        where.extend(scoped)
+        params.extend(scoped_params)
     bound: dict[str, Any] = {}
     key = req.param("idempotency_key")
     if key is not None:
@@ -637,7 +651,7 @@ def list_reservations(env: Env, req: Request) -> Response:
     cursor_binding = binding(tenant, bound, column, sort_dir)
     cursor = req.param("cursor")
     if cursor is not None:
-        position = decode_cursor(cursor, cursor_binding)
+        position = decode_cursor(env.ledger.cursor_secret, cursor, cursor_binding)
         op = "<" if sort_dir == "desc" else ">"
         where.append(f"({column} {op} ? OR ({column} = ? AND reservation_id {op} ?))")
         params.extend([position.get("v"), position.get("v"), position.get("id")])
@@ -654,7 +668,9 @@ def list_reservations(env: Env, req: Request) -> Response:
     if more:
         last = page[-1]
         value = getattr(last, column)
-        result["next_cursor"] = encode_cursor({"h": cursor_binding, "v": value, "id": last.reservation_id})
+        result["next_cursor"] = encode_cursor(
+            env.ledger.cursor_secret, {"h": cursor_binding, "v": value, "id": last.reservation_id}
+        )
     return 200, dumps(result)
 
 
@@ -684,13 +700,17 @@ def get_balances(env: Env, req: Request) -> Response:
     limit = page_limit(req)
     cursor_binding = binding(tenant, sorted(segments))
     cursor = req.param("cursor")
-    offset = int(decode_cursor(cursor, cursor_binding).get("o", 0)) if cursor is not None else 0
+    offset = cursor_offset(decode_cursor(env.ledger.cursor_secret, cursor, cursor_binding)) if cursor is not None else 0
     sweep_if_due(env)
     with env.ledger.read() as conn:
-        budgets = [b for b in db.tenant_budgets(conn, tenant) if segments <= set(b.scope.split("/"))]
+        budgets = [
+            b
+            for b in db.tenant_budgets(conn, tenant)
+            if segments <= set(b.scope.split("/")) and (req.grant is None or req.grant.covers(b.scope))
+        ]
     page = budgets[offset : offset + limit]
     more = offset + limit < len(budgets)
     result: dict[str, Any] = {"balances": [balance(b) for b in page], "has_more": more}
     if more:
-        result["next_cursor"] = encode_cursor({"h": cursor_binding, "o": offset + limit})
+        result["next_cursor"] = encode_cursor(env.ledger.cursor_secret, {"h": cursor_binding, "o": offset + limit})
     return 200, dumps(result)

@@ -259,18 +259,63 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+MAX_JSON_DEPTH = 64
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise SchemaError(f"number {text[:32]} is out of range")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise SchemaError(f"invalid JSON number {name}")
+
+
+def _check_tree(value: Any) -> None:
+    """Nesting depth within :data:`MAX_JSON_DEPTH` and no lone surrogates in any key or string.
+
+    Iterative, so a hostile document cannot exhaust the stack here either.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise SchemaError("strings must not contain unpaired UTF-16 surrogates")
+        elif isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise SchemaError(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+                stack.extend((child, depth + 1) for child in item.values())
+            else:
+                stack.extend((child, depth + 1) for child in item)
+
+
 def parse_json_object(body: bytes, schema: Check | None = None) -> dict[str, Any]:
-    """Decode a request body as a JSON object and check it against ``schema``."""
+    """Decode a request body as a JSON object and check it against ``schema``.
 
-    def reject_constant(name: str) -> Any:
-        raise SchemaError(f"invalid JSON number {name}")
-
+    Bodies Python's decoder cannot take safely are malformed too: nesting beyond :data:`MAX_JSON_DEPTH`,
+    integers beyond the interpreter's digit limit, numbers that overflow to infinity, lone surrogates.
+    """
     try:
-        value = json.loads(body.decode("utf-8"), parse_constant=reject_constant) if body else None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = body.decode("utf-8")
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite) if body else None
+    except SchemaError as exc:
         raise SchemaError(f"Malformed request body: {exc}") from None
+    except RecursionError:
+        raise SchemaError(f"Malformed request body: JSON is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, the int digit limit
+        raise SchemaError(f"Malformed request body: {str(exc)[:200]}") from None
     if not isinstance(value, dict):
         raise SchemaError("Malformed request body: a JSON object is required")
+    try:
+        _check_tree(value)
+    except SchemaError as exc:
+        raise SchemaError(f"Malformed request body: {exc}") from None
     if schema is not None:
         schema(value, "")
     return value

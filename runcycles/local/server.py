@@ -12,7 +12,7 @@ import httpx
 from . import _admin as admin
 from . import _ledger as db
 from ._asgi import AsgiApp
-from ._base import Env, LocalServerError
+from ._base import DEFAULT_MAX_BODY_BYTES, Env, LocalServerError
 from ._http import App
 from ._ops import OpsApp
 from ._transports import AsyncLocalTransport, LocalTransport
@@ -33,6 +33,10 @@ class LocalCyclesServer:
     ``path`` is a database file (shared safely by several processes) or ``None`` for private memory.
     ``admin_key`` is the ``X-Admin-API-Key`` secret (generated when omitted; see :attr:`admin_key`).
     ``clock`` returns epoch milliseconds; tests inject a fake one to drive expiry without sleeping.
+    ``max_body_bytes`` bounds request bodies (413 above it). ``durability`` is ``"full"`` (default: an
+    acknowledged write survives a power loss) or ``"normal"`` (it survives a process crash; the last
+    commits may roll back on power loss). A damaged database file raises
+    :class:`~runcycles.local.LocalDatabaseError` naming the file.
     Admin methods raise :class:`~runcycles.local.LocalServerError` with the HTTP status and error code
     the admin endpoint would answer.
     """
@@ -43,11 +47,16 @@ class LocalCyclesServer:
         *,
         admin_key: str | None = None,
         clock: Callable[[], int] | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        durability: str = "full",
     ) -> None:
+        if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be a positive integer")
         self._env = Env(
-            ledger=db.Ledger(None if path is None else str(path)),
+            ledger=db.Ledger(None if path is None else str(path), durability=durability),
             clock=clock or _wall_clock_ms,
             admin_key=admin_key or "cyc_admin_" + secrets.token_urlsafe(24),
+            max_body_bytes=max_body_bytes,
         )
         self._app = App(self._env)
         self.asgi_app = OpsApp(AsgiApp(self._app), self._env)
@@ -57,6 +66,16 @@ class LocalCyclesServer:
     def admin_key(self) -> str:
         """The ``X-Admin-API-Key`` secret of this server."""
         return self._env.admin_key
+
+    @property
+    def durability(self) -> str:
+        """``"full"``, ``"normal"`` or ``"memory"`` (an in-memory database keeps nothing)."""
+        return self._env.ledger.durability
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The request body limit in bytes."""
+        return self._env.max_body_bytes
 
     @property
     def path(self) -> str | None:
@@ -88,9 +107,25 @@ class LocalCyclesServer:
         """Patch a tenant (``status``, ``max_reservation_extensions``, TTL defaults...); CLOSED cascades."""
         return admin.update_tenant(self._env, tenant_id, admin.validated(admin.TENANT_UPDATE, dict(fields)))
 
-    def create_api_key(self, tenant_id: str, name: str = "default") -> str:
-        """Create an API key for ``tenant_id`` and return its secret (stored only as a salted hash)."""
-        body = admin.validated(admin.API_KEY_CREATE, {"tenant_id": tenant_id, "name": name})
+    def create_api_key(
+        self,
+        tenant_id: str,
+        name: str = "default",
+        *,
+        permissions: list[str] | None = None,
+        scope_filter: list[str] | None = None,
+    ) -> str:
+        """Create an API key for ``tenant_id`` and return its secret (stored only as a salted hash).
+
+        Without ``permissions`` the key gets the admin spec's default tenant set (every runtime operation
+        and budget reads and writes); ``scope_filter`` (``level:value`` / ``level:*`` entries) confines it.
+        """
+        fields: dict[str, Any] = {"tenant_id": tenant_id, "name": name}
+        if permissions is not None:
+            fields["permissions"] = list(permissions)
+        if scope_filter is not None:
+            fields["scope_filter"] = list(scope_filter)
+        body = admin.validated(admin.API_KEY_CREATE, fields)
         return str(admin.create_api_key(self._env, body)["key_secret"])
 
     def create_budget(
