@@ -2,14 +2,16 @@
 
 A driver performs each effect a generator yields and sends the answer back. ``Detach`` ends inline driving:
 the generator is handed to the client's background worker, and the driver returns `DETACHED`.
+Clocks and the sync driver's sleep come from the environment, so tests run these drivers on a fake clock.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import anyio
 import attrs
@@ -30,19 +32,34 @@ from ._protocol.effects import (
 from ._protocol.requests import HttpRequest
 from .response import CyclesResponse
 
-__all__ = ["DETACHED", "AsyncEnv", "SyncEnv", "monotonic_ms", "run_async", "run_sync", "wall_ms"]
+__all__ = [
+    "DETACHED",
+    "AsyncEnv",
+    "Detached",
+    "SyncEnv",
+    "monotonic_ms",
+    "run_async",
+    "run_async_inline",
+    "run_sync",
+    "run_sync_inline",
+    "wall_ms",
+]
 
 T = TypeVar("T")
 log = logging.getLogger("runcycles.lifecycle")
 
 
-class _Detached:
+class Detached(enum.Enum):
+    """The type of `DETACHED`."""
+
+    DETACHED = "DETACHED"
+
     def __repr__(self) -> str:
         return "DETACHED"
 
 
-DETACHED: Any = _Detached()
-
+DETACHED: Final = Detached.DETACHED
+"""What a driver returns when the steps detached to the background worker (the result comes later)."""
 
 def monotonic_ms() -> float:
     """The monotonic clock in milliseconds."""
@@ -66,6 +83,8 @@ class SyncEnv:
     detach: Callable[[Steps[Any]], None] | None = None
     monotonic: Callable[[], float] = monotonic_ms
     wall: Callable[[], int] = wall_ms
+    sleep: Callable[[float], None] = time.sleep
+    """Blocks for the given seconds (a fake clock's sleep advances its ``monotonic``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -113,7 +132,7 @@ def _clock(effect: object, env: SyncEnv | AsyncEnv) -> float | int:
     raise TypeError(f"unknown effect {effect!r}")  # pragma: no cover - a programming error
 
 
-def run_sync(steps: Steps[T], env: SyncEnv) -> T:
+def run_sync(steps: Steps[T], env: SyncEnv) -> T | Detached:
     """Drive ``steps`` to completion (or to a ``Detach``) on this thread."""
     answer: Any = None
     while True:
@@ -129,18 +148,18 @@ def run_sync(steps: Steps[T], env: SyncEnv) -> T:
         elif isinstance(effect, SleepUntil):
             delay = (effect.at_ms - env.monotonic()) / 1000.0
             if delay > 0:
-                time.sleep(delay)
+                env.sleep(delay)
         elif isinstance(effect, Detach):
             if env.detach is not None:
                 env.detach(steps)
-                return DETACHED  # type: ignore[no-any-return]
+                return DETACHED
         elif (job := _journal_job(effect, env)) is not None:
             answer = _journal_call(*job)
         else:
             answer = _clock(effect, env)
 
 
-async def run_async(steps: Steps[T], env: AsyncEnv) -> T:
+async def run_async(steps: Steps[T], env: AsyncEnv) -> T | Detached:
     """Drive ``steps`` to completion (or to a ``Detach``) in the current task."""
     answer: Any = None
     while True:
@@ -158,11 +177,27 @@ async def run_async(steps: Steps[T], env: AsyncEnv) -> T:
         elif isinstance(effect, Detach):
             if env.detach is not None:
                 env.detach(steps)
-                return DETACHED  # type: ignore[no-any-return]
+                return DETACHED
         elif (job := _journal_job(effect, env)) is not None:
             answer = await _off_loop(*job)
         else:
             answer = _clock(effect, env)
+
+
+def run_sync_inline(steps: Steps[T], env: SyncEnv) -> T:
+    """`run_sync` for steps that never detach (reserve, release): their result, typed without `DETACHED`."""
+    result = run_sync(steps, env)
+    if isinstance(result, Detached):
+        raise AssertionError("these steps never detach")  # pragma: no cover - a programming error
+    return result
+
+
+async def run_async_inline(steps: Steps[T], env: AsyncEnv) -> T:
+    """`run_async` for steps that never detach (reserve, release): their result, typed without `DETACHED`."""
+    result = await run_async(steps, env)
+    if isinstance(result, Detached):
+        raise AssertionError("these steps never detach")  # pragma: no cover - a programming error
+    return result
 
 
 async def _off_loop(fn: Callable[[Any], None] | None, arg: Any) -> BaseException | None:

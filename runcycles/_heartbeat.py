@@ -14,15 +14,16 @@ import attrs
 
 from . import _otel
 from ._protocol import requests as rq
-from ._protocol.effects import Now, Send, Sent, SleepUntil, Steps
+from ._protocol.effects import Steps, now, send, sleep_until
 from ._protocol.lease import Beat, FailureKind, LeaseSchedule
 from ._protocol.outcomes import Outcome, OutcomeKind, classify
+from ._protocol.states import HeartbeatDisposition
 from .config import CyclesConfig
 from .context import CyclesContext
-from .lifecycle import Reserved, new_key
+from .lifecycle import KeyFactory, Reserved, new_key
 from .models import ErrorCode
 
-__all__ = ["HeartbeatEvent", "heartbeat_steps"]
+__all__ = ["HeartbeatDisposition", "HeartbeatEvent", "heartbeat_steps"]
 
 log = logging.getLogger("runcycles.heartbeat")
 
@@ -42,11 +43,12 @@ class HeartbeatEvent:
     """A heartbeat failure, as given to ``on_heartbeat_failure``.
 
     ``disposition`` is ``"retrying"`` (the same key will be retried after ``retry_in_ms``) or ``"stopped"``
-    (no more extends for this reservation; the guarded work goes on and is still settled).
+    (no more extends for this reservation; the guarded work goes on and is still settled): a
+    `HeartbeatDisposition`, a str enum, so ``event.disposition == "retrying"`` holds.
     """
 
     reservation_id: str
-    disposition: str
+    disposition: HeartbeatDisposition = attrs.field(converter=HeartbeatDisposition)
     reason: str
     status: int | None = None
     error_code: str | None = None
@@ -75,6 +77,7 @@ def heartbeat_steps(
     *,
     config: CyclesConfig,
     report: Callable[[HeartbeatEvent], None],
+    key_factory: KeyFactory = new_key,
 ) -> Steps[None]:
     """Keep ``reserved`` alive until the generator is closed (by cancelling its driver)."""
     reservation_id = reserved.reservation_id
@@ -93,7 +96,7 @@ def heartbeat_steps(
         expires_at_ms=created.expires_at_ms,
         remaining_ttl_ms=created.remaining_ttl_ms,
     )
-    key = new_key()
+    key = key_factory()
     noted: set[str] = set()
     while True:
         if beat.note and beat.note not in noted:
@@ -102,13 +105,14 @@ def heartbeat_steps(
         if beat.is_stop:
             message = beat.reason or "stopped"
             log.warning("heartbeat stopped: reservation_id=%s reason=%s", reservation_id, message)
-            report(HeartbeatEvent(reservation_id=reservation_id, disposition="stopped", reason=message))
+            stopped = HeartbeatDisposition.STOPPED
+            report(HeartbeatEvent(reservation_id=reservation_id, disposition=stopped, reason=message))
             return
-        yield SleepUntil(beat.due_at_ms)
+        yield from sleep_until(beat.due_at_ms)
         if beat.fresh_key:
-            key = new_key()
+            key = key_factory()
         request = rq.extend(reservation_id, {"idempotency_key": key, "extend_by_ms": ttl_ms})
-        sent: Sent = yield Send(request, deadline_ms=_deadline(schedule))
+        sent = yield from send(request, deadline_ms=_deadline(schedule))
         outcome = classify(rq.Operation.EXTEND, sent.response)
         if outcome.is_success:
             model = outcome.model
@@ -120,40 +124,43 @@ def heartbeat_steps(
                 remaining_ttl_ms=model.remaining_ttl_ms,
             )
             continue
-        now: float = yield Now()
+        at = yield from now()
         retry_after = outcome.retry_after_ms
         beat = schedule.on_extend_failure(
-            now_ms=now,
+            now_ms=at,
             kind=_failure_kind(outcome),
             retry_after_s=None if retry_after is None else retry_after // 1000,
         )
-        code = outcome.error_code.value if outcome.error_code is not None else None
-        reason = outcome.problem or outcome.kind.value
+        report(_failure_event(reservation_id, outcome, beat, at))
         if beat.is_stop:
-            reason = f"{reason}; {beat.reason}" if beat.reason else reason
-            log.warning(
-                "heartbeat extend failed, stopping: reservation_id=%s status=%s error=%s reason=%s",
-                reservation_id, sent.response.status, code, reason,
-            )
-            report(
-                HeartbeatEvent(
-                    reservation_id=reservation_id, disposition="stopped", reason=reason,
-                    status=sent.response.status, error_code=code,
-                )
-            )
             return
-        delay = max(0, int(beat.due_at_ms - now))
+
+
+def _failure_event(reservation_id: str, outcome: Outcome, beat: Beat, now_ms: float) -> HeartbeatEvent:
+    """Log a failed extend and describe it for ``on_heartbeat_failure`` (stopped, or retrying per ``beat``)."""
+    status = outcome.response.status
+    code = outcome.error_code.value if outcome.error_code is not None else None
+    reason = outcome.problem or outcome.kind.value
+    if beat.is_stop:
+        reason = f"{reason}; {beat.reason}" if beat.reason else reason
         log.warning(
-            "heartbeat extend failed, retrying with the same idempotency key in %d ms: reservation_id=%s "
-            "status=%s error=%s reason=%s",
-            delay, reservation_id, sent.response.status, code, reason,
+            "heartbeat extend failed, stopping: reservation_id=%s status=%s error=%s reason=%s",
+            reservation_id, status, code, reason,
         )
-        report(
-            HeartbeatEvent(
-                reservation_id=reservation_id, disposition="retrying", reason=reason,
-                status=sent.response.status, error_code=code, retry_in_ms=delay,
-            )
+        return HeartbeatEvent(
+            reservation_id=reservation_id, disposition=HeartbeatDisposition.STOPPED, reason=reason,
+            status=status, error_code=code,
         )
+    delay = max(0, int(beat.due_at_ms - now_ms))
+    log.warning(
+        "heartbeat extend failed, retrying with the same idempotency key in %d ms: reservation_id=%s "
+        "status=%s error=%s reason=%s",
+        delay, reservation_id, status, code, reason,
+    )
+    return HeartbeatEvent(
+        reservation_id=reservation_id, disposition=HeartbeatDisposition.RETRYING, reason=reason,
+        status=status, error_code=code, retry_in_ms=delay,
+    )
 
 
 def _deadline(schedule: LeaseSchedule) -> int | None:

@@ -21,18 +21,18 @@ from typing import Any
 
 from ._protocol import requests as rq
 from ._protocol.effects import (
-    JournalDelete,
-    JournalQuarantine,
-    JournalRelease,
-    Now,
-    Send,
-    Sent,
-    SleepUntil,
     Steps,
-    WallNow,
+    journal_delete,
+    journal_quarantine,
+    journal_release,
+    now,
+    send,
+    sleep_until,
+    wall_now,
 )
 from ._protocol.outcomes import Outcome, OutcomeKind, classify
-from ._protocol.settlement import MAX_RETRY_AFTER_MS, retry_state, settlement_retrying
+from ._protocol.settlement import clamp_retry_after, retry_state
+from ._protocol.states import SettlementState, SettleMode
 from ._text import cap
 from .lifecycle import PendingSettlement, RetryPolicy, Settlement, settle_steps
 
@@ -52,7 +52,7 @@ def replay_steps(
 
     Ends as ``settled``, ``rejected`` or ``retained`` (see `settle_steps`), or ``quarantined``.
     """
-    wall: int = yield WallNow()
+    wall = yield from wall_now()
     age_ms = wall - recorded_at_ms
     if age_ms < verify_after_ms:
         return (yield from settle_steps(record, policy, journal=True, resume=True))
@@ -61,9 +61,9 @@ def replay_steps(
     status = _status(outcome)
     if status == "COMMITTED":
         log.info("old journaled settlement verified as committed: reservation_id=%s", rid)
-        yield JournalDelete(rid)
-        return Settlement(state="settled")
-    if status == "ACTIVE" and record.mode == "commit":
+        yield from journal_delete(rid)
+        return Settlement(state=SettlementState.SETTLED)
+    if status == "ACTIVE" and record.mode is SettleMode.COMMIT:
         log.info("old journaled commit: reservation %s is still active; committing with the same key", rid)
         return (yield from settle_steps(record, policy, journal=True, resume=True))
     if status is None and outcome.kind in _UNCLEAR and outcome.response.status not in _GONE:
@@ -72,8 +72,8 @@ def replay_steps(
             outcome.problem or outcome.kind.value,
             rid,
         )
-        yield JournalRelease(rid)
-        return Settlement(state="retained")
+        yield from journal_release(rid)
+        return Settlement(state=SettlementState.RETAINED)
     http_status = outcome.response.status
     if status is not None:
         found = f"reservation {status}"
@@ -95,20 +95,15 @@ def replay_steps(
         cap(repr(_actual(record))),
         reason,
     )
-    yield JournalQuarantine(rid, reason)
-    return Settlement(state="quarantined")
+    yield from journal_quarantine(rid, reason)
+    return Settlement(state=SettlementState.QUARANTINED)
 
 
 def _read_reservation(reservation_id: str, policy: RetryPolicy) -> Steps[Outcome]:
-    retrying = settlement_retrying(
-        max_attempts=policy.max_attempts,
-        initial_ms=policy.initial_ms,
-        multiplier=policy.multiplier,
-        max_ms=policy.max_ms,
-    )
+    retrying = policy.retrying()
     attempts = 0
     while True:
-        sent: Sent = yield Send(rq.get_reservation(reservation_id))
+        sent = yield from send(rq.get_reservation(reservation_id))
         outcome = classify(rq.Operation.GET, sent.response)
         attempts += 1
         if outcome.kind not in (OutcomeKind.TRANSIENT, OutcomeKind.AMBIGUOUS, OutcomeKind.RATE_LIMITED):
@@ -117,10 +112,11 @@ def _read_reservation(reservation_id: str, policy: RetryPolicy) -> Steps[Outcome
         if not policy.enabled or retrying.stop(state):
             return outcome
         delay = int(retrying.wait(state) * 1000)
-        if outcome.retry_after_ms is not None:
-            delay = max(delay, min(outcome.retry_after_ms, MAX_RETRY_AFTER_MS))
-        now: float = yield Now()
-        yield SleepUntil(now + delay)
+        retry_after = clamp_retry_after(outcome.retry_after_ms)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        at = yield from now()
+        yield from sleep_until(at + delay)
 
 
 def _status(outcome: Outcome) -> str | None:
@@ -131,5 +127,5 @@ def _status(outcome: Outcome) -> str | None:
 
 
 def _actual(record: PendingSettlement) -> Any:
-    body = record.event_body if record.mode == "event" else record.commit_body
+    body = record.event_body if record.mode is SettleMode.EVENT else record.commit_body
     return body.get("actual")

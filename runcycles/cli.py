@@ -19,13 +19,13 @@ import attrs
 from . import _cli_ops
 
 EXIT_OK = 0
-EXIT_DAMAGED_DATABASE = 1
+EXIT_BAD_DATABASE = 1
 EXIT_USAGE = 2
 EXIT_CANNOT_LISTEN = 3
 SERVE_EXIT_CODES = """exit codes:
   0  stopped (Ctrl+C or SIGTERM, after a graceful shutdown)
-  1  the --db file is damaged (failed its integrity check); it was not modified
-  2  usage error: bad options, uvicorn missing, --db unusable, seeding refused, or --budget differing
+  1  the --db file cannot be used (damaged, not a Cycles database, unreadable); it was not modified
+  2  usage error: bad options, uvicorn missing, seeding refused, or --budget differing
      from the tenant budget already in --db (without --reset-budget)
   3  cannot listen on --host/--port (e.g. the port is in use); nothing was printed to stdout"""
 
@@ -194,7 +194,7 @@ def serve(args: argparse.Namespace) -> int:
             )
         except LocalDatabaseError as exc:
             print(f"runcycles serve: {exc}", file=sys.stderr)
-            return EXIT_DAMAGED_DATABASE
+            return EXIT_BAD_DATABASE
         except sqlite3.Error as exc:
             print(f"runcycles serve: cannot open the database {args.db}: {exc}", file=sys.stderr)
             return EXIT_USAGE

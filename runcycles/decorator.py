@@ -11,7 +11,7 @@ import anyio
 
 from . import _runtime
 from ._defaults import resolve_client
-from ._drivers import run_async, run_sync
+from ._drivers import run_async, run_async_inline, run_sync, run_sync_inline
 from ._guard import Guard, options_from
 from .client import AsyncCyclesClient, CyclesClient
 from .context import CyclesContext, bind
@@ -245,7 +245,7 @@ def _sync_wrapper(guard: Guard, fn: Callable[P, R], explicit: ClientOption) -> C
         client: CyclesClient = slot.get(args, kwargs)
         runtime = _runtime.of(client)
         request = guard.plan(client.config, args, kwargs)
-        reserved = run_sync(reserve_steps(request), runtime.sync_env())
+        reserved = run_sync_inline(reserve_steps(request), runtime.sync_env())
         if isinstance(reserved, DryRunResult):
             return cast(R, reserved)
         if reserved.reservation_id is None:
@@ -326,7 +326,7 @@ def _async_wrapper(
         runtime = _runtime.of(client)
         request = guard.plan(client.config, args, kwargs)
         env = runtime.async_env()
-        reserved = await run_async(reserve_steps(request), env)
+        reserved = await run_async_inline(reserve_steps(request), env)
         if isinstance(reserved, DryRunResult):
             return reserved
         if reserved.reservation_id is None:

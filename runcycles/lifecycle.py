@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -17,19 +17,19 @@ import attrs
 from . import _otel
 from ._protocol import requests as rq
 from ._protocol.effects import (
-    Detach,
-    JournalDelete,
-    JournalRelease,
-    JournalWrite,
-    Now,
-    Send,
-    Sent,
-    SleepUntil,
     Steps,
-    WallNow,
+    detach,
+    journal_delete,
+    journal_release,
+    journal_write,
+    now,
+    send,
+    sleep_until,
+    wall_now,
 )
 from ._protocol.outcomes import Outcome, OutcomeKind, classify
-from ._protocol.settlement import MAX_RETRY_AFTER_MS, retry_state, settlement_retrying
+from ._protocol.settle_machine import AttemptState, Next, RetryPolicy, SettleDecision, SettleMachine, verdict_of
+from ._protocol.states import SettlementState, SettleMode
 from .config import CyclesConfig
 from .errors import (
     CyclesProtocolError,
@@ -57,7 +57,10 @@ from .validation import validate_amount
 __all__ = [
     "PendingSettlement",
     "Reserved",
+    "RetryPolicy",
+    "SettleMode",
     "Settlement",
+    "SettlementState",
     "build_create",
     "build_settlement",
     "new_key",
@@ -74,6 +77,10 @@ SUBJECT_FIELDS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
 def new_key() -> str:
     """A fresh idempotency key."""
     return str(uuid.uuid4())
+
+
+KeyFactory = Callable[[], str]
+"""Where idempotency keys come from (`new_key`; tests inject a deterministic one)."""
 
 
 # --------------------------------------------------------------------------- reserve
@@ -94,6 +101,7 @@ def build_create(
     overage_policy: CommitOveragePolicy | str,
     dry_run: bool,
     metadata: Mapping[str, Any] | None,
+    key_factory: KeyFactory = new_key,
 ) -> ReservationCreateRequest:
     """The validated create request; subject fields fall back to the config's defaults."""
     validate_amount("estimate", estimate)
@@ -107,7 +115,7 @@ def build_create(
     if dimensions:
         fields["dimensions"] = dict(dimensions)
     return ReservationCreateRequest(
-        idempotency_key=new_key(),
+        idempotency_key=key_factory(),
         subject=Subject(**fields),
         action=Action(kind=action_kind, name=action_name, tags=list(action_tags) if action_tags else None),
         estimate=Amount(unit=Unit(unit), amount=estimate),
@@ -155,14 +163,14 @@ def reserve_steps(request: ReservationCreateRequest) -> Steps[Reserved | DryRunR
     rejection; returns `DryRunResult` for an allowed dry run.
     """
     http = rq.create_reservation(to_wire(request))
-    sent: Sent = yield Send(http)
+    sent = yield from send(http)
     outcome = classify(rq.Operation.CREATE, sent.response)
     if outcome.kind in (OutcomeKind.TRANSIENT, OutcomeKind.AMBIGUOUS):
         log.warning(
             "create reservation outcome unknown (%s); retrying once with the same idempotency key",
             outcome.problem or outcome.kind.value,
         )
-        sent = yield Send(http)
+        sent = yield from send(http)
         outcome = classify(rq.Operation.CREATE, sent.response)
     response = sent.response
     if outcome.kind is OutcomeKind.TRANSIENT and response.is_transport_error:
@@ -199,15 +207,15 @@ def reserve_steps(request: ReservationCreateRequest) -> Steps[Reserved | DryRunR
 
 
 @_otel.traced
-def release_steps(reservation_id: str, reason: str) -> Steps[bool]:
+def release_steps(reservation_id: str, reason: str, *, key_factory: KeyFactory = new_key) -> Steps[bool]:
     """Release a reservation whose work failed; one same-key retry when the outcome is unknown.
 
     Never raises: a failed release only holds budget until the reservation expires. Returns True on success.
     """
-    http = rq.release(reservation_id, {"idempotency_key": new_key(), "reason": reason[:256]})
+    http = rq.release(reservation_id, {"idempotency_key": key_factory(), "reason": reason[:256]})
     outcome: Outcome | None = None
     for _ in range(2):
-        sent: Sent = yield Send(http)
+        sent = yield from send(http)
         outcome = classify(rq.Operation.RELEASE, sent.response)
         if outcome.kind not in (OutcomeKind.TRANSIENT, OutcomeKind.AMBIGUOUS):
             break
@@ -233,7 +241,7 @@ class PendingSettlement:
     idempotency_key: str
     commit_body: Mapping[str, Any]
     event_body: Mapping[str, Any]
-    mode: str = "commit"  # "commit" | "event"
+    mode: SettleMode = attrs.field(default=SettleMode.COMMIT, converter=SettleMode)
     not_before_ms: int | None = None
     attempts: int = 0
 
@@ -241,9 +249,9 @@ class PendingSettlement:
 @attrs.frozen(kw_only=True)
 class Settlement:
     """How a settlement ended (or paused): ``settled``, ``rejected`` (understood, with ``error``) or
-    ``retained`` (still unresolved: the journal keeps it)."""
+    ``retained`` (still unresolved: the journal keeps it); a replay may also end ``quarantined``."""
 
-    state: str
+    state: SettlementState = attrs.field(converter=SettlementState)
     model: Any = None
     error: CyclesProtocolError | None = None
 
@@ -255,6 +263,7 @@ def build_settlement(
     estimated: bool,
     metrics: CyclesMetrics | None,
     metadata: Mapping[str, Any] | None,
+    key_factory: KeyFactory = new_key,
 ) -> PendingSettlement:
     """The commit body and its event fallback, both under one idempotency key."""
     reservation_id = reserved.reservation_id
@@ -263,7 +272,7 @@ def build_settlement(
     commit_metadata = dict(metadata) if metadata else {}
     if estimated:
         commit_metadata["actual_source"] = "estimate"
-    key = new_key()
+    key = key_factory()
     amount = Amount(unit=unit, amount=actual)
     metrics = metrics if metrics is not None and not _metrics_empty(metrics) else None
     commit = CommitRequest(
@@ -290,39 +299,6 @@ def _metrics_empty(metrics: CyclesMetrics) -> bool:
     return not to_wire(metrics)
 
 
-@attrs.frozen(kw_only=True)
-class RetryPolicy:
-    """The background settlement retry settings (from `CyclesConfig`)."""
-
-    enabled: bool = True
-    max_attempts: int = 5
-    initial_ms: int = 500
-    multiplier: float = 2.0
-    max_ms: int = 30000
-
-    @classmethod
-    def from_config(cls, config: CyclesConfig) -> RetryPolicy:
-        """The policy the config describes."""
-        return cls(
-            enabled=config.retry_enabled,
-            max_attempts=config.retry_max_attempts,
-            initial_ms=config.retry_initial_delay_ms,
-            multiplier=config.retry_multiplier,
-            max_ms=config.retry_max_delay_ms,
-        )
-
-
-def _verify_finalized(reservation_id: str) -> Steps[str]:
-    """After a RESERVATION_FINALIZED commit: was it committed (settled) or released (spend not on the ledger)?"""
-    sent: Sent = yield Send(rq.get_reservation(reservation_id))
-    status = sent.response.get_body_attribute("status")
-    if sent.response.status == 200 and status == "COMMITTED":
-        return "committed"
-    if sent.response.status == 410 or (sent.response.status == 200 and status in ("RELEASED", "EXPIRED")):
-        return "not_committed"
-    return "unknown"
-
-
 @_otel.traced
 def settle_steps(
     record: PendingSettlement, policy: RetryPolicy, *, journal: bool = True, resume: bool = False
@@ -333,107 +309,118 @@ def settle_steps(
     rejection ends it (and deletes the record); everything unknown is retried with the same key and body,
     after a ``Detach`` hands the rest to the background worker. A commit the server calls expired becomes an
     event (switched durably first); a commit it calls finalized is verified before being taken as settled.
+    The decisions are `SettleMachine`'s; this loop performs their effects.
     """
     if journal and not resume:
-        error = yield JournalWrite(record)
+        error = yield from journal_write(record)
         if error is not None:
             log.error(
                 "could not journal the pending settlement (continuing without durability): reservation_id=%s error=%r",
                 record.reservation_id,
                 error,
             )
-    detached = False
-    retries = 0
-    # tenacity decides when to stop and how long to wait; the generator only yields the sleep.
-    retrying = settlement_retrying(
-        max_attempts=policy.max_attempts,
-        initial_ms=policy.initial_ms,
-        multiplier=policy.multiplier,
-        max_ms=policy.max_ms,
-    )
+    machine = SettleMachine(policy)
+    state = AttemptState.resumed(record.mode) if resume else AttemptState.first(record.mode)
     while True:
-        if record.not_before_ms is not None:
-            wall: int = yield WallNow()
-            if wall < record.not_before_ms:
-                now: float = yield Now()
-                yield SleepUntil(now + (record.not_before_ms - wall))
-        is_event = record.mode == "event"
-        http = (
-            rq.create_event(record.event_body)
-            if is_event
-            else rq.commit(record.reservation_id, record.commit_body)
-        )
-        sent: Sent = yield Send(http)
-        operation = rq.Operation.EVENT if is_event else rq.Operation.COMMIT
-        outcome = classify(operation, sent.response)
-        if outcome.is_success:
-            if journal:
-                yield JournalDelete(record.reservation_id)
-            if retries or is_event:
-                log.info(
-                    "settled reservation %s by %s after %d retr%s",
-                    record.reservation_id, "event" if is_event else "commit", retries, "y" if retries == 1 else "ies",
-                )
-            return Settlement(state="settled", model=outcome.model)
-        switch = outcome.kind is OutcomeKind.EXPIRED and not is_event
-        if outcome.kind is OutcomeKind.FINALIZED and not is_event:
-            verdict = yield from _verify_finalized(record.reservation_id)
-            if verdict == "committed":
-                if journal:
-                    yield JournalDelete(record.reservation_id)
-                return Settlement(state="settled")
-            switch = verdict == "not_committed"
-            if not switch:
-                outcome = attrs.evolve(outcome, kind=OutcomeKind.AMBIGUOUS, problem="finalized, not verifiable")
-        if switch:
-            log.warning(
-                "reservation %s is no longer committable; recording the spend as an event with the same key",
-                record.reservation_id,
-            )
-            record = attrs.evolve(record, mode="event", not_before_ms=None)
-            if journal:
-                error = yield JournalWrite(record)
-                if error is not None:
-                    log.error("could not journal the switch to event mode: %r", error)
-            continue
-        if outcome.kind in (OutcomeKind.TERMINAL, OutcomeKind.FINALIZED, OutcomeKind.EXPIRED):
-            rejection = error_from_response(sent.response, "Settlement rejected")
-            log.error(
-                "settlement rejected by the server; the spend is NOT on the ledger: reservation_id=%s mode=%s error=%s",
-                record.reservation_id, record.mode, rejection,
-            )
-            if journal:
-                yield JournalDelete(record.reservation_id)
-            return Settlement(state="rejected", error=rejection)
-        # Unknown outcome: keep the spend and try again with the same key and body.
-        state = retry_state(retrying, retries + 1)
-        if not policy.enabled or retrying.stop(state):
-            log.error(
-                "settlement unresolved (%s) and retries %s; the journal keeps it for replay: reservation_id=%s",
-                outcome.problem or outcome.kind.value,
-                "exhausted" if policy.enabled else "disabled",
-                record.reservation_id,
-            )
-            if journal:
-                yield JournalRelease(record.reservation_id)
-            return Settlement(state="retained")
-        log.warning(
-            "settlement outcome unknown (%s); retrying in the background with the same key: reservation_id=%s",
+        yield from _wait_not_before(record)
+        sent = yield from send(_settle_request(record))
+        decision = machine.on_outcome(classify(_OPERATION[record.mode], sent.response), state)
+        if decision.next is Next.VERIFY_FINALIZED:
+            verified = yield from send(rq.get_reservation(record.reservation_id))
+            decision = machine.on_verified(verdict_of(verified.response), decision.outcome, state)
+        state = decision.state
+        if decision.next is Next.SWITCH_TO_EVENT:
+            record = yield from _switch_to_event(record, journal=journal)
+        elif decision.next is Next.RETRY:
+            record = yield from _retry(record, decision, journal=journal)
+        else:
+            return (yield from _finish(record, decision, policy, journal=journal))
+
+
+_OPERATION = {SettleMode.COMMIT: rq.Operation.COMMIT, SettleMode.EVENT: rq.Operation.EVENT}
+
+
+def _settle_request(record: PendingSettlement) -> rq.HttpRequest:
+    if record.mode is SettleMode.EVENT:
+        return rq.create_event(record.event_body)
+    return rq.commit(record.reservation_id, record.commit_body)
+
+
+def _wait_not_before(record: PendingSettlement) -> Steps[None]:
+    """Honour a persisted Retry-After (an absolute wall time, so it survives a restart)."""
+    if record.not_before_ms is None:
+        return
+    wall = yield from wall_now()
+    if wall < record.not_before_ms:
+        at = yield from now()
+        yield from sleep_until(at + (record.not_before_ms - wall))
+
+
+def _switch_to_event(record: PendingSettlement, *, journal: bool) -> Steps[PendingSettlement]:
+    log.warning(
+        "reservation %s is no longer committable; recording the spend as an event with the same key",
+        record.reservation_id,
+    )
+    record = attrs.evolve(record, mode=SettleMode.EVENT, not_before_ms=None)
+    if journal:
+        error = yield from journal_write(record)
+        if error is not None:
+            log.error("could not journal the switch to event mode: %r", error)
+    return record
+
+
+def _retry(record: PendingSettlement, decision: SettleDecision, *, journal: bool) -> Steps[PendingSettlement]:
+    """Keep the spend and try again with the same key and body, after the decision's delay."""
+    outcome = decision.outcome
+    log.warning(
+        "settlement outcome unknown (%s); retrying in the background with the same key: reservation_id=%s",
+        outcome.problem or outcome.kind.value,
+        record.reservation_id,
+    )
+    if decision.detach:
+        yield from detach()
+    record = attrs.evolve(record, attempts=record.attempts + 1)
+    if decision.hold_ms is not None:
+        wall = yield from wall_now()
+        record = attrs.evolve(record, not_before_ms=wall + decision.hold_ms)
+        if journal:
+            yield from journal_write(record)
+    at = yield from now()
+    yield from sleep_until(decision.retry_at(at))
+    return record
+
+
+def _finish(
+    record: PendingSettlement, decision: SettleDecision, policy: RetryPolicy, *, journal: bool
+) -> Steps[Settlement]:
+    """Settled, rejected or retained: log it, end the journal record's run, and say so."""
+    outcome = decision.outcome
+    rid = record.reservation_id
+    if decision.next is Next.RETAIN:
+        log.error(
+            "settlement unresolved (%s) and retries %s; the journal keeps it for replay: reservation_id=%s",
             outcome.problem or outcome.kind.value,
-            record.reservation_id,
+            "exhausted" if policy.enabled else "disabled",
+            rid,
         )
-        if not detached:
-            detached = True
-            yield Detach()
-        delay = int(retrying.wait(state) * 1000)
-        if outcome.retry_after_ms is not None:
-            delay = max(delay, min(outcome.retry_after_ms, MAX_RETRY_AFTER_MS))
-        retries += 1
-        record = attrs.evolve(record, attempts=record.attempts + 1)
-        if outcome.kind is OutcomeKind.RATE_LIMITED and outcome.retry_after_ms is not None:
-            wall = yield WallNow()
-            record = attrs.evolve(record, not_before_ms=wall + min(outcome.retry_after_ms, MAX_RETRY_AFTER_MS))
-            if journal:
-                yield JournalWrite(record)
-        now = yield Now()
-        yield SleepUntil(now + delay)
+        if journal:
+            yield from journal_release(rid)
+        return Settlement(state=SettlementState.RETAINED)
+    if decision.next is Next.REJECTED:
+        rejection = error_from_response(outcome.response, "Settlement rejected")
+        log.error(
+            "settlement rejected by the server; the spend is NOT on the ledger: reservation_id=%s mode=%s error=%s",
+            rid, record.mode, rejection,
+        )
+        if journal:
+            yield from journal_delete(rid)
+        return Settlement(state=SettlementState.REJECTED, error=rejection)
+    if journal:
+        yield from journal_delete(rid)
+    retries = decision.state.retries
+    if outcome.is_success and (retries or record.mode is SettleMode.EVENT):
+        log.info(
+            "settled reservation %s by %s after %d retr%s",
+            rid, record.mode, retries, "y" if retries == 1 else "ies",
+        )
+    return Settlement(state=SettlementState.SETTLED, model=outcome.model)

@@ -17,8 +17,10 @@ import anyio
 
 from . import _runtime
 from ._defaults import resolve_client
-from ._drivers import DETACHED, run_async, run_sync
+from ._drivers import DETACHED, Detached, run_async, run_async_inline, run_sync, run_sync_inline
 from ._guard import Guard, options_from
+from ._protocol.effects import Steps
+from ._protocol.states import SettlementState, StrState
 from .client import AsyncCyclesClient, CyclesClient
 from .context import CyclesContext, bind
 from .errors import CyclesError
@@ -41,6 +43,14 @@ STREAM_RELEASED = "stream_released"
 
 def _nothing() -> None:
     return None
+
+
+class _ExitPlan(StrState):
+    """What leaving a stream block does."""
+
+    NONE = "none"
+    COMMIT = "commit"
+    RELEASE = "release"
 
 
 class _Handle:
@@ -133,15 +143,15 @@ class _Handle:
 
     def _settle_steps(
         self, actual: int | None, metrics: CyclesMetrics | None, metadata: Mapping[str, object] | None
-    ) -> Generator[Any, Any, Settlement]:
+    ) -> Steps[Settlement]:
         record = self._record(actual, metrics, metadata)
         return settle_steps(record, self._runtime.policy, journal=self._runtime.journal_enabled)
 
     @staticmethod
-    def _check(outcome: Any) -> None:
+    def _check(outcome: Settlement | Detached) -> None:
         if outcome is DETACHED:
             return
-        if isinstance(outcome, Settlement) and outcome.state == "rejected" and outcome.error is not None:
+        if outcome.state is SettlementState.REJECTED and outcome.error is not None:
             raise outcome.error
 
     def _commit_detached(self, actual: int, metrics: CyclesMetrics | None = None) -> bool:
@@ -156,12 +166,12 @@ class _Handle:
     def _already(self) -> CyclesError:
         return CyclesError("StreamReservation already finalized")
 
-    def _exit_plan(self, failed: bool) -> str:
+    def _exit_plan(self, failed: bool) -> _ExitPlan:
         if self._finalized:
-            return "none"
+            return _ExitPlan.NONE
         if self.actual is not None or not failed:
-            return "commit"  # without an actual and without the estimate fallback: MissingActualError
-        return "release"
+            return _ExitPlan.COMMIT  # without an actual and without the estimate fallback: MissingActualError
+        return _ExitPlan.RELEASE
 
 
 class AsyncStreamReservation(_Handle):
@@ -196,7 +206,7 @@ class AsyncStreamReservation(_Handle):
 
     async def _exit(self, failed: bool) -> None:
         plan = self._exit_plan(failed)
-        if plan == "commit":
+        if plan is _ExitPlan.COMMIT:
             if self._finalize():
                 with anyio.CancelScope(shield=True):
                     outcome = await run_async(
@@ -204,7 +214,7 @@ class AsyncStreamReservation(_Handle):
                     )
                 if not failed:
                     self._check(outcome)
-        elif plan == "release":
+        elif plan is _ExitPlan.RELEASE:
             await self.release(STREAM_FAILED)
 
 
@@ -234,12 +244,12 @@ class StreamReservation(_Handle):
 
     def _exit(self, failed: bool) -> None:
         plan = self._exit_plan(failed)
-        if plan == "commit":
+        if plan is _ExitPlan.COMMIT:
             if self._finalize():
                 outcome = run_sync(self._settle_steps(self.actual, None, None), self._runtime.sync_env())
                 if not failed:
                     self._check(outcome)
-        elif plan == "release":
+        elif plan is _ExitPlan.RELEASE:
             self.release(STREAM_FAILED)
 
 
@@ -258,7 +268,7 @@ class AsyncStreamStarter:
         client = resolve_client(self._client, want_async=True)
         runtime = _runtime.of(client)
         request = self._guard.plan(client.config, (), {})
-        reserved = await run_async(reserve_steps(request), runtime.async_env())
+        reserved = await run_async_inline(reserve_steps(request), runtime.async_env())
         if isinstance(reserved, DryRunResult) or reserved.reservation_id is None:  # pragma: no cover - observe mode
             raise CyclesError("the server did not create a reservation for the stream (observe mode?)")
         return AsyncStreamReservation(self._guard, runtime, reserved), runtime
@@ -317,7 +327,7 @@ class SyncStreamStarter:
         client = resolve_client(self._client, want_async=False)
         runtime = _runtime.of(client)
         request = self._guard.plan(client.config, (), {})
-        reserved = run_sync(reserve_steps(request), runtime.sync_env())
+        reserved = run_sync_inline(reserve_steps(request), runtime.sync_env())
         if isinstance(reserved, DryRunResult) or reserved.reservation_id is None:  # pragma: no cover - observe mode
             raise CyclesError("the server did not create a reservation for the stream (observe mode?)")
         handle = StreamReservation(self._guard, runtime, reserved)

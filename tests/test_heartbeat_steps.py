@@ -1,4 +1,5 @@
-"""The heartbeat generator against a simulated server on a fake clock (no sleeps, milliseconds to run)."""
+"""The heartbeat generator on the production driver against a simulated server on a fake clock (no sleeps,
+milliseconds to run)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
-from runcycles._heartbeat import HeartbeatEvent, heartbeat_steps
+from runcycles._drivers import SyncEnv, run_sync
+from runcycles._heartbeat import HeartbeatDisposition, HeartbeatEvent, heartbeat_steps
 from runcycles._protocol import requests as rq
-from runcycles._protocol.effects import Now, Send, Sent, SleepUntil, WallNow
 from runcycles.config import CyclesConfig
 from runcycles.context import CyclesContext
 from runcycles.lifecycle import Reserved
@@ -76,34 +78,36 @@ def reserved_for(ttl_ms: int, remaining: int | None = None) -> Reserved:
     )
 
 
+class _CallEnded(Exception):
+    """The guarded call ended: the heartbeat's driver is cancelled."""
+
+
 def drive(
     steps: Any, server: SimServer, until_ms: float, respond: Callable[[SimServer, rq.HttpRequest], CyclesResponse]
 ) -> list[float]:
-    """Run the generator until simulated time passes ``until_ms`` (the guarded call ends) or it stops."""
+    """Run the generator on the production driver until simulated time passes ``until_ms`` (the guarded call
+    ends) or it stops."""
     sends: list[float] = []
-    answer: Any = None
     server.now = RTT
-    while True:
-        try:
-            effect = steps.send(answer)
-        except StopIteration:
-            return sends
-        answer = None
-        if isinstance(effect, SleepUntil):
-            if effect.at_ms >= until_ms:
-                return sends
-            server.now = max(server.now, effect.at_ms)
-        elif isinstance(effect, Now):
-            answer = server.now
-        elif isinstance(effect, WallNow):
-            answer = int(server.now)
-        elif isinstance(effect, Send):
-            sent_at = server.now
-            sends.append(sent_at)
-            server.now += RTT / 2
-            response = respond(server, effect.request)
-            server.now += RTT / 2
-            answer = Sent(response, sent_at, server.now)
+
+    def send(request: rq.HttpRequest, deadline_ms: int | None) -> CyclesResponse:
+        sends.append(server.now)
+        server.now += RTT / 2
+        response = respond(server, request)
+        server.now += RTT / 2
+        return response
+
+    def sleep(seconds: float) -> None:
+        if server.now + seconds * 1000 >= until_ms:
+            raise _CallEnded
+        server.now += seconds * 1000
+
+    env = SyncEnv(send=send, monotonic=lambda: server.now, wall=lambda: int(server.now), sleep=sleep)
+    try:
+        run_sync(steps, env)
+    except _CallEnded:
+        steps.close()
+    return sends
 
 
 def ok(server: SimServer, request: rq.HttpRequest) -> CyclesResponse:
@@ -171,3 +175,26 @@ def test_429_beyond_the_window_stops_instead_of_lapsing() -> None:
     context = CyclesContext(reservation_id="r-1", estimate=1, decision="ALLOW")
     drive(heartbeat_steps(reserved_for(ttl, ttl), context, config=CONFIG, report=events.append), server, 10**9, limited)
     assert events and events[-1].disposition == "stopped"
+
+
+def test_injected_key_factory_gives_each_beat_its_key() -> None:
+    ttl = 10_000
+    server = SimServer(ttl)
+    count = iter(range(1, 100))
+    context = CyclesContext(reservation_id="r-1", estimate=1, decision="ALLOW")
+    steps = heartbeat_steps(
+        reserved_for(ttl, ttl), context, config=CONFIG, report=lambda e: None, key_factory=lambda: f"hb-{next(count)}"
+    )
+    drive(steps, server, 30_000, ok)
+    # every key comes from the factory, in order (each successful beat takes a fresh one)
+    assert len(server.keys) >= 3
+    first = int(server.keys[0].removeprefix("hb-"))
+    assert server.keys == [f"hb-{n}" for n in range(first, first + len(server.keys))]
+
+
+def test_disposition_is_a_str_enum_that_still_compares_as_its_string() -> None:
+    event = HeartbeatEvent(reservation_id="r-1", disposition="retrying", reason="x")
+    assert event.disposition is HeartbeatDisposition.RETRYING
+    assert event.disposition == "retrying" and f"{event.disposition}" == "retrying"
+    with pytest.raises(ValueError):
+        HeartbeatEvent(reservation_id="r-1", disposition="maybe", reason="x")

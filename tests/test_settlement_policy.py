@@ -7,16 +7,16 @@ import random
 import pytest
 import tenacity
 
+from runcycles._protocol.settle_machine import RetryPolicy
 from runcycles._protocol.settlement import (
     MAX_RETRY_AFTER_MS,
     SettlementWait,
     backoff_ms,
-    next_retry_delay_ms,
+    clamp_retry_after,
     retry_state,
     settlement_retrying,
     settlement_stop,
     settlement_wait,
-    should_retry,
 )
 
 DEFAULTS = {"initial_ms": 500, "multiplier": 2.0, "max_ms": 30000}
@@ -32,48 +32,52 @@ def test_backoff_is_overflow_safe() -> None:
 
 
 def test_delay_without_jitter_is_exact() -> None:
-    assert [next_retry_delay_ms(n, **DEFAULTS, jitter=0) for n in range(4)] == [500, 1000, 2000, 4000]
+    assert [SettlementWait(**DEFAULTS, jitter=0).delay_ms(n) for n in range(4)] == [500, 1000, 2000, 4000]
 
 
 def test_jitter_adds_at_most_a_quarter_and_is_deterministic_with_a_seed() -> None:
-    first = [next_retry_delay_ms(n, **DEFAULTS, rng=random.Random(7)) for n in range(10)]
-    second = [next_retry_delay_ms(n, **DEFAULTS, rng=random.Random(7)) for n in range(10)]
+    first = [SettlementWait(**DEFAULTS, rng=random.Random(7)).delay_ms(n) for n in range(10)]
+    second = [SettlementWait(**DEFAULTS, rng=random.Random(7)).delay_ms(n) for n in range(10)]
     assert first == second
     for n, delay in enumerate(first):
         base = backoff_ms(n, **DEFAULTS)
         assert base <= delay <= base * 1.25
     # The jitter really varies (not a constant offset).
-    rng = random.Random(3)
-    assert len({next_retry_delay_ms(0, **DEFAULTS, rng=rng) for _ in range(20)}) > 5
+    wait = SettlementWait(**DEFAULTS, rng=random.Random(3))
+    assert len({wait.delay_ms(0) for _ in range(20)}) > 5
 
 
-def test_retry_after_is_a_floor() -> None:
-    rng = random.Random(1)
-    assert next_retry_delay_ms(0, **DEFAULTS, retry_after_ms=5000, rng=rng) == 5000
-    # A Retry-After shorter than the backoff does not shorten it.
-    assert next_retry_delay_ms(3, **DEFAULTS, retry_after_ms=100, jitter=0) == 4000
-    # Zero or negative values are ignored.
-    assert next_retry_delay_ms(0, **DEFAULTS, retry_after_ms=-5, jitter=0) == 500
+def test_retry_after_clamp_keeps_sane_values_and_drops_negative_ones() -> None:
+    assert clamp_retry_after(5000) == 5000
+    assert clamp_retry_after(0) == 0
+    assert clamp_retry_after(None) is None
+    assert clamp_retry_after(-5) is None
 
 
 def test_retry_after_is_clamped_to_one_hour() -> None:
     assert MAX_RETRY_AFTER_MS == 3_600_000
-    assert next_retry_delay_ms(0, **DEFAULTS, retry_after_ms=10 * 3_600_000, jitter=0) == 3_600_000
+    assert clamp_retry_after(10 * 3_600_000) == 3_600_000
 
 
 def test_invalid_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="multiplier"):
-        next_retry_delay_ms(0, initial_ms=500, multiplier=0.5, max_ms=30000)
+        SettlementWait(initial_ms=500, multiplier=0.5, max_ms=30000)
     with pytest.raises(ValueError, match="attempt"):
         backoff_ms(-1, **DEFAULTS)
     with pytest.raises(ValueError, match="max_attempts"):
         settlement_stop(-1)
 
 
-def test_should_retry_counts_retries() -> None:
-    assert [should_retry(n, max_attempts=2) for n in range(4)] == [True, True, False, False]
-    assert not should_retry(0, max_attempts=5, enabled=False)
-    assert not should_retry(0, max_attempts=0)
+def test_the_policy_retries_max_attempts_times_with_its_seeded_jitter() -> None:
+    policy = RetryPolicy(max_attempts=2, initial_ms=500, multiplier=2.0, max_ms=30000, rng=random.Random(5))
+    retrying = policy.retrying()
+    assert [retrying.stop(retry_state(retrying, n)) for n in range(1, 4)] == [False, False, True]
+    again = RetryPolicy(max_attempts=2, initial_ms=500, multiplier=2.0, max_ms=30000, rng=random.Random(5)).retrying()
+    assert [retrying.wait(retry_state(retrying, n)) for n in (1, 2)] == [
+        again.wait(retry_state(again, n)) for n in (1, 2)
+    ]
+    never = RetryPolicy(max_attempts=0).retrying()
+    assert never.stop(retry_state(never, 1))
 
 
 def test_tenacity_wait_uses_attempt_number_as_the_retry_count() -> None:
@@ -86,9 +90,9 @@ def test_tenacity_wait_uses_attempt_number_as_the_retry_count() -> None:
 def test_tenacity_wait_jitter_matches_the_function_with_the_same_seed() -> None:
     wait = SettlementWait(**DEFAULTS, rng=random.Random(11))
     policy = tenacity.Retrying(wait=wait)
-    rng = random.Random(11)
+    same = SettlementWait(**DEFAULTS, rng=random.Random(11))
     for attempts_made in range(1, 6):
-        expected = next_retry_delay_ms(attempts_made - 1, **DEFAULTS, rng=rng)
+        expected = same.delay_ms(attempts_made - 1)
         assert wait(retry_state(policy, attempts_made)) == expected / 1000
 
 

@@ -1,4 +1,5 @@
-"""The lifecycle's step generators driven by hand: every decision tested without I/O, on a fake clock."""
+"""The lifecycle's step generators on the production sync driver: every decision tested without I/O, on a fake
+clock."""
 
 from __future__ import annotations
 
@@ -9,17 +10,15 @@ import attrs
 import httpx
 import pytest
 
+from runcycles._drivers import DETACHED, Detached, SyncEnv, run_sync
 from runcycles._protocol import requests as rq
 from runcycles._protocol.effects import (
     Detach,
     JournalDelete,
     JournalRelease,
     JournalWrite,
-    Now,
     Send,
-    Sent,
     SleepUntil,
-    WallNow,
 )
 from runcycles.errors import BudgetExceededError, CyclesProtocolError, CyclesTransportError
 from runcycles.lifecycle import (
@@ -27,10 +26,14 @@ from runcycles.lifecycle import (
     Reserved,
     RetryPolicy,
     Settlement,
+    SettlementState,
+    SettleMode,
+    build_settlement,
     release_steps,
     reserve_steps,
     settle_steps,
 )
+from runcycles.mappers import reservation_create_response_from_wire
 from runcycles.models import Action, Amount, ReservationCreateRequest, Subject
 from runcycles.response import CyclesResponse
 
@@ -46,7 +49,12 @@ APPLIED = {"status": "APPLIED", "event_id": "evt-1"}
 
 
 class Script:
-    """Drives a step generator: answers Send with scripted responses and keeps a fake clock."""
+    """Runs a step generator on the production driver (`run_sync`) with scripted responses on a fake clock.
+
+    ``effects`` lists what the driver performed, as the effects that asked for it; a ``Detach`` hands the
+    generator over, and the rest runs on a worker environment without a background (as the worker's driver
+    does), on the same fake clock.
+    """
 
     def __init__(self, responses: list[CyclesResponse], *, wall: int = 1_000_000) -> None:
         self.responses = list(responses)
@@ -55,31 +63,43 @@ class Script:
         self.sent: list[rq.HttpRequest] = []
         self.effects: list[Any] = []
         self.sleeps: list[float] = []
+        self.handed_over: list[Any] = []
+
+    def _send(self, request: rq.HttpRequest, deadline_ms: int | None) -> CyclesResponse:
+        self.effects.append(Send(request, deadline_ms))
+        self.sent.append(request)
+        self.now += 5
+        return self.responses.pop(0)
+
+    def _sleep(self, seconds: float) -> None:
+        self.effects.append(SleepUntil(self.now + seconds * 1000))
+        self.sleeps.append(round(seconds * 1000, 6))
+        self.now += seconds * 1000
+
+    def _detach(self, steps: Any) -> None:
+        self.effects.append(Detach())
+        self.handed_over.append(steps)
+
+    def env(self, *, detach: bool) -> SyncEnv:
+        return SyncEnv(
+            send=self._send,
+            journal_write=lambda record: self.effects.append(JournalWrite(record)),
+            journal_delete=lambda rid: self.effects.append(JournalDelete(rid)),
+            journal_release=lambda rid: self.effects.append(JournalRelease(rid)),
+            detach=self._detach if detach else None,
+            monotonic=lambda: self.now,
+            wall=lambda: int(self.wall0 + self.now),
+            sleep=self._sleep,
+        )
 
     def run(self, steps: Any) -> Any:
-        answer: Any = None
-        while True:
-            try:
-                effect = steps.send(answer)
-            except StopIteration as stop:
-                return stop.value
-            self.effects.append(effect)
-            answer = None
-            if isinstance(effect, Send):
-                self.sent.append(effect.request)
-                sent_at = self.now
-                self.now += 5
-                answer = Sent(self.responses.pop(0), sent_at, self.now)
-            elif isinstance(effect, Now):
-                answer = self.now
-            elif isinstance(effect, WallNow):
-                answer = int(self.wall0 + self.now)
-            elif isinstance(effect, SleepUntil):
-                self.sleeps.append(effect.at_ms - self.now)
-                self.now = max(self.now, effect.at_ms)
+        result = run_sync(steps, self.env(detach=True))
+        if result is DETACHED:
+            result = run_sync(self.handed_over.pop(), self.env(detach=False))
+        return result
 
     def kinds(self) -> list[str]:
-        return [type(e).__name__ for e in self.effects if not isinstance(e, (Now, WallNow))]
+        return [type(e).__name__ for e in self.effects]
 
 
 def create_request(*, dry_run: bool = False) -> ReservationCreateRequest:
@@ -319,3 +339,58 @@ def test_release_success() -> None:
     released = {"status": "RELEASED", "released": {"unit": "USD_MICROCENTS", "amount": 10}}
     script = Script([reply(200, released)])
     assert script.run(release_steps("r-1", "x")) is True
+
+
+# ----------------------------------------------------------------------------- injected keys, typed answers
+
+
+def counting_keys(prefix: str) -> Any:
+    count = iter(range(1, 1000))
+    return lambda: f"{prefix}-{next(count)}"
+
+
+def test_injected_key_factory_makes_settlement_keys_deterministic() -> None:
+    reserved = Reserved(
+        request=create_request(),
+        response=reservation_create_response_from_wire(ALLOW),
+        sent_at_ms=0.0,
+        received_at_ms=5.0,
+    )
+    record = build_settlement(
+        reserved=reserved, actual=7, estimated=False, metrics=None, metadata=None, key_factory=counting_keys("s")
+    )
+    assert record.idempotency_key == record.commit_body["idempotency_key"] == record.event_body["idempotency_key"]
+    assert record.idempotency_key == "s-1"
+    script = Script([reply(200, COMMITTED)])
+    assert script.run(settle_steps(record, POLICY)).state == "settled"
+    assert script.sent[0].headers["X-Idempotency-Key"] == "s-1"
+
+
+def test_injected_key_factory_for_a_release() -> None:
+    released = {"status": "RELEASED", "released": {"unit": "USD_MICROCENTS", "amount": 10}}
+    script = Script([reply(200, released)])
+    assert script.run(release_steps("r-1", "x", key_factory=counting_keys("rel"))) is True
+    assert json.loads(script.sent[0].content or b"")["idempotency_key"] == "rel-1"
+
+
+def test_a_driver_answering_with_the_wrong_type_is_caught_where_the_effect_is_declared() -> None:
+    steps = settle_steps(pending(), POLICY, journal=False)
+    assert isinstance(next(steps), Send)
+    with pytest.raises(TypeError, match="Send"):
+        steps.send("not a Sent")
+
+
+def test_the_settlement_states_are_str_enums_with_the_old_values() -> None:
+    script = Script([reply(200, COMMITTED)])
+    outcome = script.run(settle_steps(pending(), POLICY))
+    assert outcome.state is SettlementState.SETTLED and outcome.state == "settled"
+    assert Settlement(state="retained").state is SettlementState.RETAINED
+    assert pending().mode is SettleMode.COMMIT
+    assert attrs.evolve(pending(), mode="event").mode is SettleMode.EVENT
+
+
+def test_detached_is_a_typed_sentinel() -> None:
+    script = Script([LOST, reply(200, COMMITTED)])
+    first = run_sync(settle_steps(pending(), POLICY), script.env(detach=True))
+    assert first is DETACHED and isinstance(first, Detached) and repr(first) == "DETACHED"
+    assert run_sync(script.handed_over.pop(), script.env(detach=False)).state == "settled"

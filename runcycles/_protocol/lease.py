@@ -92,6 +92,8 @@ import math
 
 import attrs
 
+from .states import HeartbeatDisposition
+
 __all__ = [
     "Beat",
     "BeatKind",
@@ -189,11 +191,11 @@ class Beat:
         return self.kind is BeatKind.EXTEND
 
     @property
-    def disposition(self) -> str:
+    def disposition(self) -> HeartbeatDisposition:
         """``"stopped"``, ``"retrying"`` (same key) or ``"scheduled"`` (fresh key), for logs and reports."""
         if self.is_stop:
-            return "stopped"
-        return "scheduled" if self.fresh_key else "retrying"
+            return HeartbeatDisposition.STOPPED
+        return HeartbeatDisposition.SCHEDULED if self.fresh_key else HeartbeatDisposition.RETRYING
 
     def delay_from(self, now_ms: float) -> int:
         """Milliseconds from ``now_ms`` until the beat is due (0 if overdue), rounded down."""

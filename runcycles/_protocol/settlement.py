@@ -1,7 +1,7 @@
 """The background settlement retry policy: how long to wait before retrying an unsettled spend, and when to stop.
 
-Pure: nothing here sleeps. The retry loop is a generator in `runcycles.lifecycle` that asks for a delay and
-yields its own sleep effect.
+Pure: nothing here sleeps. The decisions that use this policy are `_protocol.settle_machine`'s; the retry loop
+is a generator in `runcycles.lifecycle` that yields its own sleep effect.
 
 Backoff for retry number ``attempt`` (0-based: the first retry is attempt 0)::
 
@@ -16,8 +16,9 @@ computing the backoff above from ``attempt_number`` (tenacity's 1-based count of
 first failed attempt it is 1, i.e. retry number 0), and `settlement_stop` is ``stop_after_attempt`` counting
 the first attempt plus ``max_attempts`` retries. `settlement_retrying` bundles both into a
 ``tenacity.Retrying`` whose ``wait`` / ``stop`` a driver may query with `retry_state`. The Retry-After floor
-is not part of the tenacity objects (it is a property of one answer, not of the attempt count); it is
-applied by `next_retry_delay_ms`, which is what the lifecycle calls.
+is not part of the tenacity objects (it is a property of one answer, not of the attempt count); the
+settlement machine applies it, clamped by `clamp_retry_after`. The random source of the jitter is injected
+(``rng``) so tests are deterministic.
 """
 
 from __future__ import annotations
@@ -31,12 +32,11 @@ __all__ = [
     "MAX_RETRY_AFTER_MS",
     "SettlementWait",
     "backoff_ms",
-    "next_retry_delay_ms",
+    "clamp_retry_after",
     "retry_state",
     "settlement_retrying",
     "settlement_stop",
     "settlement_wait",
-    "should_retry",
 ]
 
 MAX_RETRY_AFTER_MS = 3_600_000
@@ -76,33 +76,14 @@ def _jittered(base: float, jitter: float, rng: random.Random | None) -> float:
     return base + source.uniform(0.0, jitter * base)
 
 
-def next_retry_delay_ms(
-    attempt: int,
-    *,
-    initial_ms: int,
-    multiplier: float,
-    max_ms: int,
-    retry_after_ms: int | None = None,
-    rng: random.Random | None = None,
-    jitter: float = DEFAULT_JITTER,
-) -> int:
-    """The delay before retry number ``attempt`` (0-based), in whole milliseconds.
+def clamp_retry_after(retry_after_ms: int | None) -> int | None:
+    """A server's Retry-After in milliseconds, clamped to `MAX_RETRY_AFTER_MS` (``None`` when absent or negative).
 
-    Exponential capped backoff plus up to ``jitter`` of it at random (from ``rng``, else the ``random``
-    module), never shorter than the server's ``retry_after_ms`` (clamped to one hour; a negative value is
-    ignored).
+    The one place the clamp lives: the settlement machine and the replay's read both use it.
     """
-    _check(initial_ms, multiplier, max_ms, jitter)
-    delay = math.floor(_jittered(backoff_ms(attempt, initial_ms=initial_ms, multiplier=multiplier, max_ms=max_ms),
-                                 jitter, rng))
-    if retry_after_ms is not None and retry_after_ms > 0:
-        delay = max(delay, min(int(retry_after_ms), MAX_RETRY_AFTER_MS))
-    return delay
-
-
-def should_retry(retries_done: int, *, max_attempts: int, enabled: bool = True) -> bool:
-    """Whether another retry is allowed after ``retries_done`` retries (``max_attempts`` retries in total)."""
-    return enabled and retries_done < max_attempts
+    if retry_after_ms is None or retry_after_ms < 0:
+        return None
+    return min(int(retry_after_ms), MAX_RETRY_AFTER_MS)
 
 
 class SettlementWait(tenacity.wait.wait_base):

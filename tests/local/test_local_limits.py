@@ -193,7 +193,7 @@ def test_reservation_list_windows_at_datetime_limits(world: World) -> None:
         ("PUT", "/v1/reservations", "GET, POST"),
         ("POST", "/v1/admin/tenants/acme", "GET, PATCH"),
         ("GET", "/v1/admin/budgets/fund", "POST"),
-        ("POST", "/v1/admin/api-keys/key_1", "DELETE"),
+        ("POST", "/v1/admin/api-keys/key_1", "DELETE, PATCH"),
     ],
 )
 def test_405_allow_lists_the_matched_route_only(world: World, method: str, path: str, allow: str) -> None:

@@ -156,8 +156,8 @@ def test_every_serve_option_has_help_text() -> None:
     assert "exit codes" in (serve_parser.epilog or "")
 
 
-def test_unusable_database_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unusable_database_exits_1_naming_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing_dir = tmp_path / "no" / "such" / "dir" / "c.db"
-    assert cli.main(["serve", "--port", "0", "--db", str(missing_dir)]) == cli.EXIT_USAGE
+    assert cli.main(["serve", "--port", "0", "--db", str(missing_dir)]) == cli.EXIT_BAD_DATABASE == 1
     captured = capsys.readouterr()
-    assert captured.out == "" and f"cannot open the database {missing_dir}" in captured.err
+    assert captured.out == "" and f"database {missing_dir} cannot be used" in captured.err
