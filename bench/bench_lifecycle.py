@@ -2,8 +2,9 @@
 
     python bench/bench_lifecycle.py [--calls 300]
 
-Measures raw create+commit through the wire client, `with_cycles` with the journal off and on (sync and
-async), and 200 concurrent async guarded calls; also counts threads started on the async path.
+Measures raw create+commit through the wire client (sync and async: the floors), `with_cycles` with the
+journal off and on (sync and async), and 200 concurrent async guarded calls; also counts threads started on the
+async path.
 """
 
 from __future__ import annotations
@@ -29,15 +30,21 @@ def setup() -> tuple[LocalCyclesServer, str]:
     return server, key
 
 
-def per_call(fn: Callable[[], object], calls: int) -> float:
+def per_call(fn: Callable[[], object], calls: int) -> str:
     for _ in range(20):
         fn()
     samples = []
+    cpu0 = time.process_time()
     for _ in range(calls):
         t0 = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - t0)
-    return statistics.median(samples) * 1000
+    return figures(samples, time.process_time() - cpu0)
+
+
+def figures(samples: list[float], cpu_s: float) -> str:
+    """Median wall time per call, and CPU per call (all threads of the process: steadier on a busy machine)."""
+    return f"{statistics.median(samples) * 1000:6.3f} ms/call (cpu {cpu_s / len(samples) * 1000:6.3f} ms/call)"
 
 
 def main() -> None:
@@ -70,7 +77,7 @@ def main() -> None:
                 rid, {"idempotency_key": f"c-{n[0]}", "actual": {"unit": "USD_MICROCENTS", "amount": 5}}
             )
 
-        print(f"raw create+commit (sync wire client):      {per_call(raw_call, calls):6.3f} ms/call")
+        print(f"raw create+commit (sync wire client):      {per_call(raw_call, calls)}")
 
     for journal in (False, True):
         with CyclesClient(config(journal), transport=server.transport()) as client:
@@ -80,9 +87,37 @@ def main() -> None:
                 return 1
 
             label = "on " if journal else "off"
-            print(f"with_cycles sync, journal {label}:              {per_call(guarded, calls):6.3f} ms/call")
+            print(f"with_cycles sync, journal {label}:              {per_call(guarded, calls)}")
 
     async def async_part() -> None:
+        async with AsyncCyclesClient(config(False), transport=server.async_transport()) as raw_async:
+            m = [0]
+
+            async def raw_async_call() -> None:
+                m[0] += 1
+                r = await raw_async.create_reservation(
+                    {
+                        "idempotency_key": f"ab-{m[0]}",
+                        "subject": {"tenant": "bench"},
+                        "action": {"kind": "k", "name": "n"},
+                        "estimate": {"unit": "USD_MICROCENTS", "amount": 10},
+                    }
+                )
+                await raw_async.commit_reservation(
+                    r.body["reservation_id"],
+                    {"idempotency_key": f"ac-{m[0]}", "actual": {"unit": "USD_MICROCENTS", "amount": 5}},
+                )
+
+            for _ in range(20):
+                await raw_async_call()
+            samples = []
+            cpu0 = time.process_time()
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                await raw_async_call()
+                samples.append(time.perf_counter() - t0)
+            print(f"raw create+commit (async wire client):     {figures(samples, time.process_time() - cpu0)}")
+
         for journal in (False, True):
             async with AsyncCyclesClient(config(journal), transport=server.async_transport()) as client:
 
@@ -93,15 +128,13 @@ def main() -> None:
                 for _ in range(20):
                     await guarded()
                 samples = []
+                cpu0 = time.process_time()
                 for _ in range(calls):
                     t0 = time.perf_counter()
                     await guarded()
                     samples.append(time.perf_counter() - t0)
                 label = "on " if journal else "off"
-                print(
-                    f"with_cycles async, journal {label}:             "
-                    f"{statistics.median(samples) * 1000:6.3f} ms/call"
-                )
+                print(f"with_cycles async, journal {label}:             {figures(samples, time.process_time() - cpu0)}")
 
         async with AsyncCyclesClient(config(False), transport=server.async_transport()) as client:
 

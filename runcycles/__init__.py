@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         CyclesProtocolError,
         CyclesTransportError,
         DebtOutstandingError,
+        JournalError,
         MissingActualError,
         OverdraftLimitExceededError,
         PermissionDeniedError,
@@ -47,9 +48,6 @@ if TYPE_CHECKING:
         ReservationFinalizedError,
         ResponseFormatError,
         TenantClosedError,
-    )
-    from .journal import (
-        JournalError,
     )
     from .mappers import (
         action_from_wire,
@@ -201,7 +199,7 @@ _EXPORTS: dict[str, str] = {
     "EventStatus": "models",
     "ExtendStatus": "models",
     "HeartbeatEvent": "_heartbeat",
-    "JournalError": "journal",
+    "JournalError": "errors",
     "MissingActualError": "errors",
     "ObserveMode": "models",
     "OverdraftLimitExceededError": "errors",

@@ -2,17 +2,22 @@
 
 It hosts the work that must outlive a guarded call or its caller's event loop — settlement retries, journal
 replays — and, for the sync client, the heartbeats of all live reservations (as tasks of that one loop, never
-a thread per reservation). ``flush`` waits for pending settlements; ``close`` (and interpreter exit) drain them
-within the flush timeout and cancel the rest, whose journal records stay for a later replay.
+a thread per reservation). A heartbeat waits in a timer queue until its first beat is due, so a call shorter
+than that never touches the worker thread: registering and stopping it only take a lock. ``flush`` waits for
+pending settlements; ``close`` (and interpreter exit) drain them within the flush timeout and cancel the rest,
+whose journal records stay for a later replay.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import heapq
+import itertools
 import logging
+import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from concurrent.futures import Future
 from typing import Any
 
@@ -20,7 +25,7 @@ import anyio
 from anyio.from_thread import BlockingPortal
 
 from ._drivers import AsyncEnv, run_async
-from ._protocol.effects import Steps
+from ._protocol.effects import SleepUntil, Steps
 
 __all__ = ["Background"]
 
@@ -41,6 +46,14 @@ class Background:
         self._env: AsyncEnv | None = None
         self._closed = False
         self._atexit_registered = False
+        # Heartbeats not yet due: a heap of (due_ms, seq, timer); stopped ones are dropped lazily.
+        self._timers: list[tuple[float, int, _Timer]] = []
+        self._stopped_timers = 0
+        self._seq = itertools.count()
+        self._planned_ms = -math.inf  # when the timer task wakes next (-inf: it has yet to look at the queue)
+        self._idle_ms = _MIN_IDLE_MS  # how long the timer task sleeps with nothing queued (the latest lead)
+        self._wake: anyio.Event | None = None
+        self._timer_task = False
 
     @property
     def started(self) -> bool:
@@ -95,6 +108,108 @@ class Background:
         future = portal.start_task_soon(self._drive, steps, settlement)
         return future
 
+    def start_heartbeat(self, steps: Steps[Any]) -> Callable[[], None]:
+        """Run the heartbeat ``steps`` on the worker from its first due beat on; returns its stop function.
+
+        The generator is advanced here to its first effect. When that is a ``SleepUntil``, the heartbeat only
+        sits in the timer queue until then: starting and stopping it take no thread hop, so a call that ends
+        before its first beat costs the worker nothing."""
+        try:
+            first = steps.send(None)
+        except StopIteration:
+            return _nothing
+        except Exception:
+            log.exception("runcycles background step failed")
+            return _nothing
+        if not isinstance(first, SleepUntil):
+            future = self.submit(_resumed(first, steps), settlement=False)
+
+            def cancel() -> None:
+                future.cancel()
+
+            return cancel
+        portal = self._start()
+        timer = _Timer(_resumed(first, steps))
+        with self._lock:
+            assert self._env is not None
+            self._idle_ms = min(max(_MIN_IDLE_MS, first.at_ms - self._env.monotonic()), _MAX_IDLE_MS)
+            heapq.heappush(self._timers, (first.at_ms, next(self._seq), timer))
+            start, self._timer_task = not self._timer_task, True
+            wake = first.at_ms < self._planned_ms and not start
+        if start:
+            portal.start_task_soon(self._run_timers)
+        elif wake:
+            with contextlib.suppress(RuntimeError):  # the worker already stopped
+                portal.call(self._poke)
+
+        def stop() -> None:
+            self._stop_timer(timer)
+
+        return stop
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _stop_timer(self, timer: _Timer) -> None:
+        with self._lock:
+            state, timer.state = timer.state, _STOPPED
+            steps, scope = timer.steps, timer.scope
+            if state == _WAITING:
+                timer.steps = None
+                self._stopped_timers += 1
+                if self._stopped_timers > 64 and self._stopped_timers * 2 > len(self._timers):
+                    self._timers = [entry for entry in self._timers if entry[2].state == _WAITING]
+                    heapq.heapify(self._timers)
+                    self._stopped_timers = 0
+            portal, thread = self._portal, self._thread
+        if state == _WAITING and steps is not None:
+            steps.close()
+        elif state == _RUNNING and scope is not None:
+            if thread is threading.current_thread():
+                scope.cancel()
+            elif portal is not None:
+                with contextlib.suppress(RuntimeError):  # the worker already stopped
+                    portal.call(scope.cancel)
+
+    async def _run_timers(self) -> None:
+        assert self._env is not None
+        clock = self._env.monotonic
+        async with anyio.create_task_group() as tg:
+            while True:
+                due: list[_Timer] = []
+                with self._lock:
+                    now = clock()
+                    while self._timers and self._timers[0][0] <= now:
+                        timer = heapq.heappop(self._timers)[2]
+                        if timer.state == _WAITING:
+                            timer.state = _RUNNING
+                            due.append(timer)
+                        else:
+                            self._stopped_timers = max(0, self._stopped_timers - 1)
+                    self._planned_ms = self._timers[0][0] if self._timers else now + self._idle_ms
+                    delay = (self._planned_ms - now) / 1000
+                    wake = self._wake = anyio.Event()
+                for timer in due:
+                    tg.start_soon(self._run_timer, timer)
+                with anyio.move_on_after(delay):
+                    await wake.wait()
+
+    async def _run_timer(self, timer: _Timer) -> None:
+        with anyio.CancelScope() as scope:
+            with self._lock:
+                if timer.state != _RUNNING or timer.steps is None:
+                    if timer.steps is not None:  # stopped between being popped and starting
+                        timer.steps.close()
+                        timer.steps = None
+                    return
+                timer.scope = scope
+                steps = timer.steps
+            try:
+                await self._drive(steps, False)
+            finally:
+                steps.close()
+
     async def _drive(self, steps: Steps[Any], settlement: bool) -> Any:
         assert self._env is not None
         try:
@@ -123,6 +238,10 @@ class Background:
             self._closed = True
             portal, thread = self._portal, self._thread
             self._portal = None
+            waiting = [entry[2].steps for entry in self._timers if entry[2].steps is not None]
+            self._timers = []
+        for steps in waiting:
+            steps.close()
         if portal is not None:
             if remaining:
                 log.warning(
@@ -143,3 +262,39 @@ class Background:
     def set_exit_timeout(self, timeout_ms: int) -> None:
         """How long interpreter exit waits for pending settlements."""
         self._flush_timeout_at_exit = timeout_ms
+
+
+_WAITING, _RUNNING, _STOPPED = "waiting", "running", "stopped"
+# Bounds of the idle timer task's sleep: it follows the latest heartbeat's lead time (so the next one, due about
+# as far ahead, needs no wake-up), never a busy loop and never longer than a minute.
+_MIN_IDLE_MS = 100.0
+_MAX_IDLE_MS = 60_000.0
+
+
+class _Timer:
+    """A heartbeat in the timer queue: waiting for its first beat, running on the worker, or stopped."""
+
+    __slots__ = ("scope", "state", "steps")
+
+    def __init__(self, steps: Steps[Any]) -> None:
+        self.steps: Steps[Any] | None = steps
+        self.state = _WAITING
+        self.scope: anyio.CancelScope | None = None
+
+
+def _nothing() -> None:
+    return None
+
+
+def _resumed(first: Any, steps: Steps[Any]) -> Generator[Any, Any, Any]:
+    """``steps`` again from its already-yielded effect ``first``."""
+    try:
+        answer = yield first
+        while True:
+            try:
+                effect = steps.send(answer)
+            except StopIteration as stop:
+                return stop.value
+            answer = yield effect
+    finally:
+        steps.close()

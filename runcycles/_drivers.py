@@ -89,9 +89,14 @@ class SyncEnv:
 
 @attrs.frozen(kw_only=True)
 class AsyncEnv:
-    """What the async driver needs; blocking journal calls are run off the event loop."""
+    """What the async driver needs; blocking journal calls are run off the event loop.
+
+    ``journal``, when set, performs every journal effect itself (awaitable; the answer is an error or None)
+    instead of one thread hop per call to the blocking ``journal_*`` functions.
+    """
 
     send: Callable[[HttpRequest, int | None], Awaitable[CyclesResponse]]
+    journal: Callable[[object], Awaitable[BaseException | None]] | None = None
     journal_write: Callable[[Any], None] | None = None
     journal_delete: Callable[[str], None] | None = None
     journal_release: Callable[[str], None] | None = None
@@ -109,6 +114,9 @@ def _journal_call(fn: Callable[[Any], None] | None, arg: Any) -> BaseException |
     except Exception as exc:
         return exc
     return None
+
+
+_JOURNAL_EFFECTS = (JournalWrite, JournalDelete, JournalRelease, JournalQuarantine)
 
 
 def _journal_job(effect: object, env: SyncEnv | AsyncEnv) -> tuple[Callable[[Any], None] | None, Any] | None:
@@ -178,6 +186,9 @@ async def run_async(steps: Steps[T], env: AsyncEnv) -> T | Detached:
             if env.detach is not None:
                 env.detach(steps)
                 return DETACHED
+        elif env.journal is not None and isinstance(effect, _JOURNAL_EFFECTS):
+            with anyio.CancelScope(shield=True):  # a half-done journal change would defeat the journal
+                answer = await env.journal(effect)
         elif (job := _journal_job(effect, env)) is not None:
             answer = await _off_loop(*job)
         else:

@@ -15,7 +15,7 @@ import attrs
 from ._actual import resolve_actual, warn_if_outsized
 from .config import CyclesConfig
 from .context import CyclesContext
-from .lifecycle import PendingSettlement, Reserved, build_create, build_settlement
+from .lifecycle import PendingSettlement, Reserved, build_create, build_settlement, new_key
 from .models import CommitOveragePolicy, CyclesMetrics, ReservationCreateRequest, Unit
 from .validation import validate_amount, validate_grace_period_ms, validate_ttl_ms
 
@@ -91,14 +91,40 @@ def options_from(arguments: Mapping[str, Any], *, stream: bool = False) -> Guard
     return options
 
 
+def _is_constant(options: GuardOptions) -> bool:
+    """Whether every option that shapes the create request is a constant (no callable of the arguments)."""
+    shaping = (options.estimate, options.dimensions, options.action_kind, options.action_name, options.action_tags)
+    return not any(callable(value) for value in (*shaping, *options.subject.values()))
+
+
 @attrs.frozen
 class Guard:
     """The options of one guarded function or stream, ready to plan calls."""
 
     options: GuardOptions
+    # With constant options, the validated request of a config is built once; a call only takes a fresh key.
+    _constant: bool = attrs.field(init=False, default=attrs.Factory(lambda self: _is_constant(self.options),
+                                                                    takes_self=True))
+    _templates: dict[int, tuple[CyclesConfig, ReservationCreateRequest]] = attrs.field(
+        init=False, factory=dict, eq=False, repr=False
+    )
 
     def plan(self, config: CyclesConfig, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> ReservationCreateRequest:
         """Evaluate the options for this call and build the validated create request."""
+        if self._constant:
+            entry = self._templates.get(id(config))
+            if entry is None or entry[0] is not config:
+                if len(self._templates) >= 16:  # a client factory serving many configs: keep the cache small
+                    self._templates.clear()
+                entry = self._templates[id(config)] = (config, self._build(config, args, kwargs))
+            template = entry[1]
+            metadata = dict(template.metadata) if template.metadata else None
+            return attrs.evolve(template, idempotency_key=new_key(), metadata=metadata)
+        return self._build(config, args, kwargs)
+
+    def _build(
+        self, config: CyclesConfig, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> ReservationCreateRequest:
         o = self.options
         estimate = _value(o.estimate, args, kwargs)
         subject = {name: _value(value, args, kwargs) for name, value in o.subject.items()}

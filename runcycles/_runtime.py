@@ -2,7 +2,8 @@
 
 Each client gets one `Runtime` (created with the client; it starts no thread and touches no file until
 needed). The lifecycle shells ask it for a driver environment and for heartbeats; settlement records go
-through it to the journal, holding each record's claim while this process works on it.
+through it to the journal: a record this process writes is owned in process (no lock file), a replayed one
+is claimed with its lock file, and async callers' journal jobs share batches (see `_journal.writer`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,11 +22,12 @@ import httpx
 from ._background import Background
 from ._drivers import AsyncEnv, SyncEnv, monotonic_ms, run_async, wall_ms
 from ._heartbeat import HeartbeatEvent, heartbeat_steps
-from ._protocol.effects import JournalQuarantine, Steps
+from ._journal import GROUP, Journal, JournalBusyError, JournalError, JournalRecord, run_async_job
+from ._journal.writer import Job
+from ._protocol.effects import JournalDelete, JournalQuarantine, JournalRelease, JournalWrite, Steps
 from ._protocol.requests import HttpRequest
 from ._replay import replay_steps
 from .context import CyclesContext
-from .journal import Journal, JournalBusyError, JournalError, JournalRecord
 from .lifecycle import PendingSettlement, Reserved, RetryPolicy
 from .response import CyclesResponse
 
@@ -67,7 +68,8 @@ class Runtime:
         self._send_async = send_async
         self._make_worker_sender = make_worker_sender
         self._journal: Journal | None = None
-        self._claims: dict[str, ExitStack] = {}
+        self._claims: dict[str, ExitStack] = {}  # records replayed by this client, claimed with a lock file
+        self._owned: set[str] = set()  # records this client wrote and is settling (`Journal.own`)
         # reservation id -> (mode, recorded_at_ms): a rewrite keeps the time the spend was first journaled
         # (or switched to event mode), which is what the replay's age check measures.
         self._recorded: dict[str, tuple[str, int]] = {}
@@ -89,6 +91,7 @@ class Runtime:
                     base_url=self.config.base_url,
                     tenant=self.config.tenant,
                     api_key=self.config.api_key,
+                    sync=self.config.journal_sync,
                 )
             return self._journal
 
@@ -122,40 +125,71 @@ class Runtime:
             attempts=record.attempts,
         )
 
-    def journal_write(self, pending: PendingSettlement) -> None:
-        """Write (or rewrite) the record, claiming it for this process first."""
-        journal = self.journal
+    def _write_job(self, pending: PendingSettlement) -> Job:
         rid = pending.reservation_id
-        with self._lock:
-            stack = self._claims.get(rid)
-        if stack is None:
-            stack = ExitStack()
-            stack.enter_context(journal.claim(rid))
+        record = self._to_record(pending)
+
+        def job() -> Path | None:
+            journal = self.journal
             with self._lock:
-                self._claims[rid] = stack
-        journal.write(self._to_record(pending))
+                claimed = rid in self._claims
+                first = not claimed and rid not in self._owned
+            if first:
+                journal.own(rid)
+                with self._lock:
+                    self._owned.add(rid)
+            return journal.write_job(record, owned=not claimed)()
+
+        return job
+
+    def journal_write(self, pending: PendingSettlement) -> None:
+        """Write (or rewrite) the record; the first write makes it this process's own (no lock file)."""
+        GROUP.run_one(self._write_job(pending))
 
     def journal_delete(self, reservation_id: str) -> None:
-        """Remove a settled record and drop its claim."""
+        """Remove a settled record (no sync) and stop holding it."""
         try:
             self.journal.delete(reservation_id)
         finally:
-            self.release_claim(reservation_id)
+            self.release_claim(reservation_id, keep=False)
 
-    def release_claim(self, reservation_id: str) -> None:
-        """Stop holding the record (it stays on disk for a later replay)."""
+    def release_claim(self, reservation_id: str, *, keep: bool = True) -> None:
+        """Stop holding the record (``keep``: it stays on disk, replayable by anyone)."""
         with self._lock:
             stack = self._claims.pop(reservation_id, None)
+            owned = reservation_id in self._owned
+            self._owned.discard(reservation_id)
             self._recorded.pop(reservation_id, None)
         if stack is not None:
             stack.close()
+        if owned:
+            self.journal.disown(reservation_id, keep=keep)
 
     def journal_quarantine(self, effect: JournalQuarantine) -> None:
-        """Move an unsettleable record aside (see `Journal.quarantine`) and drop its claim."""
+        """Move an unsettleable record aside (see `Journal.quarantine`) and stop holding it."""
         try:
             self.journal.quarantine(effect.reservation_id, effect.reason)
         finally:
-            self.release_claim(effect.reservation_id)
+            self.release_claim(effect.reservation_id, keep=False)
+
+    def _job(self, effect: object) -> Job:
+        if isinstance(effect, JournalWrite):
+            return self._write_job(effect.record)
+        if isinstance(effect, JournalDelete):
+            return _no_sync(self.journal_delete, effect.reservation_id)
+        if isinstance(effect, JournalRelease):
+            return _no_sync(self.release_claim, effect.reservation_id)
+        if isinstance(effect, JournalQuarantine):
+            return _no_sync(self.journal_quarantine, effect)
+        raise TypeError(f"not a journal effect: {effect!r}")  # pragma: no cover - a programming error
+
+    async def journal_async(self, effect: object) -> BaseException | None:
+        """Perform a journal effect for the async driver, batched with its event loop's other journal jobs."""
+        try:
+            await run_async_job(self._job(effect))
+        except Exception as exc:
+            return exc
+        return None
 
     # ------------------------------------------------------------------ environments
 
@@ -184,11 +218,13 @@ class Runtime:
         """The environment of the async driver in the caller's event loop (for the async client)."""
         if self._async_env is None:
             assert self._send_async is not None
-            self._async_env = AsyncEnv(send=self._send_async, **self._services(detach=True))
+            self._async_env = AsyncEnv(
+                send=self._send_async, journal=self.journal_async, **self._services(detach=True)
+            )
         return self._async_env
 
     def _worker_env(self) -> AsyncEnv:
-        return AsyncEnv(send=self._make_worker_sender(), **self._services(detach=False))
+        return AsyncEnv(send=self._make_worker_sender(), journal=self.journal_async, **self._services(detach=False))
 
     # ------------------------------------------------------------------ heartbeats
 
@@ -218,12 +254,7 @@ class Runtime:
 
     def start_background_heartbeat(self, reserved: Reserved, context: CyclesContext) -> Callable[[], None]:
         """Run the heartbeat as a task of the background worker; returns the function that stops it."""
-        future: Future[Any] = self.background.submit(self._heartbeat(reserved, context), settlement=False)
-
-        def stop() -> None:
-            future.cancel()
-
-        return stop
+        return self.background.start_heartbeat(self._heartbeat(reserved, context))
 
     def start_sync_heartbeat(self, reserved: Reserved, context: CyclesContext) -> _Stopper:
         """The sync client's heartbeat (on the background worker)."""
@@ -235,11 +266,11 @@ class Runtime:
         """Whether this client's partition already holds records (creates nothing; cheap)."""
         if not self.journal_enabled:
             return False
-        from .journal import _fallback_root, default_journal_root, journal_fingerprint
+        from ._journal import default_journal_root, fallback_root, journal_fingerprint
 
         config = self.config
         fingerprint = journal_fingerprint(config.base_url, tenant=config.tenant, api_key=config.api_key)
-        roots = [Path(config.journal_dir)] if config.journal_dir else [default_journal_root(), _fallback_root()]
+        roots = [Path(config.journal_dir)] if config.journal_dir else [default_journal_root(), fallback_root()]
         for root in roots:
             try:
                 with os.scandir(root / fingerprint) as entries:
@@ -297,6 +328,13 @@ class Runtime:
             recorded_at_ms=record.recorded_at_ms,
             verify_after_ms=self.config.replay_verify_after_ms,
         )
+
+
+def _no_sync(fn: Callable[[Any], None], arg: Any) -> Job:
+    def job() -> None:
+        fn(arg)
+
+    return job
 
 
 @attrs.define

@@ -18,7 +18,7 @@ built with the helpers below (``STR``, ``INT``, ``model(Amount)``, ``enum_of(Uni
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
 import attrs
@@ -103,6 +103,21 @@ def wire_spec(field: attrs.Attribute[Any]) -> WireSpec | None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Compiled plans
+#
+# The field metadata is interpreted once per model class: the first read or write of a class builds a plan
+# (closures per field, the wire-name set, the defaults) that later calls only execute. Classes are immutable
+# once defined, so a plan never goes stale; the caches are plain dicts (a race builds the same plan twice).
+# ---------------------------------------------------------------------------------------------------------
+
+_Encoder = Callable[[Any, Any], Any]
+_Decoder = Callable[[Any, str, dict[str, Any]], Any]
+
+_writers: dict[type, Callable[[Any], dict[str, Any]]] = {}
+_readers: dict[type, Callable[[object, str], Any]] = {}
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Writer
 # ---------------------------------------------------------------------------------------------------------
 
@@ -110,41 +125,65 @@ def wire_spec(field: attrs.Attribute[Any]) -> WireSpec | None:
 def to_wire(value: Any) -> dict[str, Any]:
     """Serialise a model to a JSON-ready dict (strict: defined fields only, no ``None``, no ``extra``)."""
     cls = type(value)
-    if not attrs.has(cls):
-        raise TypeError(f"to_wire expects a runcycles model, got {cls.__name__}")
-    out: dict[str, Any] = {}
+    write = _writers.get(cls)
+    if write is None:
+        if not attrs.has(cls):
+            raise TypeError(f"to_wire expects a runcycles model, got {cls.__name__}")
+        write = _writers[cls] = _compile_writer(cls)
+    return write(value)
+
+
+def _compile_writer(cls: type) -> Callable[[Any], dict[str, Any]]:
+    plan: list[tuple[str, str, _Encoder | None]] = []
     for field in attrs.fields(cls):
         spec = wire_spec(field)
-        if spec is None:
-            continue
-        item = getattr(value, field.name)
-        if item is None:
-            continue
-        out[spec.name or field.name] = _encode(spec, item, value, f"{cls.__name__}.{field.name}")
-    return out
+        if spec is not None:
+            plan.append((field.name, spec.name or field.name, _encoder(spec, f"{cls.__name__}.{field.name}")))
+    steps = tuple(plan)
+
+    def write(value: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for attr, wire_name, encode in steps:
+            item = getattr(value, attr)
+            if item is None:
+                continue
+            out[wire_name] = item if encode is None else encode(item, value)
+        return out
+
+    return write
 
 
-def _encode(spec: WireSpec, item: Any, owner: Any, path: str) -> Any:
+def _encoder(spec: WireSpec, path: str) -> _Encoder | None:
+    """The encoder of one field (``None``: the value is written as it is)."""
     kind = spec.kind
     if kind is Kind.ENUM:
-        if spec.fallback is not None and item is spec.fallback and spec.raw_attr is not None:
-            raw = getattr(owner, spec.raw_attr, None)
-            if isinstance(raw, str):
-                return raw
-        return item.value if isinstance(item, enum.Enum) else str(item)
+        fallback, raw_attr = spec.fallback, spec.raw_attr
+
+        def encode_enum(item: Any, owner: Any) -> Any:
+            if fallback is not None and item is fallback and raw_attr is not None:
+                raw = getattr(owner, raw_attr, None)
+                if isinstance(raw, str):
+                    return raw
+            return item.value if isinstance(item, enum.Enum) else str(item)
+
+        return encode_enum
     if kind is Kind.INT:
-        if isinstance(item, bool) or not isinstance(item, int):
-            raise TypeError(f"{path} must be an int, got {type(item).__name__}")
-        return int(item)
+
+        def encode_int(item: Any, owner: Any) -> Any:
+            if isinstance(item, bool) or not isinstance(item, int):
+                raise TypeError(f"{path} must be an int, got {type(item).__name__}")
+            return int(item)
+
+        return encode_int
     if kind is Kind.MODEL:
-        return to_wire(item)
+        return lambda item, owner: to_wire(item)
     if kind is Kind.MODEL_LIST:
-        return [to_wire(x) for x in item]
+        return lambda item, owner: [to_wire(x) for x in item]
     if kind in (Kind.STR_LIST, Kind.SCOPES):
-        return list(item)
+        return lambda item, owner: list(item)
     if kind in (Kind.OBJECT, Kind.STR_MAP):
-        return dict(item)
-    return item
+        return lambda item, owner: dict(item)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -154,15 +193,25 @@ def _encode(spec: WireSpec, item: Any, owner: Any, path: str) -> Any:
 
 def from_wire(cls: type[T], data: object) -> T:
     """Read a wire dict as model ``cls``; raises only :class:`ResponseFormatError`."""
-    if not attrs.has(cast(Any, cls)):
-        raise TypeError(f"from_wire expects a runcycles model class, got {cls!r}")
+    read = _readers.get(cls)
+    if read is None:
+        if not attrs.has(cast(Any, cls)):
+            raise TypeError(f"from_wire expects a runcycles model class, got {cls!r}")
+        read = _reader_of(cls)
     try:
-        return _read(cls, data, cls.__name__)
+        return cast(T, read(data, cls.__name__))
     except ResponseFormatError:
         raise
     except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:  # pragma: no cover
         # Defensive: the reader is written not to raise these, but the contract is "only ResponseFormatError".
         raise ResponseFormatError(f"{cls.__name__} could not be read: {exc}") from exc
+
+
+def _reader_of(cls: type) -> Callable[[object, str], Any]:
+    read = _readers.get(cls)
+    if read is None:
+        read = _readers[cls] = _compile_reader(cls)
+    return read
 
 
 def _fail(path: str, expected: str, value: object) -> ResponseFormatError:
@@ -187,103 +236,171 @@ def _json_type(value: object) -> str:
     return type(value).__name__
 
 
-def _read(cls: type[T], data: object, path: str) -> T:
-    if not isinstance(data, Mapping):
-        raise _fail(path, "an object", data)
-    fields = attrs.fields(cast(Any, cls))
-    by_wire: dict[str, attrs.Attribute[Any]] = {}
+def _compile_reader(cls: type) -> Callable[[object, str], Any]:
+    fields = attrs.fields(cls)
+    # (wire name, attribute, exact type taken as is, decoder, required, lenient)
+    plan: list[tuple[str, str, type | None, _Decoder, bool, bool]] = []
+    defaults: dict[str, Any] = {}  # every attribute's value when the wire leaves it out
+    factories: list[tuple[str, Callable[[], Any]]] = []
+    has_extra = False
     for field in fields:
         spec = wire_spec(field)
+        required = field.default is attrs.NOTHING
         if spec is not None:
-            by_wire[spec.name or field.name] = field
-    values: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
-    for key, raw in data.items():
-        if key not in by_wire:
-            extra[str(key)] = raw
-    for wire_name, field in by_wire.items():
-        spec = wire_spec(field)
-        assert spec is not None
-        raw = data.get(wire_name)
-        field_path = f"{path}.{wire_name}"
-        if raw is None:
-            if field.default is attrs.NOTHING:
-                reason = "is required" if wire_name not in data else "must not be null"
-                raise ResponseFormatError(f"{field_path} {reason}")
-            continue  # absent (or null) optional field: the attribute's default
-        try:
-            values[field.name] = _decode(spec, raw, field_path, values)
-        except ResponseFormatError:
-            if not spec.lenient or field.default is attrs.NOTHING:
-                raise
-            extra[wire_name] = raw  # a malformed optional extension: kept aside, the rest is still read
-    instance = object.__new__(cls)
-    for field in fields:
-        if field.name in values:
-            value = values[field.name]
-        elif field.name == "extra":
-            value = extra
+            lenient = spec.lenient and not required
+            plan.append((spec.name or field.name, field.name, _EXACT.get(spec.kind), _decoder(spec), required, lenient))
+        if field.name == "extra":
+            has_extra = True
         elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
-            value = field.default.factory()
-        elif field.default is attrs.NOTHING:
-            value = None
+            factory = field.default.factory
+            if field.default.takes_self:  # pragma: no cover - no model does this
+                raise TypeError(f"{cls.__name__}.{field.name}: a self-taking default cannot be read")
+            factories.append((field.name, factory))
         else:
-            value = field.default
-        object.__setattr__(instance, field.name, value)
-    return instance
+            defaults[field.name] = None if required else field.default
+    steps = tuple(plan)
+    known = frozenset(wire_name for wire_name, *_ in steps)
+    made = tuple(factories)
+    new = object.__new__
+    set_attr = object.__setattr__
+
+    def read(data: object, path: str) -> Any:
+        if not isinstance(data, Mapping):
+            raise _fail(path, "an object", data)
+        values = defaults.copy()
+        for name, factory in made:
+            values[name] = factory()
+        extra: dict[str, Any] = {}
+        if not known.issuperset(data):
+            for key, raw in data.items():
+                if key not in known:
+                    extra[str(key)] = raw
+        for wire_name, attr, exact, decode, required, lenient in steps:
+            raw = data.get(wire_name)
+            if type(raw) is exact:  # the common case of a plain string, integer or boolean
+                values[attr] = raw
+                continue
+            if raw is None:
+                if required:
+                    reason = "is required" if wire_name not in data else "must not be null"
+                    raise ResponseFormatError(f"{path}.{wire_name} {reason}")
+                continue  # absent (or null) optional field: the attribute's default
+            try:
+                values[attr] = decode(raw, f"{path}.{wire_name}", values)
+            except ResponseFormatError:
+                if not lenient:
+                    raise
+                extra[wire_name] = raw  # a malformed optional extension: kept aside, the rest is still read
+        if has_extra:
+            values["extra"] = extra
+        instance: Any = new(cls)
+        for name, value in values.items():
+            set_attr(instance, name, value)
+        return instance
+
+    return read
 
 
-def _decode(spec: WireSpec, raw: object, path: str, values: dict[str, Any]) -> Any:
+_EXACT: dict[Kind, type] = {Kind.STR: str, Kind.INT: int, Kind.BOOL: bool}
+
+
+def _decoder(spec: WireSpec) -> _Decoder:
+    """The decoder of one field: ``(raw, path, values) -> value``; ``values`` takes an enum's raw string."""
     kind = spec.kind
     if kind is Kind.STR:
-        if not isinstance(raw, str):
-            raise _fail(path, "a string", raw)
-        return raw
+        return _read_str
     if kind is Kind.INT:
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            raise _fail(path, "an integer", raw)
-        return int(raw)
+        return _read_int
     if kind is Kind.BOOL:
-        if not isinstance(raw, bool):
-            raise _fail(path, "a boolean", raw)
-        return raw
+        return _read_bool
     if kind is Kind.OBJECT:
-        if not isinstance(raw, Mapping):
-            raise _fail(path, "an object", raw)
-        return dict(raw)
+        return _read_object
     if kind is Kind.STR_MAP:
-        if not isinstance(raw, Mapping):
-            raise _fail(path, "an object", raw)
-        for key, item in raw.items():
-            if not isinstance(item, str):
-                raise _fail(f"{path}[{key!r}]", "a string", item)
-        return dict(raw)
+        return _read_str_map
     if kind is Kind.STR_LIST:
-        items = _list(raw, path)
-        for i, item in enumerate(items):
-            if not isinstance(item, str):
-                raise _fail(f"{path}[{i}]", "a string", item)
-        return tuple(items)
+        return _read_str_list
     if kind is Kind.SCOPES:
-        return tuple(_scope(item, f"{path}[{i}]") for i, item in enumerate(_list(raw, path)))
-    if kind is Kind.MODEL:
-        assert spec.model is not None
-        return _read(spec.model, raw, path)
-    if kind is Kind.MODEL_LIST:
+        return _read_scopes
+    if kind is Kind.MODEL or kind is Kind.MODEL_LIST:
         assert spec.model is not None
         model_cls = spec.model
-        return tuple(_read(model_cls, item, f"{path}[{i}]") for i, item in enumerate(_list(raw, path)))
+        nested: list[Callable[[object, str], Any]] = []  # looked up at first use: models may refer to each other
+
+        def nested_reader() -> Callable[[object, str], Any]:
+            if not nested:
+                nested.append(_reader_of(model_cls))
+            return nested[0]
+
+        if kind is Kind.MODEL:
+            return lambda raw, path, values: nested_reader()(raw, path)
+
+        def read_models(raw: Any, path: str, values: dict[str, Any]) -> Any:
+            read = nested_reader()
+            return tuple(read(item, f"{path}[{i}]") for i, item in enumerate(_list(raw, path)))
+
+        return read_models
     assert kind is Kind.ENUM and spec.enum_cls is not None
+    by_value: dict[str, enum.Enum] = {str(member.value): member for member in spec.enum_cls}
+    fallback, raw_attr = spec.fallback, spec.raw_attr
+
+    def read_enum(raw: Any, path: str, values: dict[str, Any]) -> Any:
+        if not isinstance(raw, str):
+            raise _fail(path, "a string", raw)
+        member = by_value.get(raw)
+        if member is not None:
+            return member
+        if fallback is None:
+            return raw
+        if raw_attr is not None:
+            values[raw_attr] = raw
+        return fallback
+
+    return read_enum
+
+
+def _read_str(raw: Any, path: str, values: dict[str, Any]) -> Any:
     if not isinstance(raw, str):
         raise _fail(path, "a string", raw)
-    try:
-        return spec.enum_cls(raw)
-    except ValueError:
-        if spec.fallback is None:
-            return raw
-        if spec.raw_attr is not None:
-            values[spec.raw_attr] = raw
-        return spec.fallback
+    return raw
+
+
+def _read_int(raw: Any, path: str, values: dict[str, Any]) -> Any:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise _fail(path, "an integer", raw)
+    return int(raw)
+
+
+def _read_bool(raw: Any, path: str, values: dict[str, Any]) -> Any:
+    if not isinstance(raw, bool):
+        raise _fail(path, "a boolean", raw)
+    return raw
+
+
+def _read_object(raw: Any, path: str, values: dict[str, Any]) -> Any:
+    if not isinstance(raw, Mapping):
+        raise _fail(path, "an object", raw)
+    return dict(raw)
+
+
+def _read_str_map(raw: Any, path: str, values: dict[str, Any]) -> Any:
+    if not isinstance(raw, Mapping):
+        raise _fail(path, "an object", raw)
+    for key, item in raw.items():
+        if not isinstance(item, str):
+            raise _fail(f"{path}[{key!r}]", "a string", item)
+    return dict(raw)
+
+
+def _read_str_list(raw: Any, path: str, values: dict[str, Any]) -> Any:
+    items = _list(raw, path)
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise _fail(f"{path}[{i}]", "a string", item)
+    return tuple(items)
+
+
+def _read_scopes(raw: Any, path: str, values: dict[str, Any]) -> Any:
+    return tuple(_scope(item, f"{path}[{i}]") for i, item in enumerate(_list(raw, path)))
 
 
 def _list(raw: object, path: str) -> list[Any] | tuple[Any, ...]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import httpx
@@ -60,6 +60,8 @@ __all__ = ["AsyncCyclesClient", "CyclesClient"]
 
 USER_AGENT = f"runcycles-python/{__version__}"
 
+_HttpT = TypeVar("_HttpT", httpx.Client, httpx.AsyncClient)
+
 
 def _timeout(config: CyclesConfig, deadline_ms: int | None = None) -> httpx.Timeout:
     connect = config.connect_timeout_ms
@@ -71,13 +73,33 @@ def _timeout(config: CyclesConfig, deadline_ms: int | None = None) -> httpx.Time
     return httpx.Timeout(connect=connect / 1000, read=read / 1000, write=read / 1000, pool=connect / 1000)
 
 
-def _attempt(config: CyclesConfig, deadline_ms: int | None) -> tuple[int, httpx.Timeout]:
-    """The whole-attempt budget (the tighter of ``deadline_ms`` and connect + read) and httpx's timeouts."""
+def _attempt(
+    config: CyclesConfig, deadline_ms: int | None, default: tuple[int, httpx.Timeout] | None = None
+) -> tuple[int, httpx.Timeout]:
+    """The whole-attempt budget (the tighter of ``deadline_ms`` and connect + read) and httpx's timeouts
+    (``default``: the client's precomputed answer for "no tighter deadline")."""
     budget = config.request_timeout_budget_ms
     if deadline_ms is None or deadline_ms >= budget:
-        return budget, _timeout(config)
+        return default if default is not None else (budget, _timeout(config))
     deadline_ms = max(1, deadline_ms)
     return deadline_ms, _timeout(config, deadline_ms)
+
+
+class _LeanCookies(httpx.Cookies):
+    """The client's cookie jar, minus httpx's per-response jar work when a response sets no cookie (the
+    standard library's cookie machinery costs about 0.1 ms per response even then)."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        """Load the cookies a response sets, if it sets any."""
+        headers = response.headers
+        if "set-cookie" in headers or "set-cookie2" in headers:
+            super().extract_cookies(response)
+
+
+def _lean(http: _HttpT) -> _HttpT:
+    # httpx keeps the jar in ``_cookies``; should that change, this only loses the shortcut.
+    http._cookies = _LeanCookies(http.cookies)
+    return http
 
 
 def _deadline_exceeded(budget_ms: int) -> httpx.TimeoutException:
@@ -92,10 +114,17 @@ def _answer(reply: httpx.Response, reader: BodyReader, scrub: Scrubber) -> Cycle
 
 
 async def _send_async(
-    http: httpx.AsyncClient, config: CyclesConfig, request: rq.HttpRequest, deadline_ms: int | None
+    http: httpx.AsyncClient,
+    config: CyclesConfig,
+    request: rq.HttpRequest,
+    deadline_ms: int | None,
+    *,
+    scrub: Scrubber | None = None,
+    default: tuple[int, httpx.Timeout] | None = None,
 ) -> CyclesResponse:
-    budget_ms, timeout = _attempt(config, deadline_ms)
-    scrub = Scrubber(config.api_key)
+    budget_ms, timeout = _attempt(config, deadline_ms, default)
+    if scrub is None:
+        scrub = Scrubber(config.api_key)
     try:
         with anyio.fail_after(budget_ms / 1000):
             async with http.stream(
@@ -103,7 +132,7 @@ async def _send_async(
                 request.path,
                 params=request.params or None,
                 content=request.content,
-                headers=dict(request.headers),
+                headers=request.headers or None,
                 timeout=timeout,
             ) as reply:
                 reader = BodyReader(config.max_response_bytes, reply.headers.get("content-encoding"))
@@ -134,6 +163,8 @@ class _ClientBase:
             raise TypeError(f"config must be a CyclesConfig, got {type(config).__name__}")
         self._config = config
         self._scrub = Scrubber(config.api_key)
+        # What every request without a tighter deadline uses, built once.
+        self._default_attempt = (config.request_timeout_budget_ms, _timeout(config))
 
     @property
     def config(self) -> CyclesConfig:
@@ -185,7 +216,7 @@ class CyclesClient(_ClientBase):
 
         super().__init__(config)
         config = self._config
-        self._http = httpx.Client(transport=transport, **self._http_options())
+        self._http = _lean(httpx.Client(transport=transport, **self._http_options()))
         send = self._send_for_lifecycle
         self._runtime = Runtime(
             self,
@@ -217,7 +248,7 @@ class CyclesClient(_ClientBase):
         The body is read in chunks against a monotonic deadline, so a server trickling its answer is cut off
         at the budget (give or take one read); the headers are bounded per read by the read timeout.
         """
-        budget_ms, timeout = _attempt(self._config, deadline_ms)
+        budget_ms, timeout = _attempt(self._config, deadline_ms, self._default_attempt)
         deadline = time.monotonic() + budget_ms / 1000
         scrub = self._scrub
         try:
@@ -226,7 +257,7 @@ class CyclesClient(_ClientBase):
                 request.path,
                 params=request.params or None,
                 content=request.content,
-                headers=dict(request.headers),
+                headers=request.headers or None,
                 timeout=timeout,
             ) as reply:
                 reader = BodyReader(self._config.max_response_bytes, reply.headers.get("content-encoding"))
@@ -361,10 +392,12 @@ class AsyncCyclesClient(_ClientBase):
         when ``transport`` is None or one, and ``transport`` itself otherwise (in-process and mock transports
         are not bound to an event loop)."""
         from ._runtime import Runtime, worker_sender_for_async
+        from ._sniffio import remember_missing_sniffio
 
+        remember_missing_sniffio()
         super().__init__(config)
         config = self._config
-        self._http = httpx.AsyncClient(transport=transport, **self._http_options())
+        self._http = _lean(httpx.AsyncClient(transport=transport, **self._http_options()))
         self._runtime = Runtime(
             self,
             send_sync=None,
@@ -377,12 +410,16 @@ class AsyncCyclesClient(_ClientBase):
         self._runtime.replay_on_start()
 
     async def _send_for_lifecycle(self, request: rq.HttpRequest, deadline_ms: int | None) -> CyclesResponse:
-        return await _send_async(self._http, self._config, request, deadline_ms)
+        return await _send_async(
+            self._http, self._config, request, deadline_ms, scrub=self._scrub, default=self._default_attempt
+        )
 
     async def send(self, request: rq.HttpRequest, *, deadline_ms: int | None = None) -> CyclesResponse:
         """Send one prepared request, bounded as a whole by ``connect + read`` timeout (or ``deadline_ms`` when
         tighter); the body is read up to ``max_response_bytes``."""
-        return await _send_async(self._http, self._config, request, deadline_ms)
+        return await _send_async(
+            self._http, self._config, request, deadline_ms, scrub=self._scrub, default=self._default_attempt
+        )
 
     async def flush(self, timeout_ms: int | None = None) -> int:
         """Wait up to ``timeout_ms`` (default ``flush_timeout_ms``) for background settlements.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import attrs
@@ -54,6 +54,11 @@ def _optional_str(_: object, attribute: attrs.Attribute[str | None], value: str 
         raise ValueError(f"{attribute.name} must be a string or None, got {type(value).__name__}")
 
 
+def _check_journal_sync(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in ("full", "process"):
+        raise ValueError(f"{attribute.name} must be 'full' or 'process', got {value!r}")
+
+
 def _bool(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"{attribute.name} must be a bool, got {value!r}")
@@ -76,6 +81,11 @@ class CyclesConfig:
     ``replay_verify_after_ms`` (default 6 days, inside the reference server's 7-day idempotency window) is
     the age past which a journaled settlement is verified with a GET of its reservation before anything
     is resent: committed means settled; otherwise the record is quarantined and reported, never resent blind.
+
+    ``journal_sync`` is how durable a journal record is before the settlement request leaves: ``"full"``
+    (default) fsyncs the record and its directory, so it survives a power cut or an OS crash; ``"process"``
+    does no fsync: the record survives a crash or kill of this process (it is in the OS page cache), not of
+    the machine.
     """
 
     base_url: str = attrs.field(validator=_check_url)
@@ -99,6 +109,7 @@ class CyclesConfig:
     extend_timeout_ms: int | None = attrs.field(default=None)
     max_response_bytes: int = attrs.field(default=1_048_576, validator=_positive_bytes)
     replay_verify_after_ms: int = attrs.field(default=518_400_000, validator=_positive)
+    journal_sync: Literal["full", "process"] = attrs.field(default="full", validator=_check_journal_sync)
 
     def __attrs_post_init__(self) -> None:
         value = self.extend_timeout_ms
@@ -173,6 +184,8 @@ class CyclesConfig:
                     raise ValueError(f"{prefix}{var} must be true/false/1/0/yes/no, got {value!r}")
         if (value := get("JOURNAL_DIR")) is not None:
             kwargs["journal_dir"] = value
+        if (value := get("JOURNAL_SYNC")) is not None:
+            kwargs["journal_sync"] = value.strip().lower()
         try:
             return cls(**kwargs)
         except ValueError as exc:

@@ -16,6 +16,7 @@ __all__ = [
     "CyclesProtocolError",
     "CyclesTransportError",
     "DebtOutstandingError",
+    "JournalError",
     "MissingActualError",
     "OverdraftLimitExceededError",
     "PermissionDeniedError",
@@ -290,6 +291,14 @@ def error_from_response(response: CyclesResponse, prefix: str) -> CyclesProtocol
         trace_id=response.trace_id,
         details=details,
     )
+
+
+class JournalError(CyclesError):
+    """A settlement journal I/O operation failed (directory, write, read, lock).
+
+    Durability is then best-effort: callers surface the error to operators and still attempt the
+    settlement request.
+    """
 
 
 def denial_error(

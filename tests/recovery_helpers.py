@@ -486,16 +486,23 @@ def guarded_call(client: CyclesClient, *, estimate: int = ESTIMATE, actual: int 
 
 def _patch_not_before_signal(signal: _Settable) -> None:
     """Set ``signal`` once a record carrying a 429 floor (``not_before_ms``) is durably written."""
-    from runcycles.journal import Journal, JournalRecord
 
-    original = Journal.write
+    from runcycles._journal import Journal, JournalRecord
 
-    def write(self: Journal, record: JournalRecord) -> None:
-        original(self, record)
-        if record.not_before_ms is not None:
-            signal.set()
+    original = Journal.write_job
 
-    Journal.write = write  # type: ignore[method-assign]
+    def write_job(self: Journal, record: JournalRecord, *, owned: bool = False) -> Callable[[], Path | None]:
+        job = original(self, record, owned=owned)
+
+        def run() -> Path | None:
+            result = job()
+            if record.not_before_ms is not None:
+                signal.set()
+            return result
+
+        return run
+
+    Journal.write_job = write_job  # type: ignore[method-assign]
 
 
 def run_child(

@@ -1,4 +1,4 @@
-"""Tests of the durable settlement journal (runcycles.journal)."""
+"""Tests of the durable settlement journal (runcycles._journal)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,7 @@ from typing import Any
 import attrs
 import pytest
 
-from runcycles import journal as journal_mod
-from runcycles.errors import CyclesError
-from runcycles.journal import (
+from runcycles._journal import (
     JOURNAL_VERSION,
     Journal,
     JournalBusyError,
@@ -28,6 +26,9 @@ from runcycles.journal import (
     journal_filename,
     journal_fingerprint,
 )
+from runcycles._journal import locks as journal_locks
+from runcycles._journal import paths as journal_paths
+from runcycles.errors import CyclesError
 
 BASE = "http://localhost:7878"
 SECRET = "sk-live-SECRET-key-0123456789"
@@ -577,7 +578,7 @@ def test_concurrent_claim_from_two_processes_exactly_one_wins(tmp_path: Path) ->
 
 
 def test_exclusive_file_lock_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(journal_mod, "_LOCK_BACKEND", "excl")
+    monkeypatch.setattr(journal_locks, "_LOCK_BACKEND", "excl")
     j = make_journal(tmp_path)
     j.write(make_record("r1"))
     lock = j.directory / (journal_filename("r1") + ".lock")
@@ -600,7 +601,7 @@ def test_exclusive_file_lock_fallback(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_default_root_per_platform() -> None:
-    root = journal_mod._platform_state_root
+    root = journal_paths._platform_state_root
     assert root("linux", {"XDG_STATE_HOME": "/xdg"}, "/home/u") == Path("/xdg/runcycles/journal")
     assert root("linux", {"XDG_STATE_HOME": "relative"}, "/home/u") == Path(
         "/home/u/.local/state/runcycles/journal"
@@ -632,7 +633,7 @@ def test_unwritable_default_falls_back_to_temp_dir_and_warns_once(
     monkeypatch.setenv("XDG_STATE_HOME", str(blocker / "state"))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    monkeypatch.setattr(journal_mod, "_fallback_warned", False)
+    monkeypatch.setattr(journal_paths, "_fallback_warned", False)
 
     with caplog.at_level(logging.WARNING, logger="runcycles.journal"):
         first = make_journal_default()

@@ -53,7 +53,7 @@ from runcycles import (
     reserve_for_stream,
     with_cycles,
 )
-from runcycles.journal import Journal, journal_filename, journal_fingerprint
+from runcycles._journal import Journal, journal_filename, journal_fingerprint
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -615,7 +615,7 @@ def _journal(tmp_path: Path) -> Journal:
 
 
 def _v2(reservation_id: str, key: str) -> Any:
-    from runcycles.journal import JournalRecord
+    from runcycles._journal import JournalRecord
 
     return JournalRecord(
         reservation_id=reservation_id,

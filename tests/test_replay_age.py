@@ -23,8 +23,8 @@ from faults import AsyncFaultyTransport
 from fixtures_local import TENANT, USD, Harness, harness, mode, uvicorn_switch  # noqa: F401
 
 from runcycles import AsyncCyclesClient, CyclesClient
+from runcycles._journal import JournalRecord
 from runcycles._runtime import of
-from runcycles.journal import JournalRecord
 from runcycles.lifecycle import PendingSettlement
 
 DAY_MS = 86_400_000

@@ -276,12 +276,17 @@ def parse_response(
     ``body_truncated`` is set), so a 2xx reads as a malformed, ambiguous answer, never as a success.
     """
     scrub = scrub if scrub is not None else _NO_SECRET
+    kept = scrub.content(content)
     body: Any = None
     if content and cut_at is None:
         try:
-            body = scrub.data(json.loads(content))
+            body = json.loads(content)
         except (ValueError, UnicodeDecodeError, RecursionError):
             body = None
+        # Without escapes every decoded string is a slice of the bytes, so a secret absent from the bytes is
+        # absent from the body too: the walk through every value is only needed otherwise.
+        if body is not None and (kept is not content or b"\\" in content):
+            body = scrub.data(body)
     message: str | None = None
     if cut_at is not None:
         message = f"response body larger than {cut_at} bytes (not read past the limit)"
@@ -299,7 +304,7 @@ def parse_response(
         body=body,
         headers=scrub.headers(headers),
         error_message=scrub.text(message) if message is not None else None,
-        content=scrub.content(content),
+        content=kept,
         body_truncated=cut_at is not None,
     )
 

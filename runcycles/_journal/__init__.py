@@ -1,0 +1,36 @@
+"""Durable settlement journal: one record per unsettled spend, written before the request leaves.
+
+The journal implements the durable part of the client recovery profile: a record is persisted atomically
+(temp file, rename; in ``full`` sync mode the file and its directory are fsynced) before the first commit
+or event request is sent, survives process restarts, retry exhaustion and authentication failures, and is
+deleted only after a valid settlement or an understood terminal rejection.
+
+Modules: `record` (the value type and its JSON), `paths` (fingerprint, roots, file names), `locks` (claims
+and owner locks), `writer` (atomic writes and the group commit), `store` (the `Journal` of one partition).
+"""
+
+from __future__ import annotations
+
+from ..errors import JournalError
+from .paths import default_journal_root, fallback_root, journal_filename, journal_fingerprint
+from .record import JOURNAL_VERSION, JournalBusyError, JournalRecord, LoadResult, Mode
+from .store import Journal
+from .writer import GROUP, SyncMode
+from .writer import run_async as run_async_job
+
+__all__ = [
+    "GROUP",
+    "JOURNAL_VERSION",
+    "Journal",
+    "JournalBusyError",
+    "JournalError",
+    "JournalRecord",
+    "LoadResult",
+    "Mode",
+    "SyncMode",
+    "default_journal_root",
+    "fallback_root",
+    "journal_filename",
+    "journal_fingerprint",
+    "run_async_job",
+]
