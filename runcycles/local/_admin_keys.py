@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import json
 import os
 import secrets
 from typing import Any
@@ -37,22 +39,26 @@ def _digest(salt: bytes, secret: str) -> bytes:
 def authenticate(env: Env, secret: str) -> tuple[str, Grant]:
     """The tenant and grant of a presented API key secret; 401 UNAUTHORIZED for anything not currently valid."""
     with env.ledger.read() as conn:
-        candidates = db.keys_with_prefix(conn, secret[:KEY_PREFIX_LEN])
-        match = next((c for c in candidates if hmac.compare_digest(_digest(c[2], secret), c[3])), None)
-        if match is None:
-            raise LocalServerError(401, "UNAUTHORIZED", "KEY_NOT_FOUND")
-        key_id, tenant_id, _salt, _hash, status, expires_at_ms = match
-        if status != "ACTIVE":
-            raise LocalServerError(401, "UNAUTHORIZED", f"KEY_{status}")
-        if expires_at_ms <= env.clock():
-            raise LocalServerError(401, "UNAUTHORIZED", "KEY_EXPIRED")
-        tenant = db.get_tenant(conn, tenant_id)
-        doc = db.get_api_key(conn, key_id) or {}
-    if tenant is None:
+        candidates = db.key_candidates(conn, secret[:KEY_PREFIX_LEN])
+    match = next((c for c in candidates if hmac.compare_digest(_digest(c[2], secret), c[3])), None)
+    if match is None:
+        raise LocalServerError(401, "UNAUTHORIZED", "KEY_NOT_FOUND")
+    _key_id, tenant_id, _salt, _hash, status, expires_at_ms, doc, tenant_status = match
+    if status != "ACTIVE":
+        raise LocalServerError(401, "UNAUTHORIZED", f"KEY_{status}")
+    if expires_at_ms <= env.clock():
+        raise LocalServerError(401, "UNAUTHORIZED", "KEY_EXPIRED")
+    if tenant_status is None:
         raise LocalServerError(401, "UNAUTHORIZED", "KEY_NOT_OWNED_BY_TENANT")
-    if tenant.get("status") == "SUSPENDED":
+    if tenant_status == "SUSPENDED":
         raise LocalServerError(401, "UNAUTHORIZED", "TENANT_SUSPENDED")
-    return tenant_id, Grant.of(doc)
+    return tenant_id, _grant_of(doc)
+
+
+@functools.lru_cache(maxsize=1024)
+def _grant_of(doc: str) -> Grant:
+    """The grant of a stored key document (parsed once per distinct document text)."""
+    return Grant.of(json.loads(doc))
 
 
 def create_api_key(env: Env, body: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,23 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import attrs
+
 from . import _sqlite
+
+_MAX_BATCH = 64
+"""At most this many write transactions share one commit (group commit on a file database)."""
+
+
+@attrs.define(eq=False)
+class _Batch:
+    """One open ``BEGIN IMMEDIATE`` transaction that several writers' savepoints share until one commits it."""
+
+    conn: sqlite3.Connection
+    stack: contextlib.ExitStack
+    done: threading.Event = attrs.Factory(threading.Event)
+    error: BaseException | None = None
+    size: int = 0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
@@ -78,6 +94,9 @@ class Ledger:
         self._synchronous = _sqlite.synchronous_pragma(durability)
         self.durability = durability if self.path is not None else "memory"
         self._write_lock = threading.Lock()
+        self._waiting_lock = threading.Lock()
+        self._waiting = 0
+        self._batch: _Batch | None = None
         self._memory_lock = threading.RLock()
         self._pool: _sqlite.Pool | None = None
         self._closed = False
@@ -154,18 +173,95 @@ class Ledger:
 
         Exceptions that carry ``commit_on_error = True`` (the handlers' API errors, raised before any
         mutation other than expiry sweeping) still commit; anything else rolls back.
+
+        On a file database writers that queue up share one transaction (group commit): each runs in its own
+        savepoint, and a writer that finds others waiting hands the open transaction on instead of committing;
+        it returns only once a later writer has committed the batch, so nothing is acknowledged before it is
+        durable, and one ``fsync`` covers the whole batch.
         """
-        with self._write_lock, self._connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException as exc:
-                if getattr(exc, "commit_on_error", False):
-                    conn.execute("COMMIT")
-                else:
-                    conn.execute("ROLLBACK")
+        if self._pool is None:
+            with self._write_lock, self._connection() as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException as exc:
+                    if getattr(exc, "commit_on_error", False):
+                        conn.execute("COMMIT")
+                    else:
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            return
+        with self._waiting_lock:
+            self._waiting += 1
+        self._write_lock.acquire()
+        with self._waiting_lock:
+            self._waiting -= 1
+        batch = self._batch
+        outcome: BaseException | None = None
+        try:
+            if batch is None:
+                stack = contextlib.ExitStack()
+                try:
+                    conn = stack.enter_context(self._pool.connection())
+                    conn.execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    stack.close()
+                    raise
+                batch = self._batch = _Batch(conn, stack)
+            batch.size += 1
+            batch.conn.execute("SAVEPOINT w")
+        except BaseException as exc:
+            if batch is None:
+                self._write_lock.release()
                 raise
-            conn.execute("COMMIT")
+            outcome = exc
+        else:
+            try:
+                yield batch.conn
+            except BaseException as exc:
+                outcome = exc
+            try:
+                if outcome is not None and not getattr(outcome, "commit_on_error", False):
+                    batch.conn.execute("ROLLBACK TO w")
+                batch.conn.execute("RELEASE w")
+            except BaseException as exc:  # the transaction is in an unknown state: the batch must fail
+                outcome = outcome or exc
+                batch.error = batch.error or exc
+        self._finish(batch)
+        if batch.error is not None and (outcome is None or getattr(outcome, "commit_on_error", False)):
+            # What this writer did (or its sweeping before an API error) was not committed.
+            if outcome is batch.error:
+                raise outcome
+            raise sqlite3.OperationalError(f"the write transaction failed: {batch.error}") from batch.error
+        if outcome is not None:
+            raise outcome
+
+    def _finish(self, batch: _Batch) -> None:
+        """Hand the open transaction to a waiting writer, or commit it; called holding the write lock."""
+        with self._waiting_lock:
+            hand_on = self._waiting > 0 and batch.size < _MAX_BATCH and batch.error is None
+        if hand_on:
+            self._write_lock.release()
+            batch.done.wait()
+            return
+        self._batch = None
+        try:
+            if batch.error is None:
+                if not batch.conn.in_transaction:
+                    raise sqlite3.OperationalError("the transaction was rolled back by SQLite")
+                batch.conn.execute("COMMIT")
+        except BaseException as exc:
+            batch.error = exc
+        if batch.error is not None:
+            with contextlib.suppress(sqlite3.Error):
+                if batch.conn.in_transaction:
+                    batch.conn.execute("ROLLBACK")
+        try:
+            batch.stack.close()
+        finally:
+            batch.done.set()
+            self._write_lock.release()
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
