@@ -14,8 +14,11 @@ Quick start::
 Network mode: ``runcycles serve [--db PATH] [--port 7878]`` (needs ``runcycles[server]``), or
 ``uvicorn.run(server.asgi_app)``.
 
-Layout: ``_ledger`` (schema, connections, transactions), ``_validate`` (strict request schemas),
-``_runtime`` / ``_admin`` (handlers), ``_overage`` (charging under an overage policy), ``_http`` (routing,
+Layout: ``_ledger_store`` (schema, connections, transactions), ``_ledger`` (row types, SQL operations),
+``_validate`` (strict request schemas), ``_runtime_shared`` / ``_reservation_writes`` / ``_runtime_reads``
+(runtime-plane handlers), ``_admin_schemas`` / ``_admin_tenants`` / ``_admin_keys`` / ``_admin_budgets``
+(admin-plane handlers), ``_access`` (permissions, scope filters), ``_overage`` (charging under an overage
+policy), ``_http`` (routing,
 auth, correlation, error bodies: the pure ``handle`` core), ``_transports`` / ``_asgi`` (thin shells),
 ``_ops`` / ``_metrics`` (health probes, Prometheus), ``server`` (``LocalCyclesServer``).
 

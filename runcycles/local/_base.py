@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from ._access import Grant
-from ._ledger import Ledger
+from ._ledger_store import Ledger
 from ._validate import Check, SchemaError, canonical_json, parse_json_object
 
 Clock = Callable[[], int]

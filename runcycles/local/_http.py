@@ -14,61 +14,64 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from . import _admin as admin
-from . import _admin_keys as admin_keys
-from . import _runtime as runtime
+from . import _admin_budgets as budgets
+from . import _admin_keys as keys
+from . import _admin_tenants as tenants
+from . import _reservation_writes as writes
+from . import _runtime_reads as reads
 from ._base import Env, LocalServerError, Request, dumps, new_id
+from ._runtime_shared import Response
 
 logger = logging.getLogger("runcycles.local")
 
-Handler = Callable[..., "runtime.Response"]
+Handler = Callable[..., Response]
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
 # (method, path pattern, handler, auth) — "*" captures one path segment; auth is "key" (X-Cycles-API-Key),
 # "admin" (X-Admin-API-Key) or "either".
 ROUTES: list[tuple[str, tuple[str, ...], Handler, str]] = [
-    ("POST", ("v1", "reservations"), runtime.create_reservation, "key"),
-    ("GET", ("v1", "reservations"), runtime.list_reservations, "either"),
-    ("GET", ("v1", "reservations", "*"), runtime.get_reservation, "either"),
-    ("POST", ("v1", "reservations", "*", "commit"), runtime.commit_reservation, "key"),
-    ("POST", ("v1", "reservations", "*", "release"), runtime.release_reservation, "either"),
-    ("POST", ("v1", "reservations", "*", "extend"), runtime.extend_reservation, "key"),
-    ("POST", ("v1", "decide"), runtime.decide, "key"),
-    ("POST", ("v1", "events"), runtime.create_event, "key"),
-    ("GET", ("v1", "balances"), runtime.get_balances, "key"),
-    ("POST", ("v1", "admin", "tenants"), admin.h_create_tenant, "admin"),
-    ("GET", ("v1", "admin", "tenants"), admin.h_list_tenants, "admin"),
-    ("GET", ("v1", "admin", "tenants", "*"), admin.h_get_tenant, "admin"),
-    ("PATCH", ("v1", "admin", "tenants", "*"), admin.h_update_tenant, "admin"),
-    ("POST", ("v1", "admin", "api-keys"), admin.h_create_api_key, "admin"),
-    ("GET", ("v1", "admin", "api-keys"), admin.h_list_api_keys, "admin"),
-    ("DELETE", ("v1", "admin", "api-keys", "*"), admin.h_revoke_api_key, "admin"),
-    ("PATCH", ("v1", "admin", "api-keys", "*"), admin_keys.h_update_api_key, "admin"),
-    ("POST", ("v1", "admin", "budgets"), admin.h_create_budget, "either"),
-    ("GET", ("v1", "admin", "budgets"), admin.h_list_budgets, "either"),
-    ("PATCH", ("v1", "admin", "budgets"), admin.h_update_budget, "admin"),
-    ("GET", ("v1", "admin", "budgets", "lookup"), admin.h_lookup_budget, "either"),
-    ("POST", ("v1", "admin", "budgets", "fund"), admin.h_fund_budget, "either"),
-    ("POST", ("v1", "admin", "budgets", "freeze"), admin.h_freeze_budget, "admin"),
-    ("POST", ("v1", "admin", "budgets", "unfreeze"), admin.h_unfreeze_budget, "admin"),
+    ("POST", ("v1", "reservations"), writes.create_reservation, "key"),
+    ("GET", ("v1", "reservations"), reads.list_reservations, "either"),
+    ("GET", ("v1", "reservations", "*"), reads.get_reservation, "either"),
+    ("POST", ("v1", "reservations", "*", "commit"), writes.commit_reservation, "key"),
+    ("POST", ("v1", "reservations", "*", "release"), writes.release_reservation, "either"),
+    ("POST", ("v1", "reservations", "*", "extend"), writes.extend_reservation, "key"),
+    ("POST", ("v1", "decide"), writes.decide, "key"),
+    ("POST", ("v1", "events"), writes.create_event, "key"),
+    ("GET", ("v1", "balances"), reads.get_balances, "key"),
+    ("POST", ("v1", "admin", "tenants"), tenants.h_create_tenant, "admin"),
+    ("GET", ("v1", "admin", "tenants"), tenants.h_list_tenants, "admin"),
+    ("GET", ("v1", "admin", "tenants", "*"), tenants.h_get_tenant, "admin"),
+    ("PATCH", ("v1", "admin", "tenants", "*"), tenants.h_update_tenant, "admin"),
+    ("POST", ("v1", "admin", "api-keys"), keys.h_create_api_key, "admin"),
+    ("GET", ("v1", "admin", "api-keys"), keys.h_list_api_keys, "admin"),
+    ("DELETE", ("v1", "admin", "api-keys", "*"), keys.h_revoke_api_key, "admin"),
+    ("PATCH", ("v1", "admin", "api-keys", "*"), keys.h_update_api_key, "admin"),
+    ("POST", ("v1", "admin", "budgets"), budgets.h_create_budget, "either"),
+    ("GET", ("v1", "admin", "budgets"), budgets.h_list_budgets, "either"),
+    ("PATCH", ("v1", "admin", "budgets"), budgets.h_update_budget, "admin"),
+    ("GET", ("v1", "admin", "budgets", "lookup"), budgets.h_lookup_budget, "either"),
+    ("POST", ("v1", "admin", "budgets", "fund"), budgets.h_fund_budget, "either"),
+    ("POST", ("v1", "admin", "budgets", "freeze"), budgets.h_freeze_budget, "admin"),
+    ("POST", ("v1", "admin", "budgets", "unfreeze"), budgets.h_unfreeze_budget, "admin"),
 ]
 
 # The permission a tenant API key needs for each handler it may call (admin spec Permission names). A
 # key-authenticated route missing here is refused: new routes must say what they need.
 PERMISSION_FOR: dict[Handler, str] = {
-    runtime.create_reservation: "reservations:create",
-    runtime.decide: "reservations:create",
-    runtime.list_reservations: "reservations:list",
-    runtime.get_reservation: "reservations:list",
-    runtime.commit_reservation: "reservations:commit",
-    runtime.create_event: "reservations:commit",
-    runtime.release_reservation: "reservations:release",
-    runtime.extend_reservation: "reservations:extend",
-    runtime.get_balances: "balances:read",
-    admin.h_create_budget: "budgets:write",
-    admin.h_fund_budget: "budgets:write",
-    admin.h_list_budgets: "budgets:read",
-    admin.h_lookup_budget: "budgets:read",
+    writes.create_reservation: "reservations:create",
+    writes.decide: "reservations:create",
+    reads.list_reservations: "reservations:list",
+    reads.get_reservation: "reservations:list",
+    writes.commit_reservation: "reservations:commit",
+    writes.create_event: "reservations:commit",
+    writes.release_reservation: "reservations:release",
+    writes.extend_reservation: "reservations:extend",
+    reads.get_balances: "balances:read",
+    budgets.h_create_budget: "budgets:write",
+    budgets.h_fund_budget: "budgets:write",
+    budgets.h_list_budgets: "budgets:read",
+    budgets.h_lookup_budget: "budgets:read",
 }
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
@@ -212,7 +215,7 @@ class App:
         api_key = req.headers.get("x-cycles-api-key")
         admin_key = req.headers.get("x-admin-api-key")
         if auth != "admin" and api_key is not None:
-            req.tenant, req.grant = admin.authenticate(self.env, api_key)
+            req.tenant, req.grant = keys.authenticate(self.env, api_key)
         elif auth != "key" and admin_key is not None:
             if not hmac.compare_digest(admin_key.encode(), self.env.admin_key.encode()):
                 raise LocalServerError(401, "UNAUTHORIZED", "Invalid admin API key")

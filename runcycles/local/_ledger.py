@@ -1,63 +1,16 @@
-"""The SQLite ledger: schema, connections and transactions, and the row types the handlers work on.
+"""The ledger's row types (:class:`Budget`, :class:`Reservation`) and the SQL operations the handlers run.
 
-One database is either a file (WAL mode, a bounded connection pool, ``busy_timeout`` so several processes
-can share it) or private memory (one connection behind a lock). Every mutation runs inside :meth:`Ledger.write`,
-a ``BEGIN IMMEDIATE`` transaction, so a multi-scope reserve or commit is all-or-nothing and writers never
-interleave. Within one process writers are also serialised by a lock, which is much cheaper than letting
-threads spin on SQLite's busy handler.
+Every function takes an open connection; transactions are :class:`~runcycles.local._ledger_store.Ledger`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
-
-from . import _sqlite
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tenants (
-    tenant_id TEXT PRIMARY KEY, status TEXT NOT NULL, doc TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, key_prefix TEXT NOT NULL, salt BLOB NOT NULL,
-    key_hash BLOB NOT NULL, status TEXT NOT NULL, expires_at_ms INTEGER NOT NULL, doc TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS api_keys_prefix ON api_keys(key_prefix);
-CREATE TABLE IF NOT EXISTS budgets (
-    scope TEXT NOT NULL, unit TEXT NOT NULL, tenant_id TEXT NOT NULL, ledger_id TEXT NOT NULL,
-    allocated INTEGER NOT NULL, reserved INTEGER NOT NULL, spent INTEGER NOT NULL, debt INTEGER NOT NULL,
-    overdraft_limit INTEGER NOT NULL, is_over_limit INTEGER NOT NULL, status TEXT NOT NULL,
-    created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, doc TEXT NOT NULL,
-    PRIMARY KEY (scope, unit)
-);
-CREATE INDEX IF NOT EXISTS budgets_tenant ON budgets(tenant_id, scope);
-CREATE TABLE IF NOT EXISTS reservations (
-    reservation_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, status TEXT NOT NULL, unit TEXT NOT NULL,
-    reserved INTEGER NOT NULL, committed INTEGER, created_at_ms INTEGER NOT NULL,
-    expires_at_ms INTEGER NOT NULL, grace_ms INTEGER NOT NULL, deadline_ms INTEGER NOT NULL,
-    finalized_at_ms INTEGER, extension_count INTEGER NOT NULL, overage_policy TEXT NOT NULL,
-    scope_path TEXT NOT NULL, idempotency_key TEXT NOT NULL,
-    s_tenant TEXT, s_workspace TEXT, s_app TEXT, s_workflow TEXT, s_agent TEXT, s_toolset TEXT,
-    budget_scopes TEXT NOT NULL, doc TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS reservations_due ON reservations(status, deadline_ms);
-CREATE INDEX IF NOT EXISTS reservations_tenant ON reservations(tenant_id, created_at_ms);
-CREATE TABLE IF NOT EXISTS idempotency (
-    tenant_id TEXT NOT NULL, endpoint TEXT NOT NULL, key TEXT NOT NULL, payload_hash TEXT NOT NULL,
-    status INTEGER NOT NULL, body BLOB NOT NULL, expires_at_ms INTEGER NOT NULL,
-    PRIMARY KEY (tenant_id, endpoint, key)
-);
-CREATE TABLE IF NOT EXISTS events (
-    event_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, created_at_ms INTEGER NOT NULL, doc TEXT NOT NULL
-);
-"""
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -176,137 +129,6 @@ def _reservation(row: sqlite3.Row | tuple[Any, ...]) -> Reservation:
     )
 
 
-class Ledger:
-    """The SQLite store. ``path=None`` (or ``":memory:"``) keeps everything in memory.
-
-    A file database is checked at start (:class:`~runcycles.local.LocalDatabaseError` if it is damaged)
-    and served by a bounded pool of ``pool_size`` connections. ``durability`` is ``"full"`` (a commit is
-    on disk before it is acknowledged) or ``"normal"`` (WAL ``synchronous=NORMAL``: survives a process
-    crash, not necessarily a power loss).
-    """
-
-    def __init__(
-        self,
-        path: str | None = None,
-        *,
-        busy_timeout_ms: int = 30_000,
-        durability: str = "full",
-        pool_size: int = _sqlite.DEFAULT_POOL_SIZE,
-    ) -> None:
-        self.path = path if path not in (None, ":memory:") else None
-        self._busy_timeout_ms = busy_timeout_ms
-        self._synchronous = _sqlite.synchronous_pragma(durability)
-        self.durability = durability if self.path is not None else "memory"
-        self._write_lock = threading.Lock()
-        self._memory_lock = threading.RLock()
-        self._pool: _sqlite.Pool | None = None
-        self._closed = False
-        if self.path is None:
-            self._memory_conn = self._connect()
-            with self._write_lock:
-                self._memory_conn.executescript(_SCHEMA)
-                self.cursor_secret = _sqlite.server_secret(self._memory_conn, "cursor")
-            return
-        _sqlite.check_file(self.path)
-        try:
-            first = self._connect()
-        except sqlite3.DatabaseError as exc:
-            raise _sqlite.damaged(self.path, exc) from None
-        try:
-            _sqlite.quick_check(first, self.path)
-            with self._write_lock:
-                first.executescript(_SCHEMA)
-                self.cursor_secret = _sqlite.server_secret(first, "cursor")
-        except sqlite3.DatabaseError as exc:
-            first.close()
-            raise _sqlite.damaged(self.path, exc) from None
-        except BaseException:
-            first.close()
-            raise
-        first.close()
-        self._pool = _sqlite.Pool(self._connect, pool_size)
-
-    @property
-    def in_memory(self) -> bool:
-        """Whether the database lives in memory (then calls are cheap enough to run inline)."""
-        return self.path is None
-
-    @property
-    def open_connections(self) -> int:
-        """How many SQLite connections are open now (bounded by the pool size)."""
-        if self._pool is None:
-            return 1
-        return self._pool.opened
-
-    def _connect(self) -> sqlite3.Connection:
-        target = self.path if self.path is not None else ":memory:"
-        conn = sqlite3.connect(
-            target,
-            timeout=self._busy_timeout_ms / 1000,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-            if self.path is not None:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute(self._synchronous)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        if self._pool is None:
-            # The single in-memory connection is shared, so readers must not overlap writers on it.
-            with self._memory_lock:
-                if self._closed:
-                    raise RuntimeError("the local Cycles server is closed")
-                yield self._memory_conn
-        else:
-            with self._pool.connection() as conn:
-                yield conn
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A ``BEGIN IMMEDIATE`` transaction: committed on normal exit or on a controlled error.
-
-        Exceptions that carry ``commit_on_error = True`` (the handlers' API errors, raised before any
-        mutation other than expiry sweeping) still commit; anything else rolls back.
-        """
-        with self._write_lock, self._connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException as exc:
-                if getattr(exc, "commit_on_error", False):
-                    conn.execute("COMMIT")
-                else:
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-
-    @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction (a consistent snapshot; WAL readers never block the writer)."""
-        with self._connection() as conn:
-            conn.execute("BEGIN")
-            try:
-                yield conn
-            finally:
-                conn.execute("COMMIT")
-
-    def close(self) -> None:
-        """Close every connection this ledger opened (borrowed ones as they are returned)."""
-        self._closed = True
-        if self._pool is not None:
-            self._pool.close()
-        else:
-            with self._memory_lock, contextlib.suppress(sqlite3.ProgrammingError):
-                self._memory_conn.close()
-
-
 # --- budgets ---------------------------------------------------------------------------------------------
 
 
@@ -325,9 +147,7 @@ def load_budgets(conn: sqlite3.Connection, tenant_id: str, scopes: Iterable[str]
 
 def get_budget(conn: sqlite3.Connection, scope: str, unit: str) -> Budget | None:
     """The budget at exactly (scope, unit), if any."""
-    row = conn.execute(
-        f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE scope = ? AND unit = ?", (scope, unit)
-    ).fetchone()
+    row = conn.execute(f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE scope = ? AND unit = ?", (scope, unit)).fetchone()
     return _budget(row) if row else None
 
 
@@ -448,13 +268,9 @@ def get_reservation(conn: sqlite3.Connection, reservation_id: str) -> Reservatio
     return _reservation(row) if row else None
 
 
-def query_reservations(
-    conn: sqlite3.Connection, where: str, params: Iterable[Any], tail: str
-) -> list[Reservation]:
+def query_reservations(conn: sqlite3.Connection, where: str, params: Iterable[Any], tail: str) -> list[Reservation]:
     """Reservations matching a prepared WHERE clause (``tail`` carries ORDER BY / LIMIT)."""
-    rows = conn.execute(
-        f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE {where} {tail}", tuple(params)
-    )
+    rows = conn.execute(f"SELECT {_RESERVATION_COLUMNS} FROM reservations WHERE {where} {tail}", tuple(params))
     return [_reservation(row) for row in rows.fetchall()]
 
 
@@ -496,16 +312,13 @@ def get_idempotent(
 ) -> tuple[str, int, bytes] | None:
     """The stored (payload_hash, status, body) for a still-valid key, if any."""
     row = conn.execute(
-        "SELECT payload_hash, status, body, expires_at_ms FROM idempotency "
-        "WHERE tenant_id=? AND endpoint=? AND key=?",
+        "SELECT payload_hash, status, body, expires_at_ms FROM idempotency WHERE tenant_id=? AND endpoint=? AND key=?",
         (tenant_id, endpoint, key),
     ).fetchone()
     if row is None:
         return None
     if row[3] < now:
-        conn.execute(
-            "DELETE FROM idempotency WHERE tenant_id=? AND endpoint=? AND key=?", (tenant_id, endpoint, key)
-        )
+        conn.execute("DELETE FROM idempotency WHERE tenant_id=? AND endpoint=? AND key=?", (tenant_id, endpoint, key))
         return None
     return row[0], row[1], bytes(row[2])
 
@@ -541,16 +354,12 @@ def get_tenant(conn: sqlite3.Connection, tenant_id: str) -> dict[str, Any] | Non
 
 def put_tenant(conn: sqlite3.Connection, doc: dict[str, Any]) -> None:
     """Insert or replace a tenant document."""
-    conn.execute(
-        "INSERT OR REPLACE INTO tenants VALUES (?,?,?)", (doc["tenant_id"], doc["status"], _dumps(doc))
-    )
+    conn.execute("INSERT OR REPLACE INTO tenants VALUES (?,?,?)", (doc["tenant_id"], doc["status"], _dumps(doc)))
 
 
 def list_tenants(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """All tenant documents ordered by id."""
-    return [
-        json.loads(row[0]) for row in conn.execute("SELECT doc FROM tenants ORDER BY tenant_id").fetchall()
-    ]
+    return [json.loads(row[0]) for row in conn.execute("SELECT doc FROM tenants ORDER BY tenant_id").fetchall()]
 
 
 def insert_api_key(
@@ -571,15 +380,20 @@ def insert_api_key(
     )
 
 
-def keys_with_prefix(
+def key_candidates(
     conn: sqlite3.Connection, key_prefix: str
-) -> list[tuple[str, str, bytes, bytes, str, int]]:
-    """Candidate keys for a presented secret: (key_id, tenant_id, salt, hash, status, expires_at_ms)."""
+) -> list[tuple[str, str, bytes, bytes, str, int, str, str | None]]:
+    """Candidate keys for a presented secret, with what authenticating needs, in one statement.
+
+    Each row is (key_id, tenant_id, salt, hash, status, expires_at_ms, key document JSON, tenant status or
+    ``None`` when the tenant does not exist).
+    """
     rows = conn.execute(
-        "SELECT key_id, tenant_id, salt, key_hash, status, expires_at_ms FROM api_keys WHERE key_prefix = ?",
+        "SELECT k.key_id, k.tenant_id, k.salt, k.key_hash, k.status, k.expires_at_ms, k.doc, t.status"
+        " FROM api_keys AS k LEFT JOIN tenants AS t ON t.tenant_id = k.tenant_id WHERE k.key_prefix = ?",
         (key_prefix,),
     ).fetchall()
-    return [(r[0], r[1], bytes(r[2]), bytes(r[3]), r[4], r[5]) for r in rows]
+    return [(r[0], r[1], bytes(r[2]), bytes(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
 
 
 def list_api_keys(conn: sqlite3.Connection, tenant_id: str | None) -> list[dict[str, Any]]:

@@ -9,11 +9,15 @@ from typing import Any
 
 import httpx
 
-from . import _admin as admin
+from . import _admin_budgets as budgets
+from . import _admin_keys as keys
+from . import _admin_schemas as schemas
+from . import _admin_tenants as tenants
 from . import _ledger as db
 from ._asgi import AsgiApp
 from ._base import DEFAULT_MAX_BODY_BYTES, Env, LocalServerError
 from ._http import App
+from ._ledger_store import Ledger
 from ._ops import OpsApp
 from ._transports import AsyncLocalTransport, LocalTransport
 
@@ -53,7 +57,7 @@ class LocalCyclesServer:
         if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
             raise ValueError("max_body_bytes must be a positive integer")
         self._env = Env(
-            ledger=db.Ledger(None if path is None else str(path), durability=durability),
+            ledger=Ledger(None if path is None else str(path), durability=durability),
             clock=clock or _wall_clock_ms,
             admin_key=admin_key or "cyc_admin_" + secrets.token_urlsafe(24),
             max_body_bytes=max_body_bytes,
@@ -101,11 +105,11 @@ class LocalCyclesServer:
     def create_tenant(self, tenant_id: str, name: str | None = None, **options: Any) -> dict[str, Any]:
         """Create a tenant (``options``: TenantCreateRequest fields); an identical one is returned."""
         body = {"tenant_id": tenant_id, "name": name if name is not None else tenant_id, **options}
-        return admin.create_tenant(self._env, admin.validated(admin.TENANT_CREATE, body))[1]
+        return tenants.create_tenant(self._env, schemas.validated(schemas.TENANT_CREATE, body))[1]
 
     def update_tenant(self, tenant_id: str, **fields: Any) -> dict[str, Any]:
         """Patch a tenant (``status``, ``max_reservation_extensions``, TTL defaults...); CLOSED cascades."""
-        return admin.update_tenant(self._env, tenant_id, admin.validated(admin.TENANT_UPDATE, dict(fields)))
+        return tenants.update_tenant(self._env, tenant_id, schemas.validated(schemas.TENANT_UPDATE, dict(fields)))
 
     def create_api_key(
         self,
@@ -125,8 +129,8 @@ class LocalCyclesServer:
             fields["permissions"] = list(permissions)
         if scope_filter is not None:
             fields["scope_filter"] = list(scope_filter)
-        body = admin.validated(admin.API_KEY_CREATE, fields)
-        return str(admin.create_api_key(self._env, body)["key_secret"])
+        body = schemas.validated(schemas.API_KEY_CREATE, fields)
+        return str(keys.create_api_key(self._env, body)["key_secret"])
 
     def create_budget(
         self,
@@ -146,9 +150,9 @@ class LocalCyclesServer:
         }
         if caps is not None:
             body["caps"] = caps
-        admin.validated(admin.BUDGET_CREATE, body)
+        schemas.validated(schemas.BUDGET_CREATE, body)
         tenant_id = scope.split("/", 1)[0].partition(":")[2]
-        return admin.create_budget(self._env, tenant_id, body)
+        return budgets.create_budget(self._env, tenant_id, body)
 
     def fund_budget(
         self, scope: str, unit: Any, operation: str, amount: int, *, spent: int | None = None
@@ -161,31 +165,31 @@ class LocalCyclesServer:
         }
         if spent is not None:
             body["spent"] = {"unit": unit, "amount": spent}
-        return admin.fund_budget(self._env, scope, unit, None, admin.validated(admin.FUNDING, body))
+        return budgets.fund_budget(self._env, scope, unit, None, schemas.validated(schemas.FUNDING, body))
 
     def update_budget(self, scope: str, unit: Any, **fields: Any) -> dict[str, Any]:
         """Patch ``overdraft_limit`` (an int), ``commit_overage_policy``, ``metadata`` or ``caps``."""
         unit = _unit(unit)
         if "overdraft_limit" in fields:
             fields["overdraft_limit"] = {"unit": unit, "amount": fields["overdraft_limit"]}
-        return admin.update_budget(self._env, scope, unit, admin.validated(admin.BUDGET_UPDATE, fields))
+        return budgets.update_budget(self._env, scope, unit, schemas.validated(schemas.BUDGET_UPDATE, fields))
 
     def freeze_budget(self, scope: str, unit: Any) -> dict[str, Any]:
         """ACTIVE -> FROZEN (409 if already frozen or closed)."""
-        return admin.set_budget_status(self._env, scope, _unit(unit), "FROZEN")
+        return budgets.set_budget_status(self._env, scope, _unit(unit), "FROZEN")
 
     def unfreeze_budget(self, scope: str, unit: Any) -> dict[str, Any]:
         """FROZEN -> ACTIVE (409 if not frozen or closed)."""
-        return admin.set_budget_status(self._env, scope, _unit(unit), "ACTIVE")
+        return budgets.set_budget_status(self._env, scope, _unit(unit), "ACTIVE")
 
     def close_budget(self, scope: str, unit: Any) -> dict[str, Any]:
         """Close a budget for good (local extension; the admin spec closes budgets via the tenant cascade)."""
-        return admin.set_budget_status(self._env, scope, _unit(unit), "CLOSED")
+        return budgets.set_budget_status(self._env, scope, _unit(unit), "CLOSED")
 
     def get_budget(self, scope: str, unit: Any) -> dict[str, Any]:
         """A flat view for assertions: allocated, remaining, reserved, spent, debt (ints), is_over_limit."""
         with self._env.ledger.read() as conn:
-            budget = admin.budget_or_404(conn, scope, _unit(unit), None)
+            budget = budgets.budget_or_404(conn, scope, _unit(unit), None)
         return {
             "scope": budget.scope,
             "unit": budget.unit,

@@ -247,7 +247,7 @@ def test_overlong_revoked_reason_is_rejected(world: World) -> None:
 def test_an_internal_error_logs_one_line(
     world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from runcycles.local import _runtime
+    from runcycles.local import _runtime_reads as _runtime
 
     def boom(*_args: object) -> None:
         raise RuntimeError("line one\nline two")

@@ -83,7 +83,7 @@ async def test_asgi_app_acknowledges_lifespan_and_serves_http() -> None:
 
 def test_internal_errors_are_500_with_an_error_body(monkeypatch: pytest.MonkeyPatch) -> None:
     server, key = seeded(None)
-    from runcycles.local import _runtime
+    from runcycles.local import _runtime_reads as _runtime
 
     def boom(*_args: object) -> None:
         raise RuntimeError("disk on fire")

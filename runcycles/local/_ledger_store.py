@@ -1,0 +1,283 @@
+"""The SQLite ledger: schema, connections and transactions (row types and SQL operations: ``_ledger``).
+
+One database is either a file (WAL mode, a bounded connection pool, ``busy_timeout`` so several processes
+can share it) or private memory (one connection behind a lock). Every mutation runs inside :meth:`Ledger.write`,
+a ``BEGIN IMMEDIATE`` transaction, so a multi-scope reserve or commit is all-or-nothing and writers never
+interleave. Within one process writers are also serialised by a lock, which is much cheaper than letting
+threads spin on SQLite's busy handler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import attrs
+
+from . import _sqlite
+
+_MAX_BATCH = 64
+"""At most this many write transactions share one commit (group commit on a file database)."""
+
+
+@attrs.define(eq=False)
+class _Batch:
+    """One open ``BEGIN IMMEDIATE`` transaction that several writers' savepoints share until one commits it."""
+
+    conn: sqlite3.Connection
+    stack: contextlib.ExitStack
+    done: threading.Event = attrs.Factory(threading.Event)
+    error: BaseException | None = None
+    size: int = 0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants (
+    tenant_id TEXT PRIMARY KEY, status TEXT NOT NULL, doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, key_prefix TEXT NOT NULL, salt BLOB NOT NULL,
+    key_hash BLOB NOT NULL, status TEXT NOT NULL, expires_at_ms INTEGER NOT NULL, doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS api_keys_prefix ON api_keys(key_prefix);
+CREATE TABLE IF NOT EXISTS budgets (
+    scope TEXT NOT NULL, unit TEXT NOT NULL, tenant_id TEXT NOT NULL, ledger_id TEXT NOT NULL,
+    allocated INTEGER NOT NULL, reserved INTEGER NOT NULL, spent INTEGER NOT NULL, debt INTEGER NOT NULL,
+    overdraft_limit INTEGER NOT NULL, is_over_limit INTEGER NOT NULL, status TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (scope, unit)
+);
+CREATE INDEX IF NOT EXISTS budgets_tenant ON budgets(tenant_id, scope);
+CREATE TABLE IF NOT EXISTS reservations (
+    reservation_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, status TEXT NOT NULL, unit TEXT NOT NULL,
+    reserved INTEGER NOT NULL, committed INTEGER, created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL, grace_ms INTEGER NOT NULL, deadline_ms INTEGER NOT NULL,
+    finalized_at_ms INTEGER, extension_count INTEGER NOT NULL, overage_policy TEXT NOT NULL,
+    scope_path TEXT NOT NULL, idempotency_key TEXT NOT NULL,
+    s_tenant TEXT, s_workspace TEXT, s_app TEXT, s_workflow TEXT, s_agent TEXT, s_toolset TEXT,
+    budget_scopes TEXT NOT NULL, doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reservations_due ON reservations(status, deadline_ms);
+CREATE INDEX IF NOT EXISTS reservations_tenant ON reservations(tenant_id, created_at_ms);
+CREATE TABLE IF NOT EXISTS idempotency (
+    tenant_id TEXT NOT NULL, endpoint TEXT NOT NULL, key TEXT NOT NULL, payload_hash TEXT NOT NULL,
+    status INTEGER NOT NULL, body BLOB NOT NULL, expires_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, endpoint, key)
+);
+CREATE TABLE IF NOT EXISTS events (
+    event_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, created_at_ms INTEGER NOT NULL, doc TEXT NOT NULL
+);
+"""
+
+
+class Ledger:
+    """The SQLite store. ``path=None`` (or ``":memory:"``) keeps everything in memory.
+
+    A file database is checked at start (:class:`~runcycles.local.LocalDatabaseError` if it is damaged)
+    and served by a bounded pool of ``pool_size`` connections. ``durability`` is ``"full"`` (a commit is
+    on disk before it is acknowledged) or ``"normal"`` (WAL ``synchronous=NORMAL``: survives a process
+    crash, not necessarily a power loss).
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        *,
+        busy_timeout_ms: int = 30_000,
+        durability: str = "full",
+        pool_size: int = _sqlite.DEFAULT_POOL_SIZE,
+    ) -> None:
+        self.path = path if path not in (None, ":memory:") else None
+        self._busy_timeout_ms = busy_timeout_ms
+        self._synchronous = _sqlite.synchronous_pragma(durability)
+        self.durability = durability if self.path is not None else "memory"
+        self._write_lock = threading.Lock()
+        self._waiting_lock = threading.Lock()
+        self._waiting = 0
+        self._batch: _Batch | None = None
+        self._memory_lock = threading.RLock()
+        self._pool: _sqlite.Pool | None = None
+        self._closed = False
+        if self.path is None:
+            self._memory_conn = self._connect()
+            with self._write_lock:
+                self._memory_conn.executescript(_SCHEMA)
+                self.cursor_secret = _sqlite.server_secret(self._memory_conn, "cursor")
+            return
+        _sqlite.check_file(self.path)
+        try:
+            first = self._connect()
+        except sqlite3.DatabaseError as exc:
+            raise _sqlite.damaged(self.path, exc) from None
+        try:
+            _sqlite.quick_check(first, self.path)
+            with self._write_lock:
+                first.executescript(_SCHEMA)
+                self.cursor_secret = _sqlite.server_secret(first, "cursor")
+        except sqlite3.DatabaseError as exc:
+            first.close()
+            raise _sqlite.damaged(self.path, exc) from None
+        except BaseException:
+            first.close()
+            raise
+        first.close()
+        self._pool = _sqlite.Pool(self._connect, pool_size)
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the database lives in memory (then calls are cheap enough to run inline)."""
+        return self.path is None
+
+    @property
+    def open_connections(self) -> int:
+        """How many SQLite connections are open now (bounded by the pool size)."""
+        if self._pool is None:
+            return 1
+        return self._pool.opened
+
+    def _connect(self) -> sqlite3.Connection:
+        target = self.path if self.path is not None else ":memory:"
+        conn = sqlite3.connect(
+            target,
+            timeout=self._busy_timeout_ms / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            if self.path is not None:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute(self._synchronous)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        if self._pool is None:
+            # The single in-memory connection is shared, so readers must not overlap writers on it.
+            with self._memory_lock:
+                if self._closed:
+                    raise RuntimeError("the local Cycles server is closed")
+                yield self._memory_conn
+        else:
+            with self._pool.connection() as conn:
+                yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A ``BEGIN IMMEDIATE`` transaction: committed on normal exit or on a controlled error.
+
+        Exceptions that carry ``commit_on_error = True`` (the handlers' API errors, raised before any
+        mutation other than expiry sweeping) still commit; anything else rolls back.
+
+        On a file database writers that queue up share one transaction (group commit): each runs in its own
+        savepoint, and a writer that finds others waiting hands the open transaction on instead of committing;
+        it returns only once a later writer has committed the batch, so nothing is acknowledged before it is
+        durable, and one ``fsync`` covers the whole batch.
+        """
+        if self._pool is None:
+            with self._write_lock, self._connection() as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException as exc:
+                    if getattr(exc, "commit_on_error", False):
+                        conn.execute("COMMIT")
+                    else:
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            return
+        with self._waiting_lock:
+            self._waiting += 1
+        self._write_lock.acquire()
+        with self._waiting_lock:
+            self._waiting -= 1
+        batch = self._batch
+        outcome: BaseException | None = None
+        try:
+            if batch is None:
+                stack = contextlib.ExitStack()
+                try:
+                    conn = stack.enter_context(self._pool.connection())
+                    conn.execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    stack.close()
+                    raise
+                batch = self._batch = _Batch(conn, stack)
+            batch.size += 1
+            batch.conn.execute("SAVEPOINT w")
+        except BaseException as exc:
+            if batch is None:
+                self._write_lock.release()
+                raise
+            outcome = exc
+        else:
+            try:
+                yield batch.conn
+            except BaseException as exc:
+                outcome = exc
+            try:
+                if outcome is not None and not getattr(outcome, "commit_on_error", False):
+                    batch.conn.execute("ROLLBACK TO w")
+                batch.conn.execute("RELEASE w")
+            except BaseException as exc:  # the transaction is in an unknown state: the batch must fail
+                outcome = outcome or exc
+                batch.error = batch.error or exc
+        self._finish(batch)
+        if batch.error is not None and (outcome is None or getattr(outcome, "commit_on_error", False)):
+            # What this writer did (or its sweeping before an API error) was not committed.
+            if outcome is batch.error:
+                raise outcome
+            raise sqlite3.OperationalError(f"the write transaction failed: {batch.error}") from batch.error
+        if outcome is not None:
+            raise outcome
+
+    def _finish(self, batch: _Batch) -> None:
+        """Hand the open transaction to a waiting writer, or commit it; called holding the write lock."""
+        with self._waiting_lock:
+            hand_on = self._waiting > 0 and batch.size < _MAX_BATCH and batch.error is None
+        if hand_on:
+            self._write_lock.release()
+            batch.done.wait()
+            return
+        self._batch = None
+        try:
+            if batch.error is None:
+                if not batch.conn.in_transaction:
+                    raise sqlite3.OperationalError("the transaction was rolled back by SQLite")
+                batch.conn.execute("COMMIT")
+        except BaseException as exc:
+            batch.error = exc
+        if batch.error is not None:
+            with contextlib.suppress(sqlite3.Error):
+                if batch.conn.in_transaction:
+                    batch.conn.execute("ROLLBACK")
+        try:
+            batch.stack.close()
+        finally:
+            batch.done.set()
+            self._write_lock.release()
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction (a consistent snapshot; WAL readers never block the writer)."""
+        with self._connection() as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every connection this ledger opened (borrowed ones as they are returned)."""
+        self._closed = True
+        if self._pool is not None:
+            self._pool.close()
+        else:
+            with self._memory_lock, contextlib.suppress(sqlite3.ProgrammingError):
+                self._memory_conn.close()
