@@ -41,6 +41,13 @@ def test_bench_lifecycle() -> None:
     assert re.search(r"\d+(\.\d+)? ms", out), out
 
 
+def test_bench_journal() -> None:
+    out = run("bench_journal.py", "--calls", "3", "--concurrent", "2")
+    # process mode never fsyncs; full mode pays its barriers (the counts are exact, the times are not asserted)
+    assert re.search(r"sync  guarded call, journal process:\s+\d+\.\d+ ms/call, 0\.00 fsyncs/call", out), out
+    assert re.search(r"sync  guarded call, journal full   :\s+\d+\.\d+ ms/call, [1-9]\d*\.\d+ fsyncs/call", out), out
+
+
 def test_bench_server() -> None:
     out = run("bench_server.py", "--quick")
     assert re.search(r"loopback HTTP \(raw asyncio load gen\)\s+\d+ cycles/s", out), out
