@@ -155,18 +155,17 @@ def drip_heads(method: str, path: str) -> Reply:
 
 
 def test_sync_attempt_with_trickled_headers_is_cut_off_at_its_budget(tmp_path: Path) -> None:
-    with raw_server(drip_heads) as server:
-        with CyclesClient(config(server.url, tmp_path, read_timeout_ms=500)) as client:
-            started = time.monotonic()
-            response = client.get_reservation("r-drip")
-            elapsed = time.monotonic() - started
-            assert response.status == -1
-            assert isinstance(response.transport_error, httpx.TimeoutException)
-            assert "attempt deadline of 700 ms exceeded" in (response.error_message or "")
-            assert elapsed < 3 * HEAD_BUDGET_S  # a bound, not a benchmark: unbounded it would take ~14 s
-            assert 0 < server.head_dripped < 40  # the client left while the headers were still coming
-            # The cut connection is dropped, not reused: the next attempt gets a whole answer.
-            assert client.get_reservation("prompt").status == 200
+    with raw_server(drip_heads) as server, CyclesClient(config(server.url, tmp_path, read_timeout_ms=500)) as client:
+        started = time.monotonic()
+        response = client.get_reservation("r-drip")
+        elapsed = time.monotonic() - started
+        assert response.status == -1
+        assert isinstance(response.transport_error, httpx.TimeoutException)
+        assert "attempt deadline of 700 ms exceeded" in (response.error_message or "")
+        assert elapsed < 3 * HEAD_BUDGET_S  # a bound, not a benchmark: unbounded it would take ~14 s
+        assert 0 < server.head_dripped < 40  # the client left while the headers were still coming
+        # The cut connection is dropped, not reused: the next attempt gets a whole answer.
+        assert client.get_reservation("prompt").status == 200
 
 
 def test_sync_commit_with_trickled_headers_stays_journaled(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
