@@ -217,8 +217,10 @@ class CyclesClient(_ClientBase):
         """Send one prepared request, bounded as a whole by ``connect + read`` timeout (or ``deadline_ms`` when
         tighter).
 
-        The body is read in chunks against a monotonic deadline, so a server trickling its answer is cut off
-        at the budget (give or take one read); the headers are bounded per read by the read timeout.
+        With the default transport every connect, read and write is clamped to what is left of the budget, so
+        a server trickling its status line, headers or body is cut off at the budget. With a ``transport=`` of
+        your own, the body is still read against the budget (give or take one read) but the headers are bounded
+        per read by the read timeout only.
         """
         from ._deadline import end_attempt, start_attempt
 
