@@ -212,10 +212,13 @@ class CyclesClient(_ClientBase):
         transport: httpx.BaseTransport | None = None,
         on_heartbeat_failure: Callable[[HeartbeatEvent], None] | None = None,
     ) -> None:
+        from ._deadline import default_transport
         from ._runtime import Runtime, worker_sender_for_sync
 
         super().__init__(config)
         config = self._config
+        if transport is None:  # bounds the header phase too (see runcycles._deadline)
+            transport = default_transport()
         self._http = _lean(httpx.Client(transport=transport, **self._http_options()))
         send = self._send_for_lifecycle
         self._runtime = Runtime(
@@ -245,11 +248,15 @@ class CyclesClient(_ClientBase):
         """Send one prepared request, bounded as a whole by ``connect + read`` timeout (or ``deadline_ms`` when
         tighter).
 
-        The body is read in chunks against a monotonic deadline, so a server trickling its answer is cut off
-        at the budget (give or take one read); the headers are bounded per read by the read timeout.
+        With the default transport every connect, read and write is clamped to what is left of the budget, so
+        a server trickling its status line, headers or body is cut off at the budget. With a ``transport=`` of
+        your own, the body is still read against the budget (give or take one read) but the headers are bounded
+        per read by the read timeout only.
         """
+        from ._deadline import end_attempt, start_attempt
+
         budget_ms, timeout = _attempt(self._config, deadline_ms, self._default_attempt)
-        deadline = time.monotonic() + budget_ms / 1000
+        deadline, attempt = start_attempt(budget_ms)
         scrub = self._scrub
         try:
             with self._http.stream(
@@ -273,6 +280,8 @@ class CyclesClient(_ClientBase):
             return rq.transport_failure(exc, scrub=scrub)
         except OSError as exc:  # a transport that leaks a socket error: still "no answer", never a crash
             return rq.transport_failure(exc, scrub=scrub)
+        finally:
+            end_attempt(attempt)
         return _answer(reply, reader, scrub)
 
     def create_reservation(

@@ -3,6 +3,7 @@
 ``RawServer(route)`` serves each connection on its own thread, keep-alive, one request after another.
 ``route(method, path)`` returns a `Reply`: status, headers, body and ``drip_s`` (when set, the headers go out
 at once and the body one byte per ``drip_s`` seconds, as a trickling server or middlebox would send it).
+``head_drip_s`` trickles the status line and headers the same way; the body then goes out at once.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Reply:
     body: bytes = b"{}"
     headers: Mapping[str, str] = attrs.field(factory=lambda: {"Content-Type": "application/json"})
     drip_s: float | None = None
+    head_drip_s: float | None = None
 
 
 Route = Callable[[str, str], Reply]
@@ -33,6 +35,7 @@ class RawServer:
         self.route = route
         self.stop = threading.Event()
         self.dripped = 0  # body bytes sent by dripping replies
+        self.head_dripped = 0  # status-line and header bytes sent by head-dripping replies
         self.requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -101,6 +104,11 @@ class RawServer:
                 headers = {**reply.headers, "Content-Length": str(len(reply.body))}
                 head = f"HTTP/1.1 {reply.status} X\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
                 try:
+                    if reply.head_drip_s is not None:
+                        if not self._drip_head((head + "\r\n").encode("latin-1"), conn, reply.head_drip_s):
+                            return
+                        conn.sendall(reply.body)
+                        continue
                     conn.sendall(head.encode("latin-1") + b"\r\n")
                     if reply.drip_s is None:
                         conn.sendall(reply.body)
@@ -113,6 +121,15 @@ class RawServer:
                             self.dripped += 1
                 except OSError:
                     return  # the client hung up
+
+    def _drip_head(self, head: bytes, conn: socket.socket, drip_s: float) -> bool:
+        for i in range(len(head)):
+            if self.stop.wait(drip_s):
+                return False
+            conn.sendall(head[i : i + 1])
+            with self._lock:
+                self.head_dripped += 1
+        return True
 
     def close(self) -> None:
         self.stop.set()

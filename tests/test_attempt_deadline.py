@@ -9,6 +9,7 @@ stays journaled.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,49 @@ async def test_async_commit_cut_off_stays_journaled(tmp_path: Path, caplog: pyte
             assert _journaled(client) == ["r-drip"]
         assert [path for _, path in server.requests] == ["/v1/reservations", "/v1/reservations/r-drip/commit"]
     assert any("attempt deadline of 600 ms exceeded" in r.getMessage() for r in caplog.records)
+
+
+# The status line and headers trickled one byte per 0.2 s (about 70 bytes: 14 s); each read's 500 ms timeout
+# never fires on its own, so only the attempt budget (connect 200 + read 500 ms) can end the attempt.
+HEAD_BUDGET_S = 0.7
+
+
+def drip_heads(method: str, path: str) -> Reply:
+    if path == "/v1/reservations":
+        return Reply(body=json.dumps(CREATED).encode())
+    if path.endswith("/release"):
+        return Reply(body=b'{"status":"RELEASED","released":{"unit":"USD_MICROCENTS","amount":100}}')
+    if path.endswith("/prompt"):
+        return Reply(body=BODY)
+    return Reply(body=BODY, head_drip_s=DRIP_S)
+
+
+def test_sync_attempt_with_trickled_headers_is_cut_off_at_its_budget(tmp_path: Path) -> None:
+    with raw_server(drip_heads) as server, CyclesClient(config(server.url, tmp_path, read_timeout_ms=500)) as client:
+        started = time.monotonic()
+        response = client.get_reservation("r-drip")
+        elapsed = time.monotonic() - started
+        assert response.status == -1
+        assert isinstance(response.transport_error, httpx.TimeoutException)
+        assert "attempt deadline of 700 ms exceeded" in (response.error_message or "")
+        assert elapsed < 3 * HEAD_BUDGET_S  # a bound, not a benchmark: unbounded it would take ~14 s
+        assert 0 < server.head_dripped < 40  # the client left while the headers were still coming
+        # The cut connection is dropped, not reused: the next attempt gets a whole answer.
+        assert client.get_reservation("prompt").status == 200
+
+
+def test_sync_commit_with_trickled_headers_stays_journaled(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with raw_server(drip_heads) as server:
+        with CyclesClient(config(server.url, tmp_path, read_timeout_ms=500)) as client:
+
+            @with_cycles(estimate=100, actual=40, client=client)
+            def work() -> str:
+                return "done"
+
+            started = time.monotonic()
+            assert work() == "done"
+            assert client.flush() == 0
+            assert time.monotonic() - started < 3 * HEAD_BUDGET_S  # one commit attempt, cut at its budget
+            assert _journaled(client) == ["r-drip"]
+        assert [path for _, path in server.requests] == ["/v1/reservations", "/v1/reservations/r-drip/commit"]
+    assert any("attempt deadline of 700 ms exceeded" in r.getMessage() for r in caplog.records)
