@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import openai
 import pytest
 from fake_providers import FakeAnthropic, FakeOpenAI, Script
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -171,3 +172,23 @@ async def test_a_denied_call_ends_its_span_with_the_error(prices: PriceTable, fl
     assert dict(span.attributes or {})["error.type"] == "BudgetExceededError"
     assert span.status.status_code.name == "ERROR"
     assert fake.requests == []
+
+
+async def test_a_stream_failing_after_output_ends_its_span_with_the_error_and_the_commit_under_it(
+    ledger: Ledger, prices: PriceTable, flavour: str, spans: Spans
+) -> None:
+    fake = FakeOpenAI(Script(error_after=2))
+    cycles = ledger.client(flavour)
+    provider = fake.async_client() if flavour == "async" else fake.client()
+    oai = guard_openai(provider, prices=prices, client=cycles, estimate_input_tokens=lambda request: 50)
+    stream = await resolve(oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+    with pytest.raises(openai.APIError):
+        await consume(stream)
+    await aclose_client(cycles)
+
+    span = spans.one("chat gpt-4o-mini")
+    attributes = dict(span.attributes or {})
+    assert attributes["error.type"] == "APIError"
+    assert span.status.status_code.name == "ERROR"
+    assert (attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]) == (50, 2)
+    assert_cycles_spans_under(spans, span, ledger, flavour)
