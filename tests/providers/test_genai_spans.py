@@ -192,3 +192,25 @@ async def test_a_stream_failing_after_output_ends_its_span_with_the_error_and_th
     assert span.status.status_code.name == "ERROR"
     assert (attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]) == (50, 2)
     assert_cycles_spans_under(spans, span, ledger, flavour)
+
+
+
+async def test_without_opentelemetry_no_span_is_made_and_calls_and_streams_still_settle(
+    ledger: Ledger, prices: PriceTable, flavour: str, spans: Spans, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cached "OpenTelemetry is not importable" (the anthropic SDK imports opentelemetry itself, so the
+    # import cannot be blocked in a subprocess here; tests/test_otel.py checks the real absence).
+    monkeypatch.setattr(_otel, "_state", None)
+    fake = FakeOpenAI(Script(input_tokens=100, output_tokens=9))
+    cycles = ledger.client(flavour)
+    provider = fake.async_client() if flavour == "async" else fake.client()
+    oai = guard_openai(provider, prices=prices, client=cycles)
+    with spans.tracer.start_as_current_span("handle-request"):
+        await resolve(oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES))
+        stream = await resolve(oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+        await consume(stream)
+    await aclose_client(cycles)
+
+    assert [s.name for s in spans.exporter.get_finished_spans()] == ["handle-request"]
+    assert [r["status"] for r in ledger.reservations()] == ["COMMITTED", "COMMITTED"]
+    assert all("traceparent" not in e.headers for e in server_log(ledger, flavour))
