@@ -9,6 +9,7 @@ failed or garbage-collected.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -21,6 +22,7 @@ from ..models import Unit
 from ..pricing import PriceTable
 from ..streaming import AsyncStreamReservation, StreamReservation, reserve_for_stream
 from ..validation import STANDARD_SUBJECT_FIELDS
+from ._llm_spans import CallSpan
 from ._llm_usage import Endpoint, StreamMeter, Usage, apply_caps, estimate_prompt_tokens, log
 
 __all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "LLMGuard"]
@@ -129,13 +131,24 @@ class LLMGuard:
         """``create`` (an SDK method taking keyword arguments) guarded, for a sync provider client."""
 
         def guarded(**kwargs: Any) -> Any:
-            call = self.begin_sync(endpoint, kwargs, streaming=bool(kwargs.get("stream")))
+            span = CallSpan(endpoint.name, kwargs.get("model"))
             try:
-                result = create(**call.request)
-            except BaseException:
-                call.release_sync()
+                with span.current():
+                    call = self.begin_sync(endpoint, kwargs, streaming=bool(kwargs.get("stream")))
+                    call.attach(span)
+                    try:
+                        result = create(**call.request)
+                    except BaseException:
+                        call.release_sync()
+                        raise
+                    if call.streaming:
+                        return call.track_sync(result)
+                    call.finish_sync(result)
+            except BaseException as exc:
+                span.end(error=exc)
                 raise
-            return call.track_sync(result) if call.streaming else call.finish_sync(result)
+            span.end(call.usage, response=result)
+            return result
 
         return _like(guarded, create)
 
@@ -143,13 +156,24 @@ class LLMGuard:
         """``create`` guarded, for an async provider client."""
 
         async def guarded(**kwargs: Any) -> Any:
-            call = await self.begin_async(endpoint, kwargs, streaming=bool(kwargs.get("stream")))
+            span = CallSpan(endpoint.name, kwargs.get("model"))
             try:
-                result = await create(**call.request)
-            except BaseException:
-                await call.release_async()
+                with span.current():
+                    call = await self.begin_async(endpoint, kwargs, streaming=bool(kwargs.get("stream")))
+                    call.attach(span)
+                    try:
+                        result = await create(**call.request)
+                    except BaseException:
+                        await call.release_async()
+                        raise
+                    if call.streaming:
+                        return call.track_async(result)
+                    await call.finish_async(result)
+            except BaseException as exc:
+                span.end(error=exc)
                 raise
-            return call.track_async(result) if call.streaming else await call.finish_async(result)
+            span.end(call.usage, response=result)
+            return result
 
         return _like(guarded, create)
 
@@ -190,11 +214,19 @@ class Call:
             handle.dispose()
             raise
         self.started_ms = _now_ms()
+        self.span: CallSpan | None = None
+        self.usage: Usage | None = None
+        """The usage a non-streamed answer reported (once it has been read)."""
+
+    def attach(self, span: CallSpan) -> None:
+        """Record the request as sent (after caps) on the call's GenAI span, which streams end when settled."""
+        self.span = span
+        span.request(self.endpoint.max_output_tokens(self.request))
 
     # -- non-streamed answers
 
     def _commit_args(self, response: Any) -> tuple[int, Any, dict[str, str] | None]:
-        usage = self.endpoint.usage(response)
+        usage = self.usage = self.endpoint.usage(response)
         latency = _now_ms() - self.started_ms
         if usage is None:
             log.warning(
@@ -309,10 +341,24 @@ class StreamSettlement:
         usage = self.meter.usage
         return self.meter.cost, usage.metrics(_now_ms() - self.call.started_ms)
 
-    def settle_sync(self, *, failed: bool = False) -> None:
-        """Settle from the stream's own thread (exhausted, closed, or failed)."""
+    def _end_span(self, error: BaseException | None) -> None:
+        if self.call.span is not None:
+            self.call.span.end(self.meter.usage, error=error)
+
+    def _current_span(self) -> contextlib.AbstractContextManager[Any]:
+        return self.call.span.current() if self.call.span is not None else contextlib.nullcontext()
+
+    def settle_sync(self, *, failed: bool = False, error: BaseException | None = None) -> None:
+        """Settle from the stream's own thread (exhausted, closed, or failed with ``error``)."""
         if not self._claim():
             return
+        try:
+            with self._current_span():
+                self._settle_sync(failed or error is not None)
+        finally:
+            self._end_span(error)
+
+    def _settle_sync(self, failed: bool) -> None:
         handle = self.call.handle
         assert isinstance(handle, StreamReservation)
         if failed and not self.meter.output_seen:
@@ -323,10 +369,17 @@ class StreamSettlement:
         except Exception:
             log.exception("stream commit failed: reservation_id=%s", handle.reservation_id)
 
-    async def settle_async(self, *, failed: bool = False) -> None:
-        """Settle from the stream's task (exhausted, closed, or failed)."""
+    async def settle_async(self, *, failed: bool = False, error: BaseException | None = None) -> None:
+        """Settle from the stream's task (exhausted, closed, or failed with ``error``)."""
         if not self._claim():
             return
+        try:
+            with self._current_span():
+                await self._settle_async(failed or error is not None)
+        finally:
+            self._end_span(error)
+
+    async def _settle_async(self, failed: bool) -> None:
         handle = self.call.handle
         assert isinstance(handle, AsyncStreamReservation)
         if failed and not self.meter.output_seen:
@@ -343,9 +396,12 @@ class StreamSettlement:
             return
         self.done = True
         try:
-            self.call.handle._commit_detached(*self._amount())
+            with self._current_span():
+                self.call.handle._commit_detached(*self._amount())
         except Exception:
             log.exception("stream commit from a finalizer failed: reservation_id=%s", self.call.handle.reservation_id)
+        finally:
+            self._end_span(None)
 
 
 class _Abandoned:
@@ -399,8 +455,8 @@ def _metered_sync(source: Any, settlement: StreamSettlement) -> Any:
             yield item
     except GeneratorExit:
         raise
-    except BaseException:
-        settlement.settle_sync(failed=True)
+    except BaseException as exc:
+        settlement.settle_sync(error=exc)
         raise
     settlement.settle_sync()
 
@@ -412,7 +468,7 @@ async def _metered_async(source: Any, settlement: StreamSettlement) -> Any:
             yield item
     except GeneratorExit:
         raise
-    except BaseException:
-        await settlement.settle_async(failed=True)
+    except BaseException as exc:
+        await settlement.settle_async(error=exc)
         raise
     await settlement.settle_async()
