@@ -102,8 +102,15 @@ def _lean(http: _HttpT) -> _HttpT:
     return http
 
 
-def _deadline_exceeded(budget_ms: int) -> httpx.TimeoutException:
-    return httpx.TimeoutException(f"attempt deadline of {budget_ms} ms exceeded")
+def _deadline_exceeded(
+    budget_ms: int, http: httpx.Client | httpx.AsyncClient | None = None, request: rq.HttpRequest | None = None
+) -> httpx.TimeoutException:
+    """The transport failure of a blown attempt deadline; it carries the request, so errors can name the URL."""
+    message = f"attempt deadline of {budget_ms} ms exceeded"
+    if http is None or request is None:
+        return httpx.TimeoutException(message)
+    sent = http.build_request(request.method, request.path, params=request.params or None)
+    return httpx.TimeoutException(message, request=sent)
 
 
 def _answer(reply: httpx.Response, reader: BodyReader, scrub: Scrubber) -> CyclesResponse:
@@ -145,7 +152,7 @@ async def _send_async(
     except httpx.HTTPError as exc:
         return rq.transport_failure(exc, scrub=scrub)
     except TimeoutError:
-        return rq.transport_failure(_deadline_exceeded(budget_ms), scrub=scrub)
+        return rq.transport_failure(_deadline_exceeded(budget_ms, http, request), scrub=scrub)
     except OSError as exc:  # a transport that leaks a socket error: still "no answer", never a crash
         return rq.transport_failure(exc, scrub=scrub)
     return _answer(reply, reader, scrub)
@@ -271,11 +278,11 @@ class CyclesClient(_ClientBase):
                 chunks = (reply.content,) if reply.is_stream_consumed else reply.iter_raw()
                 for chunk in chunks:
                     if time.monotonic() > deadline:
-                        raise _deadline_exceeded(budget_ms)
+                        raise _deadline_exceeded(budget_ms, self._http, request)
                     if not reader.feed(chunk):
                         break
                 if time.monotonic() > deadline:
-                    raise _deadline_exceeded(budget_ms)
+                    raise _deadline_exceeded(budget_ms, self._http, request)
         except httpx.HTTPError as exc:
             return rq.transport_failure(exc, scrub=scrub)
         except OSError as exc:  # a transport that leaks a socket error: still "no answer", never a crash

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from raw_http import RawServer, Reply, raw_server
 
-from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig, with_cycles
+from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig, CyclesTransportError, with_cycles
 from runcycles._protocol import requests as rq
 from runcycles._runtime import of
 
@@ -64,6 +64,10 @@ def assert_cut_off(response: Any, server: RawServer) -> None:
     assert isinstance(response.transport_error, httpx.TimeoutException)
     assert "attempt deadline of 600 ms exceeded" in (response.error_message or "")
     assert server.dripped < len(BODY)  # the client left long before the body was complete
+    # the error a caller sees names the address it could not reach, whichever flavour cut the attempt
+    error = CyclesTransportError("get_reservation failed", response.transport_error)
+    assert error.url == f"{server.url}/v1/reservations/r-drip"
+    assert error.url in str(error)
 
 
 def test_sync_attempt_is_cut_off_at_its_budget(tmp_path: Path) -> None:
