@@ -42,6 +42,7 @@ from ._budget import (
     open_async,
     open_sync,
 )
+from ._checks import require_pricing
 from ._langchain_common import estimate_cost, model_name_of, sum_usage, usage_of_message
 
 __all__ = ["CyclesModelGate", "CyclesToolGate", "CyclesTurnCap", "ToolBudget"]
@@ -103,10 +104,7 @@ class CyclesModelGate(AgentMiddleware):
         dimensions: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(prices, PriceTable):
-            raise TypeError(f"prices must be a PriceTable, got {type(prices).__name__}")
-        if default_max_output_tokens < 1:
-            raise ValueError("default_max_output_tokens must be positive")
+        require_pricing(prices, default_max_output_tokens)
         _check_client(client)
         self.prices = prices
         self.client = client

@@ -23,6 +23,7 @@ from ..pricing import PriceTable
 from ..streaming import AsyncStreamReservation, StreamReservation
 from ..validation import STANDARD_SUBJECT_FIELDS as SUBJECT_FIELDS
 from ._budget import idempotency_key, open_async, open_sync
+from ._checks import require_pricing
 from ._langchain_common import estimate_cost, usage_of_result
 
 __all__ = ["AsyncCyclesCallbackHandler", "CyclesCallbackHandler"]
@@ -48,10 +49,7 @@ class _Core:
         subject: Mapping[str, str | None],
         dimensions: Mapping[str, str] | None,
     ) -> None:
-        if not isinstance(prices, PriceTable):
-            raise TypeError(f"prices must be a PriceTable, got {type(prices).__name__}")
-        if default_max_output_tokens < 1:
-            raise ValueError("default_max_output_tokens must be positive")
+        require_pricing(prices, default_max_output_tokens)
         self.prices = prices
         self.model = model
         self.default_max_output_tokens = default_max_output_tokens

@@ -22,6 +22,7 @@ from ..models import Unit
 from ..pricing import PriceTable
 from ..streaming import AsyncStreamReservation, StreamReservation, reserve_for_stream
 from ..validation import STANDARD_SUBJECT_FIELDS
+from ._checks import require_price_table
 from ._llm_spans import CallSpan
 from ._llm_usage import Endpoint, StreamMeter, Usage, apply_caps, estimate_prompt_tokens, log
 
@@ -60,8 +61,7 @@ class LLMGuard:
         options: Mapping[str, Any],
         is_async: bool,
     ) -> None:
-        if not isinstance(prices, PriceTable):
-            raise TypeError(f"prices must be a PriceTable, got {type(prices).__name__}")
+        require_price_table(prices)
         if estimate_input_tokens is not None and not callable(estimate_input_tokens):
             raise TypeError("estimate_input_tokens must be a callable of the request's keyword arguments")
         if (

@@ -42,6 +42,7 @@ from ..pricing import PriceTable
 from ..streaming import AsyncStreamReservation
 from ..validation import STANDARD_SUBJECT_FIELDS as SUBJECT_FIELDS
 from ._budget import create_event_async, decide_async, idempotency_key, open_async
+from ._checks import require_pricing
 from ._llm_usage import Usage, char_upper_bound
 
 __all__ = ["CyclesRunHooks", "cycles_input_guardrail"]
@@ -104,10 +105,7 @@ class CyclesRunHooks(RunHooks[Any]):
         toolset: str | None = None,
         dimensions: Mapping[str, str] | None = None,
     ) -> None:
-        if not isinstance(prices, PriceTable):
-            raise TypeError(f"prices must be a PriceTable, got {type(prices).__name__}")
-        if default_max_output_tokens < 1:
-            raise ValueError("default_max_output_tokens must be positive")
+        require_pricing(prices, default_max_output_tokens)
         if handoff_amount < 0:
             raise ValueError("handoff_amount must be non-negative")
         _check_client(client)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, overload
 
 from ..pricing import PriceTable
+from ._checks import require_price_table
 from ._llm_guard import DEFAULT_MAX_OUTPUT_TOKENS, Call, LLMGuard
 from ._llm_usage import Endpoint, StreamMeter, Usage, field, int_field
 
@@ -90,8 +91,7 @@ class AnthropicStreamMeter(StreamMeter):
 def anthropic_actual(prices: PriceTable) -> Callable[[Any], int]:
     """An ``actual=`` for `with_cycles` around a function returning an Anthropic ``Message``: the exact cost of
     its usage, priced as the model it reports."""
-    if not isinstance(prices, PriceTable):
-        raise TypeError(f"prices must be a PriceTable, got {type(prices).__name__}")
+    require_price_table(prices)
 
     def actual(message: Any) -> int:
         usage = usage_of(message)

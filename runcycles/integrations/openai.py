@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, overload
 
 from ..pricing import PriceTable
+from ._checks import require_price_table
 from ._llm_guard import DEFAULT_MAX_OUTPUT_TOKENS, LLMGuard
 from ._llm_usage import Endpoint, StreamMeter, Usage, field, given, int_field
 
@@ -99,8 +100,7 @@ class OpenAIStreamMeter(StreamMeter):
 def openai_actual(prices: PriceTable) -> Callable[[Any], int]:
     """An ``actual=`` for `with_cycles` around a function returning a chat completion or a Responses API
     response: the exact cost of its usage, priced as the model it reports."""
-    if not isinstance(prices, PriceTable):
-        raise TypeError(f"prices must be a PriceTable, got {type(prices).__name__}")
+    require_price_table(prices)
 
     def actual(response: Any) -> int:
         usage = usage_of(response)
