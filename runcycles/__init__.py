@@ -11,14 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__ as __version__
 
 if TYPE_CHECKING:
-    from ._defaults import (  # noqa: I001 - one block per module of ``X as X`` explicit re-exports
-        set_default_client as set_default_client,
-        set_default_config as set_default_config,
-    )
-    from ._heartbeat import (
-        HeartbeatEvent as HeartbeatEvent,
-    )
-    from .client import (
+    from .client import (  # noqa: I001 - one block per module of ``X as X`` explicit re-exports
         AsyncCyclesClient as AsyncCyclesClient,
         CyclesClient as CyclesClient,
     )
@@ -32,6 +25,10 @@ if TYPE_CHECKING:
     )
     from .decorator import (
         with_cycles as with_cycles,
+    )
+    from .defaults import (
+        set_default_client as set_default_client,
+        set_default_config as set_default_config,
     )
     from .errors import (
         AuthenticationError as AuthenticationError,
@@ -48,6 +45,9 @@ if TYPE_CHECKING:
         ReservationFinalizedError as ReservationFinalizedError,
         ResponseFormatError as ResponseFormatError,
         TenantClosedError as TenantClosedError,
+    )
+    from .heartbeat import (
+        HeartbeatEvent as HeartbeatEvent,
     )
     from .mappers import (
         action_from_wire as action_from_wire,
@@ -198,7 +198,7 @@ _EXPORTS: dict[str, str] = {
     "EventCreateResponse": "models",
     "EventStatus": "models",
     "ExtendStatus": "models",
-    "HeartbeatEvent": "_heartbeat",
+    "HeartbeatEvent": "heartbeat",
     "JournalError": "errors",
     "MissingActualError": "errors",
     "ObserveMode": "models",
@@ -277,8 +277,8 @@ _EXPORTS: dict[str, str] = {
     "reservation_list_response_from_wire": "mappers",
     "reservation_summary_from_wire": "mappers",
     "reserve_for_stream": "streaming",
-    "set_default_client": "_defaults",
-    "set_default_config": "_defaults",
+    "set_default_client": "defaults",
+    "set_default_config": "defaults",
     "signed_amount_from_wire": "mappers",
     "signed_amount_to_wire": "mappers",
     "standard_metrics_from_wire": "mappers",

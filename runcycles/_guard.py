@@ -13,9 +13,9 @@ from typing import Any
 import attrs
 
 from ._actual import resolve_actual, warn_if_outsized
+from ._lifecycle import PendingSettlement, Reserved, build_create, build_settlement, new_key
 from .config import CyclesConfig
 from .context import CyclesContext
-from .lifecycle import PendingSettlement, Reserved, build_create, build_settlement, new_key
 from .models import CommitOveragePolicy, CyclesMetrics, ReservationCreateRequest, Unit
 from .validation import STANDARD_SUBJECT_FIELDS as SUBJECT_FIELDS
 from .validation import validate_amount, validate_grace_period_ms, validate_ttl_ms

@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import attrs
-
 from . import _otel
+from ._lifecycle import KeyFactory, Reserved, new_key
 from ._protocol import requests as rq
 from ._protocol.effects import Steps, now, send, sleep_until
 from ._protocol.lease import Beat, FailureKind, LeaseSchedule
@@ -20,10 +19,10 @@ from ._protocol.outcomes import Outcome, OutcomeKind, classify
 from ._protocol.states import HeartbeatDisposition
 from .config import CyclesConfig
 from .context import CyclesContext
-from .lifecycle import KeyFactory, Reserved, new_key
+from .heartbeat import HeartbeatEvent
 from .models import ErrorCode
 
-__all__ = ["HeartbeatDisposition", "HeartbeatEvent", "heartbeat_steps"]
+__all__ = ["heartbeat_steps"]
 
 log = logging.getLogger("runcycles.heartbeat")
 
@@ -36,23 +35,6 @@ _PERMANENT = frozenset(
         ErrorCode.NOT_FOUND,
     }
 )
-
-
-@attrs.frozen(kw_only=True)
-class HeartbeatEvent:
-    """A heartbeat failure, as given to ``on_heartbeat_failure``.
-
-    ``disposition`` is ``"retrying"`` (the same key will be retried after ``retry_in_ms``) or ``"stopped"``
-    (no more extends for this reservation; the guarded work goes on and is still settled): a
-    `HeartbeatDisposition`, a str enum, so ``event.disposition == "retrying"`` holds.
-    """
-
-    reservation_id: str
-    disposition: HeartbeatDisposition = attrs.field(converter=HeartbeatDisposition)
-    reason: str
-    status: int | None = None
-    error_code: str | None = None
-    retry_in_ms: int | None = None
 
 
 def _failure_kind(outcome: Outcome) -> FailureKind:

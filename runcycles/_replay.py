@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ._lifecycle import PendingSettlement, RetryPolicy, Settlement, settle_steps
 from ._protocol import requests as rq
 from ._protocol.effects import (
     Steps,
@@ -34,7 +35,6 @@ from ._protocol.outcomes import Outcome, OutcomeKind, classify
 from ._protocol.settlement import clamp_retry_after, retry_state
 from ._protocol.states import SettlementState, SettleMode
 from ._text import cap
-from .lifecycle import PendingSettlement, RetryPolicy, Settlement, settle_steps
 
 __all__ = ["replay_steps"]
 

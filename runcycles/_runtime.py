@@ -21,14 +21,15 @@ import httpx
 
 from ._background import Background
 from ._drivers import AsyncEnv, SyncEnv, monotonic_ms, run_async, wall_ms
-from ._heartbeat import HeartbeatEvent, heartbeat_steps
+from ._heartbeat import heartbeat_steps
 from ._journal import GROUP, Journal, JournalBusyError, JournalError, JournalRecord, run_async_job
 from ._journal.writer import Job
+from ._lifecycle import PendingSettlement, Reserved, RetryPolicy
 from ._protocol.effects import JournalDelete, JournalQuarantine, JournalRelease, JournalWrite, Steps
 from ._protocol.requests import HttpRequest
 from ._replay import replay_steps
 from .context import CyclesContext
-from .lifecycle import PendingSettlement, Reserved, RetryPolicy
+from .heartbeat import HeartbeatEvent
 from .response import CyclesResponse
 
 if TYPE_CHECKING:

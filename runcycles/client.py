@@ -52,8 +52,8 @@ from .models import (
 from .response import CyclesResponse, TypedCyclesResponse
 
 if TYPE_CHECKING:
-    from ._heartbeat import HeartbeatEvent
     from ._runtime import Runtime
+    from .heartbeat import HeartbeatEvent
     from .models import Balance, ReservationSummary
 
 __all__ = ["AsyncCyclesClient", "CyclesClient"]

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, cast, overlo
 import anyio
 
 from . import _runtime
-from ._defaults import resolve_client
 from ._drivers import run_async, run_async_inline, run_sync, run_sync_inline
 from ._guard import Guard, options_from
+from ._lifecycle import Reserved, release_steps, reserve_steps, settle_steps
 from .client import AsyncCyclesClient, CyclesClient
 from .context import CyclesContext, bind
+from .defaults import resolve_client
 from .errors import MissingActualError
-from .lifecycle import Reserved, release_steps, reserve_steps, settle_steps
 from .models import CommitOveragePolicy, DryRunResult, Unit
 
 if TYPE_CHECKING:

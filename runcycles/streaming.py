@@ -16,15 +16,15 @@ from typing import Any, overload
 import anyio
 
 from . import _runtime
-from ._defaults import resolve_client
 from ._drivers import DETACHED, Detached, run_async, run_async_inline, run_sync, run_sync_inline
 from ._guard import Guard, options_from
+from ._lifecycle import PendingSettlement, Reserved, Settlement, release_steps, reserve_steps, settle_steps
 from ._protocol.effects import Steps
 from ._protocol.states import SettlementState, StrState
 from .client import AsyncCyclesClient, CyclesClient
 from .context import CyclesContext, bind
+from .defaults import resolve_client
 from .errors import CyclesError
-from .lifecycle import PendingSettlement, Reserved, Settlement, release_steps, reserve_steps, settle_steps
 from .models import Caps, CommitOveragePolicy, CyclesMetrics, Decision, DryRunResult, Unit
 from .validation import validate_amount
 

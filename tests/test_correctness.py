@@ -29,7 +29,7 @@ from runcycles import (
     with_cycles,
 )
 from runcycles import mappers as m
-from runcycles._defaults import _built
+from runcycles.defaults import _built
 from runcycles.errors import AuthenticationError, BudgetExceededError, PermissionDeniedError
 from runcycles.local import LocalCyclesServer
 
@@ -352,7 +352,7 @@ def test_guarded_call_without_any_client_falls_back_to_the_environment(
         work()
     clean_defaults.setenv("CYCLES_BASE_URL", "http://127.0.0.1:9")
     clean_defaults.setenv("CYCLES_API_KEY", "key-from-env")
-    from runcycles._defaults import resolve_client
+    from runcycles.defaults import resolve_client
 
     client = resolve_client(None, want_async=False)
     assert isinstance(client, CyclesClient) and client.config.api_key == "key-from-env"

@@ -14,7 +14,7 @@ from runcycles import (
     set_default_config,
     with_cycles,
 )
-from runcycles._defaults import resolve_client
+from runcycles.defaults import resolve_client
 
 
 @pytest.fixture(autouse=True)

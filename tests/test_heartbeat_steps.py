@@ -11,11 +11,12 @@ import httpx
 import pytest
 
 from runcycles._drivers import SyncEnv, run_sync
-from runcycles._heartbeat import HeartbeatDisposition, HeartbeatEvent, heartbeat_steps
+from runcycles._heartbeat import heartbeat_steps
+from runcycles._lifecycle import Reserved
 from runcycles._protocol import requests as rq
 from runcycles.config import CyclesConfig
 from runcycles.context import CyclesContext
-from runcycles.lifecycle import Reserved
+from runcycles.heartbeat import HeartbeatDisposition, HeartbeatEvent
 from runcycles.mappers import reservation_create_response_from_wire
 from runcycles.models import Action, Amount, ReservationCreateRequest, Subject
 from runcycles.response import CyclesResponse

@@ -22,8 +22,8 @@ from recovery_helpers import ClientSpec, build_client, make_world, run_child, se
 from runcycles import CyclesClient, CyclesConfig, with_cycles
 from runcycles._journal import GROUP, Journal, JournalBusyError, JournalRecord, journal_filename
 from runcycles._journal.locks import OWNERS_DIR
+from runcycles._lifecycle import PendingSettlement
 from runcycles._runtime import of
-from runcycles.lifecycle import PendingSettlement
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -318,7 +318,7 @@ sys.meta_path.insert(0, Block())
 import runcycles
 imported_on_import = any(m.startswith("opentelemetry") for m in sys.modules)
 from runcycles import CyclesClient, CyclesConfig, with_cycles, _otel
-from runcycles.lifecycle import reserve_steps
+from runcycles._lifecycle import reserve_steps
 from runcycles.local import LocalCyclesServer
 
 server = LocalCyclesServer(admin_key="a")

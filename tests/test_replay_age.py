@@ -24,8 +24,8 @@ from fixtures_local import TENANT, USD, Harness, harness, mode, uvicorn_switch  
 
 from runcycles import AsyncCyclesClient, CyclesClient
 from runcycles._journal import JournalRecord
+from runcycles._lifecycle import PendingSettlement
 from runcycles._runtime import of
-from runcycles.lifecycle import PendingSettlement
 
 DAY_MS = 86_400_000
 TTL_MS = 60_000

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from runcycles import ErrorCode, error_code_from_string, is_metrics_empty
+from runcycles._lifecycle import Reserved, build_settlement
 from runcycles.errors import error_code_of
-from runcycles.lifecycle import Reserved, build_settlement
 from runcycles.mappers import reservation_create_response_from_wire
 from runcycles.models import Action, Amount, CyclesMetrics, ReservationCreateRequest, Subject
 from runcycles.response import CyclesResponse
@@ -68,7 +68,7 @@ def test_one_metrics_empty_rule_for_the_public_helper_the_model_and_the_commit_b
 
 
 def test_subject_fields_are_one_tuple_in_canonical_scope_order() -> None:
-    from runcycles import _cli_runtime, _guard, config, lifecycle
+    from runcycles import _cli_runtime, _guard, _lifecycle, config
     from runcycles._protocol import requests
 
     assert STANDARD_SUBJECT_FIELDS == ("tenant", "workspace", "app", "workflow", "agent", "toolset")
@@ -76,7 +76,7 @@ def test_subject_fields_are_one_tuple_in_canonical_scope_order() -> None:
         _cli_runtime._LEVELS,
         _guard.SUBJECT_FIELDS,
         config._SUBJECT_FIELDS,
-        lifecycle.SUBJECT_FIELDS,
+        _lifecycle.SUBJECT_FIELDS,
         requests._SUBJECT_FILTERS,
     ):
         assert alias is STANDARD_SUBJECT_FIELDS

@@ -11,17 +11,7 @@ import httpx
 import pytest
 
 from runcycles._drivers import DETACHED, Detached, SyncEnv, run_sync
-from runcycles._protocol import requests as rq
-from runcycles._protocol.effects import (
-    Detach,
-    JournalDelete,
-    JournalRelease,
-    JournalWrite,
-    Send,
-    SleepUntil,
-)
-from runcycles.errors import BudgetExceededError, CyclesProtocolError, CyclesTransportError
-from runcycles.lifecycle import (
+from runcycles._lifecycle import (
     PendingSettlement,
     Reserved,
     RetryPolicy,
@@ -33,6 +23,16 @@ from runcycles.lifecycle import (
     reserve_steps,
     settle_steps,
 )
+from runcycles._protocol import requests as rq
+from runcycles._protocol.effects import (
+    Detach,
+    JournalDelete,
+    JournalRelease,
+    JournalWrite,
+    Send,
+    SleepUntil,
+)
+from runcycles.errors import BudgetExceededError, CyclesProtocolError, CyclesTransportError
 from runcycles.mappers import reservation_create_response_from_wire
 from runcycles.models import Action, Amount, ReservationCreateRequest, Subject
 from runcycles.response import CyclesResponse

@@ -14,13 +14,13 @@ from typing import Any
 
 import attrs
 
-from .._defaults import resolve_client
 from .._guard import Guard, options_from
+from .._lifecycle import new_key
 from .._protocol.outcomes import OutcomeKind, classify
 from .._protocol.requests import Operation
 from ..client import AsyncCyclesClient, CyclesClient
+from ..defaults import resolve_client
 from ..errors import CyclesProtocolError, CyclesTransportError, error_from_response
-from ..lifecycle import new_key
 from ..models import Decision, DecisionRequest, DecisionResponse, ReservationCreateRequest
 from ..response import CyclesResponse
 from ..streaming import AsyncStreamReservation, StreamReservation, StreamStarter

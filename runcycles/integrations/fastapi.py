@@ -35,9 +35,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "runcycles.integrations.fastapi needs the 'fastapi' extra: pip install 'runcycles[fastapi]'"
     ) from exc
 
-from .._defaults import resolve_client
 from ..client import AsyncCyclesClient
 from ..decorator import with_cycles
+from ..defaults import resolve_client
 from ..errors import (
     BudgetExceededError,
     CyclesProtocolError,
