@@ -49,6 +49,31 @@ def _now_ms() -> float:
     return time.monotonic() * 1000.0
 
 
+def _check_max_output(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"default_max_output_tokens must be a positive int, got {value!r}")
+
+
+def _checked_client(client: Any, is_async: bool) -> Any:
+    """``client=`` as given, when it is the Cycles client of the provider client's flavour (or ``None``)."""
+    wanted = AsyncCyclesClient if is_async else CyclesClient
+    if client is not None and not isinstance(client, wanted):
+        provider = "an async" if is_async else "a sync"
+        raise TypeError(
+            f"{provider} provider client needs client= to be {'an' if is_async else 'a'} {wanted.__name__}, "
+            f"got {type(client).__name__}"
+        )
+    return client
+
+
+def _check_option_names(options: Mapping[str, Any]) -> None:
+    for name in options:
+        if name in _REFUSED:
+            raise TypeError(f"{name} is not an option of a guarded provider client: {_REFUSED[name]}")
+        if name not in _RESERVE_OPTIONS:
+            raise TypeError(f"unknown option {name!r}")
+
+
 class LLMGuard:
     """The options of one guarded provider client and the flow of its calls."""
 
@@ -64,27 +89,10 @@ class LLMGuard:
         require_price_table(prices)
         if estimate_input_tokens is not None and not callable(estimate_input_tokens):
             raise TypeError("estimate_input_tokens must be a callable of the request's keyword arguments")
-        if (
-            isinstance(default_max_output_tokens, bool)
-            or not isinstance(default_max_output_tokens, int)
-            or default_max_output_tokens < 1
-        ):
-            raise ValueError(f"default_max_output_tokens must be a positive int, got {default_max_output_tokens!r}")
+        _check_max_output(default_max_output_tokens)
         options = dict(options)
-        self.client = options.pop("client", None)
-        if self.client is not None:
-            wanted = AsyncCyclesClient if is_async else CyclesClient
-            if not isinstance(self.client, wanted):
-                provider = "an async" if is_async else "a sync"
-                raise TypeError(
-                    f"{provider} provider client needs client= to be {'an' if is_async else 'a'} {wanted.__name__}, "
-                    f"got {type(self.client).__name__}"
-                )
-        for name in options:
-            if name in _REFUSED:
-                raise TypeError(f"{name} is not an option of a guarded provider client: {_REFUSED[name]}")
-            if name not in _RESERVE_OPTIONS:
-                raise TypeError(f"unknown option {name!r}")
+        self.client = _checked_client(options.pop("client", None), is_async)
+        _check_option_names(options)
         if Unit(options.get("unit", Unit.USD_MICROCENTS)) is not Unit.USD_MICROCENTS:
             raise ValueError("unit must be USD_MICROCENTS: prices are costed in microcents")
         options.setdefault("action_kind", "llm.completion")

@@ -72,29 +72,43 @@ class OpenAIStreamMeter(StreamMeter):
     """
 
     def _observe(self, item: Any) -> None:
+        self._note_model(item)
+        kind = field(item, "type")
+        if isinstance(kind, str) and kind.startswith("response."):
+            self._observe_event(kind, item)
+        else:
+            self._observe_chunk(item)
+
+    def _note_model(self, item: Any) -> None:
         model = field(item, "model")
         if isinstance(model, str):
             self.model_version = model
-        kind = field(item, "type")
-        if isinstance(kind, str) and kind.startswith("response."):
-            response = field(item, "response")
-            if response is not None:
-                version = field(response, "model")
-                if isinstance(version, str):
-                    self.model_version = version
-                usage = usage_of(response)
-                if usage is not None:
-                    self.reported = usage
-            elif kind.endswith(".delta"):
-                self.deltas += 1
-            return
-        usage = usage_of(item)
+
+    def _observe_event(self, kind: str, event: Any) -> None:
+        """A Responses API event: the response (with its usage once complete) or a delta."""
+        response = field(event, "response")
+        if response is not None:
+            self._note_model(response)
+            usage = usage_of(response)
+            if usage is not None:
+                self.reported = usage
+        elif kind.endswith(".delta"):
+            self.deltas += 1
+
+    def _observe_chunk(self, chunk: Any) -> None:
+        """A chat completion chunk: usage (the last chunk) or content deltas."""
+        usage = usage_of(chunk)
         if usage is not None:
             self.reported = usage
-        for choice in field(item, "choices") or ():
-            delta = field(choice, "delta")
-            if delta is not None and (field(delta, "content") or field(delta, "refusal") or field(delta, "tool_calls")):
+        for choice in field(chunk, "choices") or ():
+            if _has_output(field(choice, "delta")):
                 self.deltas += 1
+
+
+def _has_output(delta: Any) -> bool:
+    return delta is not None and bool(
+        field(delta, "content") or field(delta, "refusal") or field(delta, "tool_calls")
+    )
 
 
 def openai_actual(prices: PriceTable) -> Callable[[Any], int]:
