@@ -24,6 +24,7 @@ from ..errors import CyclesProtocolError, CyclesTransportError, error_from_respo
 from ..models import Decision, DecisionRequest, DecisionResponse, ReservationCreateRequest
 from ..response import CyclesResponse
 from ..streaming import AsyncStreamReservation, StreamReservation, StreamStarter
+from ..validation import STANDARD_SUBJECT_FIELDS
 
 __all__ = [
     "Verdict",
@@ -35,6 +36,7 @@ __all__ = [
     "is_denial",
     "open_async",
     "open_sync",
+    "subject_options",
 ]
 
 _MAX_KEY = 128
@@ -50,6 +52,11 @@ def idempotency_key(kind: str, call_id: str, namespace: str | None = None) -> st
         return key
     digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()
     return f"runcycles:{kind}:sha256:{digest}"
+
+
+def subject_options(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The subject fields set among a constructor's arguments (pass ``locals()``), as reservation options."""
+    return {name: arguments[name] for name in STANDARD_SUBJECT_FIELDS if arguments.get(name) is not None}
 
 
 @attrs.frozen

@@ -31,7 +31,6 @@ from ..errors import CyclesProtocolError
 from ..models import Unit
 from ..pricing import PriceTable
 from ..streaming import AsyncStreamReservation, StreamReservation
-from ..validation import STANDARD_SUBJECT_FIELDS as SUBJECT_FIELDS
 from ._budget import (
     Verdict,
     decide_async,
@@ -41,6 +40,7 @@ from ._budget import (
     is_denial,
     open_async,
     open_sync,
+    subject_options,
 )
 from ._checks import require_pricing
 from ._langchain_common import estimate_cost, model_name_of, sum_usage, usage_of_message
@@ -52,10 +52,6 @@ log = logging.getLogger("runcycles.integrations.langchain")
 MODEL_FAILED = "model_call_failed"
 TOOL_FAILED = "tool_call_failed"
 Client = CyclesClient | AsyncCyclesClient | None
-
-
-def _subject(options: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: options[name] for name in SUBJECT_FIELDS if options.get(name) is not None}
 
 
 def _sync(client: Client) -> CyclesClient | None:
@@ -112,7 +108,7 @@ class CyclesModelGate(AgentMiddleware):
         self.default_max_output_tokens = default_max_output_tokens
         self._options: dict[str, Any] = {
             "action_kind": action_kind, "unit": unit, "ttl_ms": ttl_ms, "dimensions": dimensions,
-            **_subject(locals()),
+            **subject_options(locals()),
         }
 
     def _plan(self, request: ModelRequest) -> tuple[str, int]:
@@ -268,7 +264,7 @@ class CyclesToolGate(AgentMiddleware):
         self._default = _as_budget(default)
         self.client = client
         self._namespace = namespace
-        self._options: dict[str, Any] = {"ttl_ms": ttl_ms, "dimensions": dimensions, **_subject(locals())}
+        self._options: dict[str, Any] = {"ttl_ms": ttl_ms, "dimensions": dimensions, **subject_options(locals())}
 
     def policy(self, name: str, args: Mapping[str, Any]) -> ToolBudget | None:
         """The `ToolBudget` for a call of tool ``name`` with ``args`` (``None``: not governed)."""
@@ -427,7 +423,7 @@ class CyclesTurnCap(AgentMiddleware):
         self.client = client
         self._options: dict[str, Any] = {
             "action_kind": action_kind, "action_name": action_name, "unit": unit, "dimensions": dimensions,
-            **_subject(locals()),
+            **subject_options(locals()),
         }
 
     def _over(self, state: AgentState[Any]) -> dict[str, Any] | None:

@@ -20,8 +20,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ..client import AsyncCyclesClient, CyclesClient
 from ..models import Unit
 from ..pricing import PriceTable
-from ..validation import STANDARD_SUBJECT_FIELDS as SUBJECT_FIELDS
-from ._budget import idempotency_key, open_async, open_sync
+from ._budget import idempotency_key, open_async, open_sync, subject_options
 from ._checks import require_pricing
 from ._langchain_common import estimate_cost, usage_of_result
 
@@ -68,7 +67,7 @@ class _Core(Generic[ClientT]):
     ) -> None:
         if client is not None and not isinstance(client, self._client_type):
             raise TypeError(f"{self._wrong_client}, got {type(client).__name__}")
-        subject = {name: value for name, value in locals().items() if name in SUBJECT_FIELDS}
+        subject = subject_options(locals())
         require_pricing(prices, default_max_output_tokens)
         self.client: ClientT | None = client
         self.prices = prices
@@ -76,7 +75,7 @@ class _Core(Generic[ClientT]):
         self.default_max_output_tokens = default_max_output_tokens
         self._options: dict[str, Any] = {
             "action_kind": action_kind, "unit": unit, "ttl_ms": ttl_ms, "dimensions": dimensions,
-            **{name: value for name, value in subject.items() if value is not None},
+            **subject,
         }
         self._lock = threading.Lock()
         self._pending: dict[UUID, tuple[Any, str]] = {}
