@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
@@ -23,23 +23,21 @@ from ..pricing import PriceTable
 from ._budget import idempotency_key, open_async, open_sync, subject_options
 from ._checks import require_pricing
 from ._langchain_common import estimate_cost, usage_of_result
+from ._steps import Steps, drive, drive_async
 
 __all__ = ["AsyncCyclesCallbackHandler", "CyclesCallbackHandler"]
 
 LLM_FAILED = "llm_call_failed"
 
 ClientT = TypeVar("ClientT", CyclesClient, AsyncCyclesClient)
-_Steps = Generator[Any, Any, None]
-"""A hook written once: it yields what each client call returned, and receives it back settled (see `_Core`)."""
 
 
 class _Core(Generic[ClientT]):
     """Options, planning, the pending reservations and the hooks themselves, shared by the sync and async handlers.
 
-    Each hook is written once, as a generator that yields what each call on the Cycles client or a handle returns
-    and gets back its result: the sync handler's calls return the result itself (`_drive` sends it straight
-    back), the async handler's return awaitables (`_drive_async` awaits them first). The public classes only add
-    the sync or async entry points LangChain calls, and how to open a reservation (`_open`).
+    Each hook is written once, as a step generator (see `_steps`): the public classes only add the sync or async
+    entry points LangChain calls (driving the steps with `drive` or `drive_async`) and how to open a reservation
+    (`_open`).
     """
 
     raise_error = True  # a denial must stop the chain, not be logged and ignored
@@ -120,14 +118,14 @@ class _Core(Generic[ClientT]):
         with self._lock:
             return self._pending.pop(run_id, None)
 
-    def _start(self, prompts: Sequence[Any], run_id: UUID, kwargs: Mapping[str, Any]) -> _Steps:
+    def _start(self, prompts: Sequence[Any], run_id: UUID, kwargs: Mapping[str, Any]) -> Steps:
         """Reserve the run's estimate under a key derived from the run id."""
         plan = self._plan(prompts, run_id, kwargs)
         handle = yield self._open(plan)
         with self._lock:
             self._pending[run_id] = (handle, plan["action_name"])
 
-    def _end(self, response: LLMResult, run_id: UUID) -> _Steps:
+    def _end(self, response: LLMResult, run_id: UUID) -> Steps:
         """Commit the cost of the run's reported usage (else the estimate, marked)."""
         taken = self._take(run_id)
         if taken is None:
@@ -139,36 +137,11 @@ class _Core(Generic[ClientT]):
         else:
             yield handle.commit(usage.cost(self.prices, model), metrics=usage.metrics(None))
 
-    def _error(self, run_id: UUID) -> _Steps:
+    def _error(self, run_id: UUID) -> Steps:
         """Release the run's reservation."""
         taken = self._take(run_id)
         if taken is not None:
             yield taken[0].release(LLM_FAILED)
-
-
-def _drive(steps: _Steps) -> None:
-    """Run a hook with a sync client: each yielded value is already the result."""
-    result = None
-    try:
-        while True:
-            result = steps.send(result)
-    except StopIteration:
-        return
-
-
-async def _drive_async(steps: _Steps) -> None:
-    """Run a hook with an async client: each yielded awaitable is awaited and its result (or error) sent back."""
-    try:
-        pending = next(steps)
-        while True:
-            try:
-                result = await pending
-            except BaseException as exc:
-                pending = steps.throw(exc)
-            else:
-                pending = steps.send(result)
-    except StopIteration:
-        return
 
 
 def _flatten(messages: Sequence[Sequence[BaseMessage]]) -> list[BaseMessage]:
@@ -194,21 +167,21 @@ class CyclesCallbackHandler(_Core[CyclesClient], BaseCallbackHandler):
         self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
     ) -> None:
         """Reserve for a completion-model run."""
-        _drive(self._start(prompts, run_id, kwargs))
+        drive(self._start(prompts, run_id, kwargs))
 
     def on_chat_model_start(
         self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
     ) -> None:
         """Reserve for a chat-model run."""
-        _drive(self._start(_flatten(messages), run_id, kwargs))
+        drive(self._start(_flatten(messages), run_id, kwargs))
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Commit the run's cost."""
-        _drive(self._end(response, run_id))
+        drive(self._end(response, run_id))
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Release the run's reservation."""
-        _drive(self._error(run_id))
+        drive(self._error(run_id))
 
 
 class AsyncCyclesCallbackHandler(_Core[AsyncCyclesClient], AsyncCallbackHandler):
@@ -224,18 +197,18 @@ class AsyncCyclesCallbackHandler(_Core[AsyncCyclesClient], AsyncCallbackHandler)
         self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
     ) -> None:
         """Reserve for a completion-model run."""
-        await _drive_async(self._start(prompts, run_id, kwargs))
+        await drive_async(self._start(prompts, run_id, kwargs))
 
     async def on_chat_model_start(
         self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
     ) -> None:
         """Reserve for a chat-model run."""
-        await _drive_async(self._start(_flatten(messages), run_id, kwargs))
+        await drive_async(self._start(_flatten(messages), run_id, kwargs))
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Commit the run's cost."""
-        await _drive_async(self._end(response, run_id))
+        await drive_async(self._end(response, run_id))
 
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Release the run's reservation."""
-        await _drive_async(self._error(run_id))
+        await drive_async(self._error(run_id))

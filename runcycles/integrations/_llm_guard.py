@@ -25,6 +25,7 @@ from ..validation import STANDARD_SUBJECT_FIELDS
 from ._checks import require_price_table
 from ._llm_spans import CallSpan
 from ._llm_usage import Endpoint, StreamMeter, Usage, apply_caps, estimate_prompt_tokens, log
+from ._steps import Steps, drive, drive_async
 
 __all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "LLMGuard"]
 
@@ -244,41 +245,35 @@ class Call:
             return self.estimate, Usage(model=None).metrics(latency), {"actual_source": "estimate"}
         return usage.cost(self.guard.prices, self.model), usage.metrics(latency), None
 
+    def _finish(self, response: Any) -> Steps:
+        try:
+            yield self.handle.commit(*self._commit_args(response))
+        except Exception:
+            log.exception("commit after a provider call failed: reservation_id=%s", self.handle.reservation_id)
+
     def finish_sync(self, response: Any) -> Any:
         """Commit the cost of the answer's usage (settlement problems are logged, never raised)."""
-        handle = self.handle
-        assert isinstance(handle, StreamReservation)
-        try:
-            handle.commit(*self._commit_args(response))
-        except Exception:
-            log.exception("commit after a provider call failed: reservation_id=%s", handle.reservation_id)
+        drive(self._finish(response))
         return response
 
     async def finish_async(self, response: Any) -> Any:
         """Commit the cost of the answer's usage (settlement problems are logged, never raised)."""
-        handle = self.handle
-        assert isinstance(handle, AsyncStreamReservation)
-        try:
-            await handle.commit(*self._commit_args(response))
-        except Exception:
-            log.exception("commit after a provider call failed: reservation_id=%s", handle.reservation_id)
+        await drive_async(self._finish(response))
         return response
+
+    def _release(self) -> Steps:
+        try:
+            yield self.handle.release(FAILED_REASON)
+        except Exception:
+            log.exception("release after a provider error failed: reservation_id=%s", self.handle.reservation_id)
 
     def release_sync(self) -> None:
         """Release after a provider error before any output."""
-        assert isinstance(self.handle, StreamReservation)
-        try:
-            self.handle.release(FAILED_REASON)
-        except Exception:
-            log.exception("release after a provider error failed: reservation_id=%s", self.handle.reservation_id)
+        drive(self._release())
 
     async def release_async(self) -> None:
         """Release after a provider error before any output."""
-        assert isinstance(self.handle, AsyncStreamReservation)
-        try:
-            await self.handle.release(FAILED_REASON)
-        except Exception:
-            log.exception("release after a provider error failed: reservation_id=%s", self.handle.reservation_id)
+        await drive_async(self._release())
 
     # -- streamed answers
 
@@ -356,47 +351,28 @@ class StreamSettlement:
     def _current_span(self) -> contextlib.AbstractContextManager[Any]:
         return self.call.span.current() if self.call.span is not None else contextlib.nullcontext()
 
-    def settle_sync(self, *, failed: bool = False, error: BaseException | None = None) -> None:
-        """Settle from the stream's own thread (exhausted, closed, or failed with ``error``)."""
+    def _settle(self, failed: bool, error: BaseException | None) -> Steps:
         if not self._claim():
             return
         try:
             with self._current_span():
-                self._settle_sync(failed or error is not None)
+                if (failed or error is not None) and not self.meter.output_seen:
+                    yield from self.call._release()
+                    return
+                try:
+                    yield self.call.handle.commit(*self._amount())
+                except Exception:
+                    log.exception("stream commit failed: reservation_id=%s", self.call.handle.reservation_id)
         finally:
             self._end_span(error)
 
-    def _settle_sync(self, failed: bool) -> None:
-        handle = self.call.handle
-        assert isinstance(handle, StreamReservation)
-        if failed and not self.meter.output_seen:
-            self.call.release_sync()
-            return
-        try:
-            handle.commit(*self._amount())
-        except Exception:
-            log.exception("stream commit failed: reservation_id=%s", handle.reservation_id)
+    def settle_sync(self, *, failed: bool = False, error: BaseException | None = None) -> None:
+        """Settle from the stream's own thread (exhausted, closed, or failed with ``error``)."""
+        drive(self._settle(failed, error))
 
     async def settle_async(self, *, failed: bool = False, error: BaseException | None = None) -> None:
         """Settle from the stream's task (exhausted, closed, or failed with ``error``)."""
-        if not self._claim():
-            return
-        try:
-            with self._current_span():
-                await self._settle_async(failed or error is not None)
-        finally:
-            self._end_span(error)
-
-    async def _settle_async(self, failed: bool) -> None:
-        handle = self.call.handle
-        assert isinstance(handle, AsyncStreamReservation)
-        if failed and not self.meter.output_seen:
-            await self.call.release_async()
-            return
-        try:
-            await handle.commit(*self._amount())
-        except Exception:
-            log.exception("stream commit failed: reservation_id=%s", handle.reservation_id)
+        await drive_async(self._settle(failed, error))
 
     def settle_detached(self) -> None:
         """Settle an abandoned stream (via `_Abandoned`): the commit runs on the client's background worker."""
