@@ -36,7 +36,7 @@ class Handle:
         return awaitable()
 
 
-def hook(handle: Handle, seen: list[Any]) -> Steps:
+def hook(handle: Handle, seen: list[Any]) -> Steps[None]:
     """Two calls; an error of the second is caught around its ``yield``; ``finally`` always runs."""
     try:
         seen.append((yield handle.commit(1)))
@@ -48,7 +48,7 @@ def hook(handle: Handle, seen: list[Any]) -> Steps:
         seen.append("finally")
 
 
-async def run(flavour: str, steps: Callable[[Handle, list[Any]], Steps] = hook, **handle_options: Any
+async def run(flavour: str, steps: Callable[[Handle, list[Any]], Steps[None]] = hook, **handle_options: Any
               ) -> tuple[Handle, list[Any]]:
     handle = Handle(is_async=flavour == "async", **handle_options)
     seen: list[Any] = []
@@ -78,7 +78,7 @@ async def test_an_error_lands_at_its_yield(flavour: str) -> None:
 async def test_an_error_not_caught_propagates_after_finally(flavour: str) -> None:
     seen: list[Any] = []
 
-    def recorded(handle: Handle, _: list[Any]) -> Steps:
+    def recorded(handle: Handle, _: list[Any]) -> Steps[None]:
         return hook(handle, seen)
 
     with pytest.raises(RuntimeError, match="server said no"):
@@ -89,7 +89,7 @@ async def test_an_error_not_caught_propagates_after_finally(flavour: str) -> Non
 @pytest.mark.anyio
 @pytest.mark.parametrize("flavour", ["sync", "async"])
 async def test_a_hook_without_calls_just_runs(flavour: str) -> None:
-    def nothing(handle: Handle, seen: list[Any]) -> Steps:
+    def nothing(handle: Handle, seen: list[Any]) -> Steps[None]:
         seen.append("ran")
         return
         yield  # pragma: no cover

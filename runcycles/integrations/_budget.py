@@ -25,9 +25,11 @@ from ..models import Decision, DecisionRequest, DecisionResponse, ReservationCre
 from ..response import CyclesResponse
 from ..streaming import AsyncStreamReservation, StreamReservation, StreamStarter
 from ..validation import STANDARD_SUBJECT_FIELDS
+from ._steps import Steps
 
 __all__ = [
     "Verdict",
+    "commit_steps",
     "create_event_async",
     "decide_async",
     "decide_sync",
@@ -89,6 +91,15 @@ def open_sync(
     """The sync twin of `open_async`."""
     handle: StreamReservation = _starter(client, idempotency_key, {"estimate": estimate, **options})._open_sync()
     return handle
+
+
+def commit_steps(handle: StreamReservation | AsyncStreamReservation, actual: int | None, metrics: Any) -> Steps[None]:
+    """Commit ``actual`` with ``metrics``; without one (no usage reported), the estimate marked
+    ``actual_source=estimate``. A step (see `_steps`): the handle's flavour decides sync or async."""
+    if actual is None:
+        yield handle.commit(handle.context.estimate, metadata={"actual_source": "estimate"})
+    else:
+        yield handle.commit(actual, metrics=metrics)
 
 
 @attrs.frozen

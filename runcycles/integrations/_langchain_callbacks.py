@@ -20,7 +20,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ..client import AsyncCyclesClient, CyclesClient
 from ..models import Unit
 from ..pricing import PriceTable
-from ._budget import idempotency_key, open_async, open_sync, subject_options
+from ._budget import commit_steps, idempotency_key, open_async, open_sync, subject_options
 from ._checks import require_pricing
 from ._langchain_common import estimate_cost, usage_of_result
 from ._steps import Steps, drive, drive_async
@@ -118,26 +118,28 @@ class _Core(Generic[ClientT]):
         with self._lock:
             return self._pending.pop(run_id, None)
 
-    def _start(self, prompts: Sequence[Any], run_id: UUID, kwargs: Mapping[str, Any]) -> Steps:
+    def _start(self, prompts: Sequence[Any], run_id: UUID, kwargs: Mapping[str, Any]) -> Steps[None]:
         """Reserve the run's estimate under a key derived from the run id."""
         plan = self._plan(prompts, run_id, kwargs)
         handle = yield self._open(plan)
         with self._lock:
             self._pending[run_id] = (handle, plan["action_name"])
 
-    def _end(self, response: LLMResult, run_id: UUID) -> Steps:
+    def _end(self, response: LLMResult, run_id: UUID) -> Steps[None]:
         """Commit the cost of the run's reported usage (else the estimate, marked)."""
         taken = self._take(run_id)
         if taken is None:
             return
         handle, model = taken
+        yield from commit_steps(handle, *self._actual(response, model))
+
+    def _actual(self, response: LLMResult, model: str) -> tuple[int | None, Any]:
         usage = usage_of_result(response)
         if usage is None:
-            yield handle.commit(handle.context.estimate, metadata={"actual_source": "estimate"})
-        else:
-            yield handle.commit(usage.cost(self.prices, model), metrics=usage.metrics(None))
+            return None, None
+        return usage.cost(self.prices, model), usage.metrics(None)
 
-    def _error(self, run_id: UUID) -> Steps:
+    def _error(self, run_id: UUID) -> Steps[None]:
         """Release the run's reservation."""
         taken = self._take(run_id)
         if taken is not None:

@@ -245,7 +245,7 @@ class Call:
             return self.estimate, Usage(model=None).metrics(latency), {"actual_source": "estimate"}
         return usage.cost(self.guard.prices, self.model), usage.metrics(latency), None
 
-    def _finish(self, response: Any) -> Steps:
+    def _finish(self, response: Any) -> Steps[None]:
         try:
             yield self.handle.commit(*self._commit_args(response))
         except Exception:
@@ -261,7 +261,7 @@ class Call:
         await drive_async(self._finish(response))
         return response
 
-    def _release(self) -> Steps:
+    def _release(self) -> Steps[None]:
         try:
             yield self.handle.release(FAILED_REASON)
         except Exception:
@@ -351,7 +351,7 @@ class StreamSettlement:
     def _current_span(self) -> contextlib.AbstractContextManager[Any]:
         return self.call.span.current() if self.call.span is not None else contextlib.nullcontext()
 
-    def _settle(self, failed: bool, error: BaseException | None) -> Steps:
+    def _settle(self, failed: bool, error: BaseException | None) -> Steps[None]:
         if not self._claim():
             return
         try:
