@@ -10,6 +10,7 @@ failed or garbage-collected.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import queue
 import threading
 import time
@@ -27,7 +28,7 @@ from ._llm_spans import CallSpan
 from ._llm_usage import Endpoint, StreamMeter, Usage, apply_caps, estimate_prompt_tokens, log
 from ._steps import Steps, drive, drive_async
 
-__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "LLMGuard"]
+__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "LLMGuard", "import_sdk", "is_async_provider"]
 
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 FAILED_REASON = "guarded_method_failed"
@@ -48,6 +49,25 @@ _REFUSED = {
 
 def _now_ms() -> float:
     return time.monotonic() * 1000.0
+
+
+def import_sdk(name: str) -> Any:
+    """The provider SDK ``name`` (``openai``, ``anthropic``), or an `ImportError` naming the extra to install."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ImportError(
+            f"runcycles.integrations.{name} needs the {name} package: pip install 'runcycles[{name}]'"
+        ) from exc
+
+
+def is_async_provider(provider: object, async_client: type, sync_client: type, refusal: str) -> bool:
+    """Whether ``provider`` is the SDK's async client (False: its sync one); anything else is refused."""
+    if isinstance(provider, async_client):
+        return True
+    if isinstance(provider, sync_client):
+        return False
+    raise TypeError(f"{refusal}, got {type(provider).__name__}")
 
 
 def _check_max_output(value: object) -> None:

@@ -12,28 +12,18 @@ reasoning tokens are part of the completion (output) tokens; the Responses API r
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, overload
 
 from ..pricing import PriceTable
 from ._checks import require_price_table
-from ._llm_guard import DEFAULT_MAX_OUTPUT_TOKENS, LLMGuard
+from ._llm_guard import DEFAULT_MAX_OUTPUT_TOKENS, LLMGuard, import_sdk, is_async_provider
 from ._llm_usage import Endpoint, StreamMeter, Usage, field, given, int_field
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI, OpenAI
 
 __all__ = ["OpenAIStreamMeter", "guard_openai", "openai_actual"]
-
-
-def _sdk() -> Any:
-    try:
-        return importlib.import_module("openai")
-    except ImportError as exc:
-        raise ImportError(
-            "runcycles.integrations.openai needs the openai package: pip install 'runcycles[openai]'"
-        ) from exc
 
 
 def usage_of(response: Any) -> Usage | None:
@@ -201,14 +191,10 @@ def guard_openai(
     of the request's keyword arguments). ``estimate_input_tokens(request) -> int`` replaces the prompt estimate;
     ``default_max_output_tokens`` is reserved for requests that set no max-tokens field.
     """
-    openai = _sdk()
-    if isinstance(provider, openai.AsyncOpenAI):
-        is_async = True
-    elif isinstance(provider, openai.OpenAI):
-        is_async = False
-    else:
-        kind = type(provider).__name__
-        raise TypeError(f"guard_openai needs an openai.OpenAI or openai.AsyncOpenAI client, got {kind}")
+    openai = import_sdk("openai")
+    is_async = is_async_provider(
+        provider, openai.AsyncOpenAI, openai.OpenAI, "guard_openai needs an openai.OpenAI or openai.AsyncOpenAI client"
+    )
     guard = LLMGuard(
         prices,
         estimate_input_tokens=estimate_input_tokens,
