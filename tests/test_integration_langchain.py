@@ -288,6 +288,29 @@ async def test_model_error_releases_and_propagates(ledger: Ledger) -> None:
     assert statuses(ledger) == [("llm.completion", "RELEASED")]
 
 
+def test_model_error_releases_and_propagates_sync(ledger: Ledger) -> None:
+    agent = create_agent(ScriptedChatModel(messages=_broken()), tools=[],
+                         middleware=[CyclesModelGate(prices=PRICES, client=ledger.sync_client())])
+    with pytest.raises(RuntimeError, match="provider down"):
+        agent.invoke({"messages": [{"role": "user", "content": "hi"}]})
+    assert statuses(ledger) == [("llm.completion", "RELEASED")]
+
+
+@pytest.mark.anyio
+async def test_model_denial_becomes_an_ai_message_async(tmp_path: Path) -> None:
+    ledger = small_ledger(tmp_path, funds=10)
+    model = ScriptedChatModel(messages=iter([turn("never")]))
+    try:
+        async with ledger.async_client() as client:
+            agent = create_agent(model, tools=[], middleware=[CyclesModelGate(prices=PRICES, client=client)])
+            result = await agent.ainvoke({"messages": [{"role": "user", "content": "hi"}]})
+        assert model.calls == 0
+        assert result["messages"][-1].response_metadata["reason_code"] == "BUDGET_EXCEEDED"
+        assert (ledger.spent(), ledger.reserved()) == (0, 0)
+    finally:
+        ledger.close()
+
+
 def test_model_without_usage_commits_the_estimate_marked(ledger: Ledger) -> None:
     agent = create_agent(ScriptedChatModel(messages=iter([turn("hi", usage=False)])), tools=[],
                          middleware=[CyclesModelGate(prices=PRICES, client=ledger.sync_client())])
