@@ -7,6 +7,7 @@ run the guarded work and the heartbeat.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -51,12 +52,7 @@ class GuardOptions:
 
         A guarded function without ``actual=`` and without the estimate fallback is a configuration error; a
         stream is not (its actual arrives through ``stream.actual`` or ``commit()``)."""
-        if (
-            not stream
-            and not self.dry_run
-            and self.actual is None
-            and not self.use_estimate_if_actual_not_provided
-        ):
+        if not stream and self._lacks_actual():
             raise ValueError("actual expression is required when use_estimate_if_actual_not_provided is False")
         if not callable(self.estimate):
             validate_amount("estimate", self.estimate)
@@ -65,20 +61,26 @@ class GuardOptions:
         validate_ttl_ms(self.ttl_ms)
         if self.grace_period_ms is not None:
             validate_grace_period_ms(self.grace_period_ms)
-        try:
-            Unit(self.unit)
-        except ValueError:
-            raise ValueError(f"unit must be one of {', '.join(u.value for u in Unit)}, got {self.unit!r}") from None
-        try:
-            CommitOveragePolicy(self.overage_policy)
-        except ValueError:
-            choices = ", ".join(p.value for p in CommitOveragePolicy)
-            raise ValueError(f"overage_policy must be one of {choices}, got {self.overage_policy!r}") from None
+        _check_choice("unit", Unit, self.unit)
+        _check_choice("overage_policy", CommitOveragePolicy, self.overage_policy)
         for name in self.subject:
             if name not in SUBJECT_FIELDS:
                 raise TypeError(f"unknown subject field {name!r}")
         if self.metadata is not None and not isinstance(self.metadata, Mapping):
             raise ValueError("metadata must be a dict")
+
+    def _lacks_actual(self) -> bool:
+        """Whether a real (not dry-run) call would have no actual: none given and no estimate fallback."""
+        return not self.dry_run and self.actual is None and not self.use_estimate_if_actual_not_provided
+
+
+def _check_choice(name: str, choices: type[enum.Enum], value: object) -> None:
+    """``value`` must be one of the enum's values (or members); the message lists them."""
+    try:
+        choices(value)
+    except ValueError:
+        listed = ", ".join(member.value for member in choices)
+        raise ValueError(f"{name} must be one of {listed}, got {value!r}") from None
 
 
 def options_from(arguments: Mapping[str, Any], *, stream: bool = False) -> GuardOptions:

@@ -76,21 +76,35 @@ class Scrubber:
         while stack:  # iterative: a deeply nested body must not hit the recursion limit
             node = stack.pop()
             if isinstance(node, dict):
-                for key in list(node):
-                    item = node[key]
-                    if isinstance(item, str) and secret in item:
-                        node[key] = item.replace(secret, REDACTED)
-                    elif isinstance(item, (dict, list)):
-                        stack.append(item)
-                    if isinstance(key, str) and secret in key:
-                        node[key.replace(secret, REDACTED)] = node.pop(key)
+                stack.extend(_redact_dict(node, secret))
             elif isinstance(node, list):
-                for i, item in enumerate(node):
-                    if isinstance(item, str) and secret in item:
-                        node[i] = item.replace(secret, REDACTED)
-                    elif isinstance(item, (dict, list)):
-                        stack.append(item)
+                stack.extend(_redact_list(node, secret))
         return value
+
+
+def _redact_dict(node: dict[Any, Any], secret: str) -> list[Any]:
+    """Redact ``secret`` from the dict's string values and keys in place; returns the nested dicts and lists."""
+    nested: list[Any] = []
+    for key in list(node):
+        item = node[key]
+        if isinstance(item, str) and secret in item:
+            node[key] = item.replace(secret, REDACTED)
+        elif isinstance(item, (dict, list)):
+            nested.append(item)
+        if isinstance(key, str) and secret in key:
+            node[key.replace(secret, REDACTED)] = node.pop(key)
+    return nested
+
+
+def _redact_list(node: list[Any], secret: str) -> list[Any]:
+    """Redact ``secret`` from the list's string items in place; returns the nested dicts and lists."""
+    nested: list[Any] = []
+    for i, item in enumerate(node):
+        if isinstance(item, str) and secret in item:
+            node[i] = item.replace(secret, REDACTED)
+        elif isinstance(item, (dict, list)):
+            nested.append(item)
+    return nested
 
 
 class BodyReader:

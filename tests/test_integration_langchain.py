@@ -288,6 +288,29 @@ async def test_model_error_releases_and_propagates(ledger: Ledger) -> None:
     assert statuses(ledger) == [("llm.completion", "RELEASED")]
 
 
+def test_model_error_releases_and_propagates_sync(ledger: Ledger) -> None:
+    agent = create_agent(ScriptedChatModel(messages=_broken()), tools=[],
+                         middleware=[CyclesModelGate(prices=PRICES, client=ledger.sync_client())])
+    with pytest.raises(RuntimeError, match="provider down"):
+        agent.invoke({"messages": [{"role": "user", "content": "hi"}]})
+    assert statuses(ledger) == [("llm.completion", "RELEASED")]
+
+
+@pytest.mark.anyio
+async def test_model_denial_becomes_an_ai_message_async(tmp_path: Path) -> None:
+    ledger = small_ledger(tmp_path, funds=10)
+    model = ScriptedChatModel(messages=iter([turn("never")]))
+    try:
+        async with ledger.async_client() as client:
+            agent = create_agent(model, tools=[], middleware=[CyclesModelGate(prices=PRICES, client=client)])
+            result = await agent.ainvoke({"messages": [{"role": "user", "content": "hi"}]})
+        assert model.calls == 0
+        assert result["messages"][-1].response_metadata["reason_code"] == "BUDGET_EXCEEDED"
+        assert (ledger.spent(), ledger.reserved()) == (0, 0)
+    finally:
+        ledger.close()
+
+
 def test_model_without_usage_commits_the_estimate_marked(ledger: Ledger) -> None:
     agent = create_agent(ScriptedChatModel(messages=iter([turn("hi", usage=False)])), tools=[],
                          middleware=[CyclesModelGate(prices=PRICES, client=ledger.sync_client())])
@@ -385,6 +408,47 @@ async def test_async_callback_handler_commits_on_end_and_releases_on_error(ledge
             await broken.ainvoke({"question": "x"}, config={"callbacks": [handler]})
     assert (ledger.spent(), ledger.reserved()) == (cost(300, 20), 0)
     assert statuses(ledger) == [("llm.completion", "COMMITTED"), ("llm.completion", "RELEASED")]
+
+
+@pytest.mark.anyio
+async def test_async_callback_handler_denial_stops_the_chain(tmp_path: Path) -> None:
+    ledger = small_ledger(tmp_path, funds=10)
+    model = ScriptedChatModel(messages=iter([turn("never")]))
+    try:
+        async with ledger.async_client() as client:
+            handler = AsyncCyclesCallbackHandler(prices=PRICES, client=client)
+            with pytest.raises(BudgetExceededError):
+                await (PROMPT | model).ainvoke({"question": "x"}, config={"callbacks": [handler]})
+            assert model.calls == 0 and handler.pending == 0
+    finally:
+        ledger.close()
+
+
+@pytest.mark.anyio
+async def test_async_callback_handler_without_usage_commits_the_estimate(ledger: Ledger) -> None:
+    from langchain_core.language_models.fake import FakeListLLM
+
+    async with ledger.async_client() as client:
+        handler = AsyncCyclesCallbackHandler(prices=PRICES, client=client, model="gpt-4o-mini",
+                                             default_max_output_tokens=64)
+        assert await FakeListLLM(responses=["ok"]).ainvoke("hello", config={"callbacks": [handler]}) == "ok"
+    [(_, _, create)] = ledger.recorder.ops("create")
+    [(_, _, commit)] = ledger.recorder.ops("commit")
+    assert commit["actual"]["amount"] == create["estimate"]["amount"]
+    assert commit["metadata"]["actual_source"] == "estimate" and handler.pending == 0
+
+
+def test_callback_handlers_refuse_the_other_flavours_client(ledger: Ledger) -> None:
+    sync_client = ledger.sync_client()
+    async_client = ledger.async_client()
+    with pytest.raises(TypeError, match="^CyclesCallbackHandler needs a CyclesClient, got AsyncCyclesClient$"):
+        CyclesCallbackHandler(prices=PRICES, client=async_client)  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match="^AsyncCyclesCallbackHandler needs an AsyncCyclesClient, got CyclesClient$"
+    ):
+        AsyncCyclesCallbackHandler(prices=PRICES, client=sync_client)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="PriceTable"):
+        CyclesCallbackHandler(prices={"gpt": 1}, client=sync_client)  # type: ignore[arg-type]
 
 
 def test_tool_actual_reads_the_result_and_a_failing_actual_commits_the_estimate(ledger: Ledger) -> None:

@@ -24,9 +24,12 @@ from ..errors import CyclesProtocolError, CyclesTransportError, error_from_respo
 from ..models import Decision, DecisionRequest, DecisionResponse, ReservationCreateRequest
 from ..response import CyclesResponse
 from ..streaming import AsyncStreamReservation, StreamReservation, StreamStarter
+from ..validation import STANDARD_SUBJECT_FIELDS
+from ._steps import Steps
 
 __all__ = [
     "Verdict",
+    "commit_steps",
     "create_event_async",
     "decide_async",
     "decide_sync",
@@ -35,6 +38,7 @@ __all__ = [
     "is_denial",
     "open_async",
     "open_sync",
+    "subject_options",
 ]
 
 _MAX_KEY = 128
@@ -50,6 +54,11 @@ def idempotency_key(kind: str, call_id: str, namespace: str | None = None) -> st
         return key
     digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()
     return f"runcycles:{kind}:sha256:{digest}"
+
+
+def subject_options(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The subject fields set among a constructor's arguments (pass ``locals()``), as reservation options."""
+    return {name: arguments[name] for name in STANDARD_SUBJECT_FIELDS if arguments.get(name) is not None}
 
 
 @attrs.frozen
@@ -82,6 +91,15 @@ def open_sync(
     """The sync twin of `open_async`."""
     handle: StreamReservation = _starter(client, idempotency_key, {"estimate": estimate, **options})._open_sync()
     return handle
+
+
+def commit_steps(handle: StreamReservation | AsyncStreamReservation, actual: int | None, metrics: Any) -> Steps[None]:
+    """Commit ``actual`` with ``metrics``; without one (no usage reported), the estimate marked
+    ``actual_source=estimate``. A step (see `_steps`): the handle's flavour decides sync or async."""
+    if actual is None:
+        yield handle.commit(handle.context.estimate, metadata={"actual_source": "estimate"})
+    else:
+        yield handle.commit(actual, metrics=metrics)
 
 
 @attrs.frozen

@@ -30,10 +30,9 @@ from ..client import AsyncCyclesClient, CyclesClient
 from ..errors import CyclesProtocolError
 from ..models import Unit
 from ..pricing import PriceTable
-from ..streaming import AsyncStreamReservation, StreamReservation
-from ..validation import STANDARD_SUBJECT_FIELDS as SUBJECT_FIELDS
 from ._budget import (
     Verdict,
+    commit_steps,
     decide_async,
     decide_sync,
     denial_reason,
@@ -41,9 +40,11 @@ from ._budget import (
     is_denial,
     open_async,
     open_sync,
+    subject_options,
 )
 from ._checks import require_pricing
 from ._langchain_common import estimate_cost, model_name_of, sum_usage, usage_of_message
+from ._steps import Steps, drive, drive_async
 
 __all__ = ["CyclesModelGate", "CyclesToolGate", "CyclesTurnCap", "ToolBudget"]
 
@@ -54,16 +55,23 @@ TOOL_FAILED = "tool_call_failed"
 Client = CyclesClient | AsyncCyclesClient | None
 
 
-def _subject(options: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: options[name] for name in SUBJECT_FIELDS if options.get(name) is not None}
+@attrs.frozen
+class _Calls:
+    """The Cycles calls of one flavour, made by the middleware's step generators (see `_steps`).
 
+    A client of the other flavour counts as none given (the process default is used then)."""
 
-def _sync(client: Client) -> CyclesClient | None:
-    return client if isinstance(client, CyclesClient) else None
+    client: CyclesClient | AsyncCyclesClient | None
+    open: Callable[..., Any]
+    decide: Callable[..., Any]
 
+    @classmethod
+    def sync(cls, client: Client) -> _Calls:
+        return cls(client if isinstance(client, CyclesClient) else None, open_sync, decide_sync)
 
-def _async(client: Client) -> AsyncCyclesClient | None:
-    return client if isinstance(client, AsyncCyclesClient) else None
+    @classmethod
+    def async_(cls, client: Client) -> _Calls:
+        return cls(client if isinstance(client, AsyncCyclesClient) else None, open_async, decide_async)
 
 
 def _check_client(client: Client) -> None:
@@ -112,7 +120,7 @@ class CyclesModelGate(AgentMiddleware):
         self.default_max_output_tokens = default_max_output_tokens
         self._options: dict[str, Any] = {
             "action_kind": action_kind, "unit": unit, "ttl_ms": ttl_ms, "dimensions": dimensions,
-            **_subject(locals()),
+            **subject_options(locals()),
         }
 
     def _plan(self, request: ModelRequest) -> tuple[str, int]:
@@ -142,26 +150,29 @@ class CyclesModelGate(AgentMiddleware):
             response_metadata={"cycles_denied": True, "reason_code": exc.reason_code},
         )
 
+    def _model_call(self, request: ModelRequest, handler: Callable[[ModelRequest], Any], calls: _Calls) -> Steps[Any]:
+        model, estimate = self._plan(request)
+        try:
+            handle = yield calls.open(calls.client, estimate=estimate, action_name=model, **self._options)
+        except CyclesProtocolError as exc:
+            if is_denial(exc):
+                return self._denied(exc)
+            raise
+        try:
+            response = yield handler(request)
+        except BaseException:
+            yield handle.release(MODEL_FAILED)
+            raise
+        yield from commit_steps(handle, *self._actual(model, response))
+        return response
+
     def wrap_model_call(
         self,
         request: ModelRequest,
         handler: Callable[[ModelRequest], ModelResponse],
     ) -> Any:
         """Reserve, call the model, commit its cost (sync agents)."""
-        model, estimate = self._plan(request)
-        try:
-            handle = open_sync(_sync(self.client), estimate=estimate, action_name=model, **self._options)
-        except CyclesProtocolError as exc:
-            if is_denial(exc):
-                return self._denied(exc)
-            raise
-        try:
-            response = handler(request)
-        except BaseException:
-            handle.release(MODEL_FAILED)
-            raise
-        _commit_sync(handle, *self._actual(model, response))
-        return response
+        return drive(self._model_call(request, handler, _Calls.sync(self.client)))
 
     async def awrap_model_call(
         self,
@@ -169,34 +180,7 @@ class CyclesModelGate(AgentMiddleware):
         handler: Callable[[ModelRequest], Awaitable[ModelResponse]],
     ) -> Any:
         """Reserve, call the model, commit its cost (async agents)."""
-        model, estimate = self._plan(request)
-        try:
-            handle = await open_async(_async(self.client), estimate=estimate, action_name=model, **self._options)
-        except CyclesProtocolError as exc:
-            if is_denial(exc):
-                return self._denied(exc)
-            raise
-        try:
-            response = await handler(request)
-        except BaseException:
-            await handle.release(MODEL_FAILED)
-            raise
-        await _commit_async(handle, *self._actual(model, response))
-        return response
-
-
-def _commit_sync(handle: StreamReservation, actual: int | None, metrics: Any = None) -> None:
-    if actual is None:
-        handle.commit(handle.context.estimate, metadata={"actual_source": "estimate"})
-    else:
-        handle.commit(actual, metrics=metrics)
-
-
-async def _commit_async(handle: AsyncStreamReservation, actual: int | None, metrics: Any = None) -> None:
-    if actual is None:
-        await handle.commit(handle.context.estimate, metadata={"actual_source": "estimate"})
-    else:
-        await handle.commit(actual, metrics=metrics)
+        return await drive_async(self._model_call(request, handler, _Calls.async_(self.client)))
 
 
 # --------------------------------------------------------------------------- tool gate
@@ -268,7 +252,7 @@ class CyclesToolGate(AgentMiddleware):
         self._default = _as_budget(default)
         self.client = client
         self._namespace = namespace
-        self._options: dict[str, Any] = {"ttl_ms": ttl_ms, "dimensions": dimensions, **_subject(locals())}
+        self._options: dict[str, Any] = {"ttl_ms": ttl_ms, "dimensions": dimensions, **subject_options(locals())}
 
     def policy(self, name: str, args: Mapping[str, Any]) -> ToolBudget | None:
         """The `ToolBudget` for a call of tool ``name`` with ``args`` (``None``: not governed)."""
@@ -314,63 +298,45 @@ class CyclesToolGate(AgentMiddleware):
             log.exception("the tool's actual= failed; committing its estimate instead")
             return budget.estimate
 
-    def wrap_tool_call(self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any]) -> Any:
-        """Decide and/or reserve, run the tool, commit (sync agents)."""
+    def _tool_call(
+        self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any], calls: _Calls
+    ) -> Steps[Any]:
         name = request.tool_call.get("name", "")
         budget = self.policy(name, request.tool_call.get("args") or {})
         if budget is None:
-            return handler(request)
+            return (yield handler(request))
         options = self._options_for(name, budget)
-        client = _sync(self.client)
         if budget.mode in ("decide", "both"):
-            verdict: Verdict = decide_sync(client, estimate=budget.estimate, **options)
+            verdict: Verdict = yield calls.decide(calls.client, estimate=budget.estimate, **options)
             if not verdict.allowed:
                 return self._denied(request, verdict.reason)
         if budget.mode == "decide":
-            return handler(request)
+            return (yield handler(request))
         try:
-            handle = open_sync(client, estimate=budget.estimate, idempotency_key=self._key(request), **options)
+            handle = yield calls.open(
+                calls.client, estimate=budget.estimate, idempotency_key=self._key(request), **options
+            )
         except CyclesProtocolError as exc:
             if is_denial(exc):
                 return self._denied(request, denial_reason(exc))
             raise
         try:
-            result = handler(request)
+            result = yield handler(request)
         except BaseException:
-            handle.release(TOOL_FAILED)
+            yield handle.release(TOOL_FAILED)
             raise
-        handle.commit(self._amount(budget, result))
+        yield handle.commit(self._amount(budget, result))
         return result
+
+    def wrap_tool_call(self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Any]) -> Any:
+        """Decide and/or reserve, run the tool, commit (sync agents)."""
+        return drive(self._tool_call(request, handler, _Calls.sync(self.client)))
 
     async def awrap_tool_call(
         self, request: ToolCallRequest, handler: Callable[[ToolCallRequest], Awaitable[Any]]
     ) -> Any:
         """Decide and/or reserve, run the tool, commit (async agents)."""
-        name = request.tool_call.get("name", "")
-        budget = self.policy(name, request.tool_call.get("args") or {})
-        if budget is None:
-            return await handler(request)
-        options = self._options_for(name, budget)
-        client = _async(self.client)
-        if budget.mode in ("decide", "both"):
-            verdict = await decide_async(client, estimate=budget.estimate, **options)
-            if not verdict.allowed:
-                return self._denied(request, verdict.reason)
-        if budget.mode == "decide":
-            return await handler(request)
-        try:
-            handle = await open_async(client, estimate=budget.estimate, idempotency_key=self._key(request), **options)
-        except CyclesProtocolError as exc:
-            if is_denial(exc):
-                return self._denied(request, denial_reason(exc))
-            raise
-        try:
-            result = await handler(request)
-        except BaseException:
-            await handle.release(TOOL_FAILED)
-            raise
-        await handle.commit(self._amount(budget, result))
-        return result
+        return await drive_async(self._tool_call(request, handler, _Calls.async_(self.client)))
 
 
 # --------------------------------------------------------------------------- turn cap
@@ -427,7 +393,7 @@ class CyclesTurnCap(AgentMiddleware):
         self.client = client
         self._options: dict[str, Any] = {
             "action_kind": action_kind, "action_name": action_name, "unit": unit, "dimensions": dimensions,
-            **_subject(locals()),
+            **subject_options(locals()),
         }
 
     def _over(self, state: AgentState[Any]) -> dict[str, Any] | None:
@@ -444,23 +410,22 @@ class CyclesTurnCap(AgentMiddleware):
     def _denied(self, verdict: Verdict) -> dict[str, Any]:
         return self._end(f"Stopped: the budget denied another turn ({verdict.reason}).", verdict.reason)
 
-    @hook_config(can_jump_to=["end"])
-    def before_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
-        """End the run when the cap is reached or decide denies the turn."""
+    def _before_model(self, state: AgentState[Any], calls: _Calls) -> Steps[dict[str, Any] | None]:
         over = self._over(state)
         if over is not None or self.decide_estimate is None:
             return over
-        verdict = decide_sync(_sync(self.client), estimate=self.decide_estimate, **self._options)
+        verdict: Verdict = yield calls.decide(calls.client, estimate=self.decide_estimate, **self._options)
         return None if verdict.allowed else self._denied(verdict)
+
+    @hook_config(can_jump_to=["end"])
+    def before_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
+        """End the run when the cap is reached or decide denies the turn."""
+        return drive(self._before_model(state, _Calls.sync(self.client)))
 
     @hook_config(can_jump_to=["end"])
     async def abefore_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         """Async twin of `before_model`."""
-        over = self._over(state)
-        if over is not None or self.decide_estimate is None:
-            return over
-        verdict = await decide_async(_async(self.client), estimate=self.decide_estimate, **self._options)
-        return None if verdict.allowed else self._denied(verdict)
+        return await drive_async(self._before_model(state, _Calls.async_(self.client)))
 
     def after_model(self, state: AgentState[Any], runtime: Any) -> dict[str, Any] | None:
         """Count the turn."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
 try:
@@ -20,42 +20,60 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ..client import AsyncCyclesClient, CyclesClient
 from ..models import Unit
 from ..pricing import PriceTable
-from ..streaming import AsyncStreamReservation, StreamReservation
-from ..validation import STANDARD_SUBJECT_FIELDS as SUBJECT_FIELDS
-from ._budget import idempotency_key, open_async, open_sync
+from ._budget import commit_steps, idempotency_key, open_async, open_sync, subject_options
 from ._checks import require_pricing
 from ._langchain_common import estimate_cost, usage_of_result
+from ._steps import Steps, drive, drive_async
 
 __all__ = ["AsyncCyclesCallbackHandler", "CyclesCallbackHandler"]
 
 LLM_FAILED = "llm_call_failed"
 
+ClientT = TypeVar("ClientT", CyclesClient, AsyncCyclesClient)
 
-class _Core:
-    """Options, planning and the pending reservations shared by the sync and async handlers."""
+
+class _Core(Generic[ClientT]):
+    """Options, planning, the pending reservations and the hooks themselves, shared by the sync and async handlers.
+
+    Each hook is written once, as a step generator (see `_steps`): the public classes only add the sync or async
+    entry points LangChain calls (driving the steps with `drive` or `drive_async`) and how to open a reservation
+    (`_open`).
+    """
 
     raise_error = True  # a denial must stop the chain, not be logged and ignored
     run_inline = True
+    _client_type: ClassVar[type[CyclesClient] | type[AsyncCyclesClient]]
+    _wrong_client: ClassVar[str]
 
     def __init__(
         self,
         *,
         prices: PriceTable,
-        model: str | None,
-        default_max_output_tokens: int,
-        action_kind: str,
-        unit: Unit | str,
-        ttl_ms: int,
-        subject: Mapping[str, str | None],
-        dimensions: Mapping[str, str] | None,
+        client: ClientT | None = None,
+        model: str | None = None,
+        default_max_output_tokens: int = 1024,
+        action_kind: str = "llm.completion",
+        unit: Unit | str = Unit.USD_MICROCENTS,
+        ttl_ms: int = 60000,
+        tenant: str | None = None,
+        workspace: str | None = None,
+        app: str | None = None,
+        workflow: str | None = None,
+        agent: str | None = None,
+        toolset: str | None = None,
+        dimensions: Mapping[str, str] | None = None,
     ) -> None:
+        if client is not None and not isinstance(client, self._client_type):
+            raise TypeError(f"{self._wrong_client}, got {type(client).__name__}")
+        subject = subject_options(locals())
         require_pricing(prices, default_max_output_tokens)
+        self.client: ClientT | None = client
         self.prices = prices
         self.model = model
         self.default_max_output_tokens = default_max_output_tokens
         self._options: dict[str, Any] = {
             "action_kind": action_kind, "unit": unit, "ttl_ms": ttl_ms, "dimensions": dimensions,
-            **{name: value for name, value in subject.items() if value is not None},
+            **subject,
         }
         self._lock = threading.Lock()
         self._pending: dict[UUID, tuple[Any, str]] = {}
@@ -65,6 +83,9 @@ class _Core:
         """Reservations open for LLM runs that have not ended yet."""
         with self._lock:
             return len(self._pending)
+
+    def _open(self, plan: dict[str, Any]) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
 
     def _model(self, kwargs: Mapping[str, Any], metadata: Mapping[str, Any] | None) -> str:
         params = kwargs.get("invocation_params") or {}
@@ -93,13 +114,24 @@ class _Core:
             **self._options,
         }
 
-    def _keep(self, run_id: UUID, handle: Any, model: str) -> None:
-        with self._lock:
-            self._pending[run_id] = (handle, model)
-
     def _take(self, run_id: UUID) -> tuple[Any, str] | None:
         with self._lock:
             return self._pending.pop(run_id, None)
+
+    def _start(self, prompts: Sequence[Any], run_id: UUID, kwargs: Mapping[str, Any]) -> Steps[None]:
+        """Reserve the run's estimate under a key derived from the run id."""
+        plan = self._plan(prompts, run_id, kwargs)
+        handle = yield self._open(plan)
+        with self._lock:
+            self._pending[run_id] = (handle, plan["action_name"])
+
+    def _end(self, response: LLMResult, run_id: UUID) -> Steps[None]:
+        """Commit the cost of the run's reported usage (else the estimate, marked)."""
+        taken = self._take(run_id)
+        if taken is None:
+            return
+        handle, model = taken
+        yield from commit_steps(handle, *self._actual(response, model))
 
     def _actual(self, response: LLMResult, model: str) -> tuple[int | None, Any]:
         usage = usage_of_result(response)
@@ -107,12 +139,18 @@ class _Core:
             return None, None
         return usage.cost(self.prices, model), usage.metrics(None)
 
+    def _error(self, run_id: UUID) -> Steps[None]:
+        """Release the run's reservation."""
+        taken = self._take(run_id)
+        if taken is not None:
+            yield taken[0].release(LLM_FAILED)
+
 
 def _flatten(messages: Sequence[Sequence[BaseMessage]]) -> list[BaseMessage]:
     return [message for batch in messages for message in batch]
 
 
-class CyclesCallbackHandler(_Core, BaseCallbackHandler):
+class CyclesCallbackHandler(_Core[CyclesClient], BaseCallbackHandler):
     """Budget for every LLM / chat-model run of a chain (sync ``invoke``/``stream``; needs a `CyclesClient`).
 
     ``on_llm_start``/``on_chat_model_start`` reserve the estimate (prompt upper bound + ``max_tokens``) under
@@ -121,136 +159,58 @@ class CyclesCallbackHandler(_Core, BaseCallbackHandler):
     ``token_usage``; else the estimate, marked); ``on_llm_error`` releases.
     """
 
-    def __init__(
-        self,
-        *,
-        prices: PriceTable,
-        client: CyclesClient | None = None,
-        model: str | None = None,
-        default_max_output_tokens: int = 1024,
-        action_kind: str = "llm.completion",
-        unit: Unit | str = Unit.USD_MICROCENTS,
-        ttl_ms: int = 60000,
-        tenant: str | None = None,
-        workspace: str | None = None,
-        app: str | None = None,
-        workflow: str | None = None,
-        agent: str | None = None,
-        toolset: str | None = None,
-        dimensions: Mapping[str, str] | None = None,
-    ) -> None:
-        if client is not None and not isinstance(client, CyclesClient):
-            raise TypeError(f"CyclesCallbackHandler needs a CyclesClient, got {type(client).__name__}")
-        _Core.__init__(
-            self, prices=prices, model=model, default_max_output_tokens=default_max_output_tokens,
-            action_kind=action_kind, unit=unit, ttl_ms=ttl_ms, dimensions=dimensions,
-            subject={name: value for name, value in locals().items() if name in SUBJECT_FIELDS},
-        )
-        self.client = client
+    _client_type = CyclesClient
+    _wrong_client = "CyclesCallbackHandler needs a CyclesClient"
 
-    def _start(self, prompts: Sequence[Any], run_id: UUID, kwargs: Mapping[str, Any]) -> None:
-        plan = self._plan(prompts, run_id, kwargs)
-        handle = open_sync(self.client, **plan)
-        self._keep(run_id, handle, plan["action_name"])
+    def _open(self, plan: dict[str, Any]) -> Any:
+        return open_sync(self.client, **plan)
 
     def on_llm_start(
         self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
     ) -> None:
         """Reserve for a completion-model run."""
-        self._start(prompts, run_id, kwargs)
+        drive(self._start(prompts, run_id, kwargs))
 
     def on_chat_model_start(
         self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
     ) -> None:
         """Reserve for a chat-model run."""
-        self._start(_flatten(messages), run_id, kwargs)
+        drive(self._start(_flatten(messages), run_id, kwargs))
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Commit the run's cost."""
-        taken = self._take(run_id)
-        if taken is None:
-            return
-        handle, model = taken
-        _commit_sync(handle, *self._actual(response, model))
+        drive(self._end(response, run_id))
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Release the run's reservation."""
-        taken = self._take(run_id)
-        if taken is not None:
-            taken[0].release(LLM_FAILED)
+        drive(self._error(run_id))
 
 
-class AsyncCyclesCallbackHandler(_Core, AsyncCallbackHandler):
+class AsyncCyclesCallbackHandler(_Core[AsyncCyclesClient], AsyncCallbackHandler):
     """The async twin of `CyclesCallbackHandler` (``ainvoke``/``astream``; needs an `AsyncCyclesClient`)."""
 
-    def __init__(
-        self,
-        *,
-        prices: PriceTable,
-        client: AsyncCyclesClient | None = None,
-        model: str | None = None,
-        default_max_output_tokens: int = 1024,
-        action_kind: str = "llm.completion",
-        unit: Unit | str = Unit.USD_MICROCENTS,
-        ttl_ms: int = 60000,
-        tenant: str | None = None,
-        workspace: str | None = None,
-        app: str | None = None,
-        workflow: str | None = None,
-        agent: str | None = None,
-        toolset: str | None = None,
-        dimensions: Mapping[str, str] | None = None,
-    ) -> None:
-        if client is not None and not isinstance(client, AsyncCyclesClient):
-            raise TypeError(f"AsyncCyclesCallbackHandler needs an AsyncCyclesClient, got {type(client).__name__}")
-        _Core.__init__(
-            self, prices=prices, model=model, default_max_output_tokens=default_max_output_tokens,
-            action_kind=action_kind, unit=unit, ttl_ms=ttl_ms, dimensions=dimensions,
-            subject={name: value for name, value in locals().items() if name in SUBJECT_FIELDS},
-        )
-        self.client = client
+    _client_type = AsyncCyclesClient
+    _wrong_client = "AsyncCyclesCallbackHandler needs an AsyncCyclesClient"
 
-    async def _start(self, prompts: Sequence[Any], run_id: UUID, kwargs: Mapping[str, Any]) -> None:
-        plan = self._plan(prompts, run_id, kwargs)
-        handle = await open_async(self.client, **plan)
-        self._keep(run_id, handle, plan["action_name"])
+    def _open(self, plan: dict[str, Any]) -> Any:
+        return open_async(self.client, **plan)
 
     async def on_llm_start(
         self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any
     ) -> None:
         """Reserve for a completion-model run."""
-        await self._start(prompts, run_id, kwargs)
+        await drive_async(self._start(prompts, run_id, kwargs))
 
     async def on_chat_model_start(
         self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
     ) -> None:
         """Reserve for a chat-model run."""
-        await self._start(_flatten(messages), run_id, kwargs)
+        await drive_async(self._start(_flatten(messages), run_id, kwargs))
 
     async def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """Commit the run's cost."""
-        taken = self._take(run_id)
-        if taken is None:
-            return
-        handle, model = taken
-        await _commit_async(handle, *self._actual(response, model))
+        await drive_async(self._end(response, run_id))
 
     async def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """Release the run's reservation."""
-        taken = self._take(run_id)
-        if taken is not None:
-            await taken[0].release(LLM_FAILED)
-
-
-def _commit_sync(handle: StreamReservation, actual: int | None, metrics: Any) -> None:
-    if actual is None:
-        handle.commit(handle.context.estimate, metadata={"actual_source": "estimate"})
-    else:
-        handle.commit(actual, metrics=metrics)
-
-
-async def _commit_async(handle: AsyncStreamReservation, actual: int | None, metrics: Any) -> None:
-    if actual is None:
-        await handle.commit(handle.context.estimate, metadata={"actual_source": "estimate"})
-    else:
-        await handle.commit(actual, metrics=metrics)
+        await drive_async(self._error(run_id))

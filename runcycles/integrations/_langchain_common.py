@@ -81,7 +81,10 @@ def usage_of_result(result: LLMResult) -> Usage | None:
     )
     if from_messages is not None:
         return from_messages
-    output = result.llm_output or {}
+    return _usage_of_llm_output(result.llm_output or {})
+
+
+def _usage_of_llm_output(output: Mapping[str, Any]) -> Usage | None:
     raw = output.get("token_usage") or output.get("usage")
     if not isinstance(raw, Mapping):
         return None
@@ -89,6 +92,11 @@ def usage_of_result(result: LLMResult) -> Usage | None:
     model = model if isinstance(model, str) and model else None
     if "input_tokens" in raw or "output_tokens" in raw:
         return _from_usage_metadata(raw, model)
+    return _from_openai_token_usage(raw, model)
+
+
+def _from_openai_token_usage(raw: Mapping[str, Any], model: str | None) -> Usage:
+    """OpenAI-style ``prompt_tokens`` (cached ones included) and ``completion_tokens``."""
     details = raw.get("prompt_tokens_details") or {}
     cached = _int(details.get("cached_tokens")) if isinstance(details, Mapping) else 0
     return Usage(

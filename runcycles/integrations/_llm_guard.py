@@ -10,6 +10,7 @@ failed or garbage-collected.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import queue
 import threading
 import time
@@ -25,8 +26,9 @@ from ..validation import STANDARD_SUBJECT_FIELDS
 from ._checks import require_price_table
 from ._llm_spans import CallSpan
 from ._llm_usage import Endpoint, StreamMeter, Usage, apply_caps, estimate_prompt_tokens, log
+from ._steps import Steps, drive, drive_async
 
-__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "LLMGuard"]
+__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "LLMGuard", "import_sdk", "is_async_provider"]
 
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 FAILED_REASON = "guarded_method_failed"
@@ -49,6 +51,50 @@ def _now_ms() -> float:
     return time.monotonic() * 1000.0
 
 
+def import_sdk(name: str) -> Any:
+    """The provider SDK ``name`` (``openai``, ``anthropic``), or an `ImportError` naming the extra to install."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ImportError(
+            f"runcycles.integrations.{name} needs the {name} package: pip install 'runcycles[{name}]'"
+        ) from exc
+
+
+def is_async_provider(provider: object, async_client: type, sync_client: type, refusal: str) -> bool:
+    """Whether ``provider`` is the SDK's async client (False: its sync one); anything else is refused."""
+    if isinstance(provider, async_client):
+        return True
+    if isinstance(provider, sync_client):
+        return False
+    raise TypeError(f"{refusal}, got {type(provider).__name__}")
+
+
+def _check_max_output(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"default_max_output_tokens must be a positive int, got {value!r}")
+
+
+def _checked_client(client: Any, is_async: bool) -> Any:
+    """``client=`` as given, when it is the Cycles client of the provider client's flavour (or ``None``)."""
+    wanted = AsyncCyclesClient if is_async else CyclesClient
+    if client is not None and not isinstance(client, wanted):
+        provider = "an async" if is_async else "a sync"
+        raise TypeError(
+            f"{provider} provider client needs client= to be {'an' if is_async else 'a'} {wanted.__name__}, "
+            f"got {type(client).__name__}"
+        )
+    return client
+
+
+def _check_option_names(options: Mapping[str, Any]) -> None:
+    for name in options:
+        if name in _REFUSED:
+            raise TypeError(f"{name} is not an option of a guarded provider client: {_REFUSED[name]}")
+        if name not in _RESERVE_OPTIONS:
+            raise TypeError(f"unknown option {name!r}")
+
+
 class LLMGuard:
     """The options of one guarded provider client and the flow of its calls."""
 
@@ -64,27 +110,10 @@ class LLMGuard:
         require_price_table(prices)
         if estimate_input_tokens is not None and not callable(estimate_input_tokens):
             raise TypeError("estimate_input_tokens must be a callable of the request's keyword arguments")
-        if (
-            isinstance(default_max_output_tokens, bool)
-            or not isinstance(default_max_output_tokens, int)
-            or default_max_output_tokens < 1
-        ):
-            raise ValueError(f"default_max_output_tokens must be a positive int, got {default_max_output_tokens!r}")
+        _check_max_output(default_max_output_tokens)
         options = dict(options)
-        self.client = options.pop("client", None)
-        if self.client is not None:
-            wanted = AsyncCyclesClient if is_async else CyclesClient
-            if not isinstance(self.client, wanted):
-                provider = "an async" if is_async else "a sync"
-                raise TypeError(
-                    f"{provider} provider client needs client= to be {'an' if is_async else 'a'} {wanted.__name__}, "
-                    f"got {type(self.client).__name__}"
-                )
-        for name in options:
-            if name in _REFUSED:
-                raise TypeError(f"{name} is not an option of a guarded provider client: {_REFUSED[name]}")
-            if name not in _RESERVE_OPTIONS:
-                raise TypeError(f"unknown option {name!r}")
+        self.client = _checked_client(options.pop("client", None), is_async)
+        _check_option_names(options)
         if Unit(options.get("unit", Unit.USD_MICROCENTS)) is not Unit.USD_MICROCENTS:
             raise ValueError("unit must be USD_MICROCENTS: prices are costed in microcents")
         options.setdefault("action_kind", "llm.completion")
@@ -236,41 +265,35 @@ class Call:
             return self.estimate, Usage(model=None).metrics(latency), {"actual_source": "estimate"}
         return usage.cost(self.guard.prices, self.model), usage.metrics(latency), None
 
+    def _finish(self, response: Any) -> Steps[None]:
+        try:
+            yield self.handle.commit(*self._commit_args(response))
+        except Exception:
+            log.exception("commit after a provider call failed: reservation_id=%s", self.handle.reservation_id)
+
     def finish_sync(self, response: Any) -> Any:
         """Commit the cost of the answer's usage (settlement problems are logged, never raised)."""
-        handle = self.handle
-        assert isinstance(handle, StreamReservation)
-        try:
-            handle.commit(*self._commit_args(response))
-        except Exception:
-            log.exception("commit after a provider call failed: reservation_id=%s", handle.reservation_id)
+        drive(self._finish(response))
         return response
 
     async def finish_async(self, response: Any) -> Any:
         """Commit the cost of the answer's usage (settlement problems are logged, never raised)."""
-        handle = self.handle
-        assert isinstance(handle, AsyncStreamReservation)
-        try:
-            await handle.commit(*self._commit_args(response))
-        except Exception:
-            log.exception("commit after a provider call failed: reservation_id=%s", handle.reservation_id)
+        await drive_async(self._finish(response))
         return response
+
+    def _release(self) -> Steps[None]:
+        try:
+            yield self.handle.release(FAILED_REASON)
+        except Exception:
+            log.exception("release after a provider error failed: reservation_id=%s", self.handle.reservation_id)
 
     def release_sync(self) -> None:
         """Release after a provider error before any output."""
-        assert isinstance(self.handle, StreamReservation)
-        try:
-            self.handle.release(FAILED_REASON)
-        except Exception:
-            log.exception("release after a provider error failed: reservation_id=%s", self.handle.reservation_id)
+        drive(self._release())
 
     async def release_async(self) -> None:
         """Release after a provider error before any output."""
-        assert isinstance(self.handle, AsyncStreamReservation)
-        try:
-            await self.handle.release(FAILED_REASON)
-        except Exception:
-            log.exception("release after a provider error failed: reservation_id=%s", self.handle.reservation_id)
+        await drive_async(self._release())
 
     # -- streamed answers
 
@@ -348,47 +371,28 @@ class StreamSettlement:
     def _current_span(self) -> contextlib.AbstractContextManager[Any]:
         return self.call.span.current() if self.call.span is not None else contextlib.nullcontext()
 
-    def settle_sync(self, *, failed: bool = False, error: BaseException | None = None) -> None:
-        """Settle from the stream's own thread (exhausted, closed, or failed with ``error``)."""
+    def _settle(self, failed: bool, error: BaseException | None) -> Steps[None]:
         if not self._claim():
             return
         try:
             with self._current_span():
-                self._settle_sync(failed or error is not None)
+                if (failed or error is not None) and not self.meter.output_seen:
+                    yield from self.call._release()
+                    return
+                try:
+                    yield self.call.handle.commit(*self._amount())
+                except Exception:
+                    log.exception("stream commit failed: reservation_id=%s", self.call.handle.reservation_id)
         finally:
             self._end_span(error)
 
-    def _settle_sync(self, failed: bool) -> None:
-        handle = self.call.handle
-        assert isinstance(handle, StreamReservation)
-        if failed and not self.meter.output_seen:
-            self.call.release_sync()
-            return
-        try:
-            handle.commit(*self._amount())
-        except Exception:
-            log.exception("stream commit failed: reservation_id=%s", handle.reservation_id)
+    def settle_sync(self, *, failed: bool = False, error: BaseException | None = None) -> None:
+        """Settle from the stream's own thread (exhausted, closed, or failed with ``error``)."""
+        drive(self._settle(failed, error))
 
     async def settle_async(self, *, failed: bool = False, error: BaseException | None = None) -> None:
         """Settle from the stream's task (exhausted, closed, or failed with ``error``)."""
-        if not self._claim():
-            return
-        try:
-            with self._current_span():
-                await self._settle_async(failed or error is not None)
-        finally:
-            self._end_span(error)
-
-    async def _settle_async(self, failed: bool) -> None:
-        handle = self.call.handle
-        assert isinstance(handle, AsyncStreamReservation)
-        if failed and not self.meter.output_seen:
-            await self.call.release_async()
-            return
-        try:
-            await handle.commit(*self._amount())
-        except Exception:
-            log.exception("stream commit failed: reservation_id=%s", handle.reservation_id)
+        await drive_async(self._settle(failed, error))
 
     def settle_detached(self) -> None:
         """Settle an abandoned stream (via `_Abandoned`): the commit runs on the client's background worker."""

@@ -273,36 +273,46 @@ def apply_caps(endpoint: Endpoint, request: dict[str, Any], caps: Caps | None, r
         return request
     request = dict(request)
     if caps.max_tokens is not None:
-        present = [f for f in endpoint.max_tokens_fields if given(request.get(f))]
-        for field in present or [endpoint.max_tokens_fields[0]]:
-            current = request.get(field)
-            if not isinstance(current, int) or current > caps.max_tokens:
-                request[field] = caps.max_tokens
-                log.info("caps lowered %s to %d: reservation_id=%s", field, caps.max_tokens, reservation_id)
-    tools = request.get("tools")
-    if given(tools):
-        kept: list[Any] = []
-        dropped: list[str] = []
-        for tool in list(tools or ()):
-            name = tool_name(tool)
-            if name is not None and not is_tool_allowed(caps, name):
-                dropped.append(name)
-            else:
-                kept.append(tool)
-        if dropped:
-            log.warning(
-                "caps removed tool(s) %s from the %s request: reservation_id=%s",
-                ", ".join(dropped), endpoint.name, reservation_id,
-            )
-            choice = request.get("tool_choice")
-            if kept:
-                request["tools"] = kept
-                if given(choice) and tool_name(choice) in dropped:
-                    request.pop("tool_choice")
-            else:
-                request.pop("tools")
-                request.pop("tool_choice", None)
+        _lower_max_tokens(endpoint, request, caps.max_tokens, reservation_id)
+    if given(request.get("tools")):
+        _drop_tools(endpoint, request, caps, reservation_id)
     return request
+
+
+def _lower_max_tokens(endpoint: Endpoint, request: dict[str, Any], max_tokens: int, reservation_id: str) -> None:
+    """Lower the max-output fields the request sets to ``max_tokens`` (set the first one when it sets none)."""
+    present = [f for f in endpoint.max_tokens_fields if given(request.get(f))]
+    for field in present or [endpoint.max_tokens_fields[0]]:
+        current = request.get(field)
+        if not isinstance(current, int) or current > max_tokens:
+            request[field] = max_tokens
+            log.info("caps lowered %s to %d: reservation_id=%s", field, max_tokens, reservation_id)
+
+
+def _drop_tools(endpoint: Endpoint, request: dict[str, Any], caps: Caps, reservation_id: str) -> None:
+    """Remove the tools ``caps`` do not allow (logged) and a ``tool_choice`` naming one; none left: both fields go."""
+    kept: list[Any] = []
+    dropped: list[str] = []
+    for tool in list(request.get("tools") or ()):
+        name = tool_name(tool)
+        if name is not None and not is_tool_allowed(caps, name):
+            dropped.append(name)
+        else:
+            kept.append(tool)
+    if not dropped:
+        return
+    log.warning(
+        "caps removed tool(s) %s from the %s request: reservation_id=%s",
+        ", ".join(dropped), endpoint.name, reservation_id,
+    )
+    if not kept:
+        request.pop("tools")
+        request.pop("tool_choice", None)
+        return
+    request["tools"] = kept
+    choice = request.get("tool_choice")
+    if given(choice) and tool_name(choice) in dropped:
+        request.pop("tool_choice")
 
 
 def int_field(obj: Any, name: str) -> int:

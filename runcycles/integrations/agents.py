@@ -40,8 +40,7 @@ from ..errors import CyclesTransportError
 from ..models import Unit
 from ..pricing import PriceTable
 from ..streaming import AsyncStreamReservation
-from ..validation import STANDARD_SUBJECT_FIELDS as SUBJECT_FIELDS
-from ._budget import create_event_async, decide_async, idempotency_key, open_async
+from ._budget import create_event_async, decide_async, idempotency_key, open_async, subject_options
 from ._checks import require_pricing
 from ._llm_usage import Usage, char_upper_bound
 
@@ -50,10 +49,6 @@ __all__ = ["CyclesRunHooks", "cycles_input_guardrail"]
 log = logging.getLogger("runcycles.integrations.agents")
 
 RUN_FAILED = "agent_run_failed"
-
-
-def _subject(options: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: options[name] for name in SUBJECT_FIELDS if options.get(name) is not None}
 
 
 def _check_client(client: AsyncCyclesClient | None) -> None:
@@ -117,11 +112,11 @@ class CyclesRunHooks(RunHooks[Any]):
         self.namespace = namespace
         self.fail_open = fail_open
         self._handoff_amount = handoff_amount
-        common = {"ttl_ms": ttl_ms, "dimensions": dimensions, **_subject(locals())}
+        common = {"ttl_ms": ttl_ms, "dimensions": dimensions, **subject_options(locals())}
         self._llm_options: dict[str, Any] = {"action_kind": llm_action_kind, **common}
         self._tool_options: dict[str, Any] = {"action_kind": tool_action_kind, "unit": tool_unit, **common}
         self._event_options: dict[str, Any] = {
-            "action_kind": "agent.handoff", "unit": handoff_unit, "dimensions": dimensions, **_subject(locals()),
+            "action_kind": "agent.handoff", "unit": handoff_unit, "dimensions": dimensions, **subject_options(locals()),
         }
         self._lock = threading.Lock()
         self._llm: dict[str, list[tuple[AsyncStreamReservation, str]]] = {}
@@ -282,7 +277,9 @@ def cycles_input_guardrail(
     ``InputGuardrailTripwireTriggered`` with the decision in ``output_info``). ``action_name`` defaults to the
     agent's name. ``fail_open``: see the module docs (default ``False``: an unreachable server raises)."""
     _check_client(client)
-    options: dict[str, Any] = {"action_kind": action_kind, "unit": unit, "dimensions": dimensions, **_subject(locals())}
+    options: dict[str, Any] = {
+        "action_kind": action_kind, "unit": unit, "dimensions": dimensions, **subject_options(locals()),
+    }
 
     async def check(context: RunContextWrapper[Any], agent_: Agent[Any], input: Any) -> GuardrailFunctionOutput:
         try:

@@ -14,22 +14,13 @@ from typing import TYPE_CHECKING, Any, overload
 
 from ..pricing import PriceTable
 from ._checks import require_price_table
-from ._llm_guard import DEFAULT_MAX_OUTPUT_TOKENS, Call, LLMGuard
+from ._llm_guard import DEFAULT_MAX_OUTPUT_TOKENS, Call, LLMGuard, import_sdk, is_async_provider
 from ._llm_usage import Endpoint, StreamMeter, Usage, field, int_field
 
 if TYPE_CHECKING:
     from anthropic import Anthropic, AsyncAnthropic
 
 __all__ = ["AnthropicStreamMeter", "anthropic_actual", "guard_anthropic"]
-
-
-def _sdk() -> Any:
-    try:
-        return importlib.import_module("anthropic")
-    except ImportError as exc:
-        raise ImportError(
-            "runcycles.integrations.anthropic needs the anthropic package: pip install 'runcycles[anthropic]'"
-        ) from exc
 
 
 def _usage(usage: Any, model: Any) -> Usage:
@@ -194,15 +185,12 @@ def guard_anthropic(
     Options as for `guard_openai` (``max_tokens`` is required by the Messages API, so the reservation always
     uses the request's own limit).
     """
-    sdk = _sdk()
+    sdk = import_sdk("anthropic")
     importlib.import_module("anthropic.lib.streaming")
-    if isinstance(provider, sdk.AsyncAnthropic):
-        is_async = True
-    elif isinstance(provider, sdk.Anthropic):
-        is_async = False
-    else:
-        kind = type(provider).__name__
-        raise TypeError(f"guard_anthropic needs an anthropic.Anthropic or anthropic.AsyncAnthropic client, got {kind}")
+    is_async = is_async_provider(
+        provider, sdk.AsyncAnthropic, sdk.Anthropic,
+        "guard_anthropic needs an anthropic.Anthropic or anthropic.AsyncAnthropic client",
+    )
     guard = LLMGuard(
         prices,
         estimate_input_tokens=estimate_input_tokens,

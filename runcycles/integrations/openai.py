@@ -12,28 +12,18 @@ reasoning tokens are part of the completion (output) tokens; the Responses API r
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, overload
 
 from ..pricing import PriceTable
 from ._checks import require_price_table
-from ._llm_guard import DEFAULT_MAX_OUTPUT_TOKENS, LLMGuard
+from ._llm_guard import DEFAULT_MAX_OUTPUT_TOKENS, LLMGuard, import_sdk, is_async_provider
 from ._llm_usage import Endpoint, StreamMeter, Usage, field, given, int_field
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI, OpenAI
 
 __all__ = ["OpenAIStreamMeter", "guard_openai", "openai_actual"]
-
-
-def _sdk() -> Any:
-    try:
-        return importlib.import_module("openai")
-    except ImportError as exc:
-        raise ImportError(
-            "runcycles.integrations.openai needs the openai package: pip install 'runcycles[openai]'"
-        ) from exc
 
 
 def usage_of(response: Any) -> Usage | None:
@@ -72,29 +62,43 @@ class OpenAIStreamMeter(StreamMeter):
     """
 
     def _observe(self, item: Any) -> None:
+        self._note_model(item)
+        kind = field(item, "type")
+        if isinstance(kind, str) and kind.startswith("response."):
+            self._observe_event(kind, item)
+        else:
+            self._observe_chunk(item)
+
+    def _note_model(self, item: Any) -> None:
         model = field(item, "model")
         if isinstance(model, str):
             self.model_version = model
-        kind = field(item, "type")
-        if isinstance(kind, str) and kind.startswith("response."):
-            response = field(item, "response")
-            if response is not None:
-                version = field(response, "model")
-                if isinstance(version, str):
-                    self.model_version = version
-                usage = usage_of(response)
-                if usage is not None:
-                    self.reported = usage
-            elif kind.endswith(".delta"):
-                self.deltas += 1
-            return
-        usage = usage_of(item)
+
+    def _observe_event(self, kind: str, event: Any) -> None:
+        """A Responses API event: the response (with its usage once complete) or a delta."""
+        response = field(event, "response")
+        if response is not None:
+            self._note_model(response)
+            usage = usage_of(response)
+            if usage is not None:
+                self.reported = usage
+        elif kind.endswith(".delta"):
+            self.deltas += 1
+
+    def _observe_chunk(self, chunk: Any) -> None:
+        """A chat completion chunk: usage (the last chunk) or content deltas."""
+        usage = usage_of(chunk)
         if usage is not None:
             self.reported = usage
-        for choice in field(item, "choices") or ():
-            delta = field(choice, "delta")
-            if delta is not None and (field(delta, "content") or field(delta, "refusal") or field(delta, "tool_calls")):
+        for choice in field(chunk, "choices") or ():
+            if _has_output(field(choice, "delta")):
                 self.deltas += 1
+
+
+def _has_output(delta: Any) -> bool:
+    return delta is not None and bool(
+        field(delta, "content") or field(delta, "refusal") or field(delta, "tool_calls")
+    )
 
 
 def openai_actual(prices: PriceTable) -> Callable[[Any], int]:
@@ -187,14 +191,10 @@ def guard_openai(
     of the request's keyword arguments). ``estimate_input_tokens(request) -> int`` replaces the prompt estimate;
     ``default_max_output_tokens`` is reserved for requests that set no max-tokens field.
     """
-    openai = _sdk()
-    if isinstance(provider, openai.AsyncOpenAI):
-        is_async = True
-    elif isinstance(provider, openai.OpenAI):
-        is_async = False
-    else:
-        kind = type(provider).__name__
-        raise TypeError(f"guard_openai needs an openai.OpenAI or openai.AsyncOpenAI client, got {kind}")
+    openai = import_sdk("openai")
+    is_async = is_async_provider(
+        provider, openai.AsyncOpenAI, openai.OpenAI, "guard_openai needs an openai.OpenAI or openai.AsyncOpenAI client"
+    )
     guard = LLMGuard(
         prices,
         estimate_input_tokens=estimate_input_tokens,

@@ -186,6 +186,30 @@ def test_caps_keep_a_smaller_limit_and_a_lower_cap_lowers_every_field() -> None:
     assert both == {"max_tokens": 64, "max_completion_tokens": 64}
 
 
+SEARCH = {"type": "function", "function": {"name": "search"}}
+DELETE = {"type": "function", "function": {"name": "delete_everything"}}
+
+
+@pytest.mark.parametrize(
+    ("request_", "capped"),
+    [
+        ({"model": "m"}, {"model": "m", "max_completion_tokens": 64}),  # none set: the first field is set
+        ({"tools": [SEARCH, DELETE], "tool_choice": DELETE, "max_tokens": 10},
+         {"tools": [SEARCH], "max_tokens": 10}),  # a choice naming a removed tool goes with it
+        ({"tools": [SEARCH, DELETE], "tool_choice": SEARCH, "max_tokens": 10},
+         {"tools": [SEARCH], "tool_choice": SEARCH, "max_tokens": 10}),
+        ({"tools": [SEARCH, DELETE], "tool_choice": "auto", "max_tokens": 10},
+         {"tools": [SEARCH], "tool_choice": "auto", "max_tokens": 10}),
+        ({"tools": [SEARCH], "tool_choice": "auto", "max_tokens": 10},
+         {"tools": [SEARCH], "tool_choice": "auto", "max_tokens": 10}),  # nothing removed: left alone
+        ({"tools": [DELETE], "max_tokens": 10}, {"max_tokens": 10}),
+    ],
+)
+def test_caps_on_tools_and_limits(request_: dict[str, Any], capped: dict[str, Any]) -> None:
+    caps = Caps(max_tokens=64, tool_allowlist=("search",))
+    assert _llm_usage.apply_caps(CHAT, request_, caps, "r") == capped
+
+
 # -- stream meters ----------------------------------------------------------------------------------------------
 
 

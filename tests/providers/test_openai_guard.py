@@ -256,6 +256,40 @@ async def test_a_provider_error_before_output_releases(ledger: Ledger, prices: P
     assert ledger.spent() == 0 and ledger.commits() == []
 
 
+async def test_a_failing_settlement_is_logged_and_never_raised(
+    ledger: Ledger, prices: PriceTable, flavour: str, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from runcycles.streaming import AsyncStreamReservation, StreamReservation
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("ledger down")
+
+    async def broken_async(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("ledger down")
+
+    for name in ("commit", "release"):
+        monkeypatch.setattr(StreamReservation, name, broken)
+        monkeypatch.setattr(AsyncStreamReservation, name, broken_async)
+    fake = FakeOpenAI(Script(input_tokens=10, output_tokens=3))
+    cycles = ledger.client(flavour)
+    oai = guarded(fake, flavour, cycles, prices)
+    with caplog.at_level(logging.ERROR, logger="runcycles.integrations"):
+        reply = await resolve(oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES))
+        assert reply.choices[0].message.content == fake.script.text
+        stream = await resolve(oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+        assert await consume(stream)
+        fake.script = Script(error_status=500)
+        with pytest.raises(openai.InternalServerError):
+            await resolve(oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES))
+    messages = [record.getMessage().split(":")[0] for record in caplog.records]
+    assert messages == [
+        "commit after a provider call failed", "stream commit failed", "release after a provider error failed",
+    ]
+    assert [str(record.exc_info[1]) for record in caplog.records if record.exc_info] == ["ledger down"] * 3
+    await aclose_client(cycles)
+
+
 async def test_a_stream_failing_before_output_releases(ledger: Ledger, prices: PriceTable, flavour: str) -> None:
     fake = FakeOpenAI(Script(error_after=0))
     cycles = ledger.client(flavour)
