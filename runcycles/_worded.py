@@ -1,0 +1,140 @@
+"""attrs' own validators, worded the way this library words a bad value: ``ValueError("<field> must ...")``.
+
+attrs' validators raise ``TypeError`` or ``ValueError`` with messages of their own (``'ttl_ms' must be >= 1000``);
+the library's contract is a ``ValueError`` whose message starts with the field's name (several messages are
+exact, see :mod:`runcycles.validation`). :class:`Worded` runs attrs' validators in order and raises the
+wording paired with the first that fails. The success path is just those validators.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from attrs import validators as av
+
+__all__ = [
+    "Validator",
+    "Worded",
+    "int_between",
+    "int_range",
+    "member_of",
+    "model_of",
+    "not_bool",
+    "not_none",
+    "of_type",
+    "string",
+]
+
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+INT_WORDING = "must be an int, got {type}"
+
+
+class _Named:
+    """The one part of an ``attrs.Attribute`` that attrs' validators read (for checks outside a model)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class Worded:
+    """An attrs validator: ``steps`` are ``(attrs validator, wording)`` pairs run in order; the first that
+    fails raises ``ValueError(f"{path} {wording}")``. ``path`` defaults to the attribute's name; the wording
+    may use ``{value!r}`` and ``{type}`` (the value's type name)."""
+
+    __slots__ = ("path", "steps")
+
+    def __init__(self, path: str | None, *steps: tuple[Validator, str]) -> None:
+        self.path = path
+        self.steps = steps
+
+    def __call__(self, instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        for check, wording in self.steps:
+            try:
+                check(instance, attribute, value)
+            except (TypeError, ValueError):
+                path = self.path if self.path is not None else attribute.name
+                text = wording.format(value=value, type=type(value).__name__)
+                raise ValueError(f"{path} {text}") from None
+
+    def check(self, value: object, path: str | None = None) -> None:
+        """Validate ``value`` outside a model, naming it ``path`` (default: the rule's own path)."""
+        name = path if path is not None else self.path
+        assert name is not None
+        self(None, _Named(name), value)  # type: ignore[arg-type]
+
+
+def not_bool(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """``instance_of(int)`` accepts ``True``; this refuses a ``bool`` (attrs has no cheap validator for it)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{attribute.name} must not be a bool")
+
+
+def not_none(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """A required field given ``None`` (worded ``<path> is required``)."""
+    if value is None:
+        raise TypeError(f"{attribute.name} is required")
+
+
+def _head(required: bool) -> tuple[tuple[Validator, str], ...]:
+    return ((not_none, "is required"),) if required else ()
+
+
+def of_type(path: str | None, cls: type | tuple[type, ...], wording: str, *, required: bool = False) -> Worded:
+    """An instance of ``cls`` (``required``: ``None`` is worded ``<path> is required``)."""
+    return Worded(path, *_head(required), (av.instance_of(cls), wording))
+
+
+def model_of(path: str, cls: type, *, required: bool = False) -> Worded:
+    """A nested model: ``<path> must be a <Class>, got <type>``."""
+    article = "an" if cls.__name__[:1] in "AEIOU" else "a"
+    return of_type(path, cls, f"must be {article} {cls.__name__}, got {{type}}", required=required)
+
+
+def member_of(path: str | None, enum_cls: type[enum.Enum]) -> Worded:
+    """A member of ``enum_cls`` (the models convert known strings to members first)."""
+    allowed = ", ".join(str(member.value) for member in enum_cls)
+    return of_type(path, enum_cls, f"must be one of {allowed}, got {{value!r}}")
+
+
+def string(path: str | None, *, max_len: int, min_len: int = 0, required: bool = False) -> Worded:
+    """A string of ``min_len..max_len`` characters: ``<path> must be a string, got <type>``, ``<path> must
+    not be empty`` (or ``at least <min_len> characters``), ``<path> must be at most <max_len> characters``."""
+    steps: list[tuple[Validator, str]] = [*_head(required), (av.instance_of(str), "must be a string, got {type}")]
+    if min_len:
+        short = "must not be empty" if min_len == 1 else f"must be at least {min_len} characters"
+        steps.append((av.min_len(min_len), short))
+    steps.append((av.max_len(max_len), f"must be at most {max_len} characters"))
+    return Worded(path, *steps)
+
+
+def int_range(path: str | None, minimum: int, maximum: int) -> Worded:
+    """An ``int`` (never a ``bool`` or ``float``) in ``minimum..maximum``: ``<path> must be an int, got
+    <type>``, ``<path> must be non-negative`` (``at least <minimum>`` when the floor is not 0), ``<path> must
+    be at most <maximum>``."""
+    low = "must be non-negative" if minimum == 0 else f"must be at least {minimum}"
+    return Worded(
+        path,
+        (not_bool, INT_WORDING),
+        (av.instance_of(int), INT_WORDING),
+        (av.ge(minimum), low),
+        (av.le(maximum), f"must be at most {maximum}"),
+    )
+
+
+def int_between(path: str | None, minimum: int, maximum: int, *, required: bool = False) -> Worded:
+    """An ``int`` in ``minimum..maximum``; out of range: ``<path> must be between <minimum> and <maximum>``."""
+    between = f"must be between {minimum} and {maximum}"
+    return Worded(
+        path,
+        *_head(required),
+        (not_bool, INT_WORDING),
+        (av.instance_of(int), INT_WORDING),
+        (av.ge(minimum), between),
+        (av.le(maximum), between),
+    )

@@ -1,0 +1,265 @@
+"""Reservations: create, commit, release and extend (requests and responses), the reservation reads, and the
+result of a dry-run guarded call."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+from attrs import validators as av
+
+from .. import _wire as w
+from .. import _worded as wd
+from .. import validation as v
+from ._balances import Balance
+from ._denials import DenyDetail
+from ._enums import (
+    CommitOveragePolicy,
+    CommitStatus,
+    Decision,
+    ExtendStatus,
+    ObserveMode,
+    ReleaseStatus,
+    ReservationStatus,
+)
+from ._evidence import CyclesEvidenceRef, ReservationEvidence
+from ._fields import (
+    Paged,
+    balances,
+    enum_field,
+    extension,
+    extra,
+    idempotency_key,
+    json_object,
+    optional_model,
+    paged,
+    required_model,
+    to_tuple,
+)
+from ._values import Action, Amount, Caps, CyclesMetrics, Subject
+
+__all__ = [
+    "CommitRequest",
+    "CommitResponse",
+    "DryRunResult",
+    "ReleaseRequest",
+    "ReleaseResponse",
+    "ReservationCreateRequest",
+    "ReservationCreateResponse",
+    "ReservationDetail",
+    "ReservationExtendRequest",
+    "ReservationExtendResponse",
+    "ReservationListResponse",
+    "ReservationSummary",
+]
+
+
+def _scopes(*, required: bool) -> Any:
+    if required:
+        return attrs.field(converter=to_tuple, metadata=w.SCOPES)
+    return attrs.field(default=None, converter=to_tuple, metadata=w.SCOPES)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Requests
+# ---------------------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class ReservationCreateRequest:
+    """``POST /v1/reservations`` body. ``ttl_ms`` is ``1000..86400000``, ``grace_period_ms`` ``0..60000``."""
+
+    idempotency_key: str = idempotency_key()
+    subject: Subject = required_model("subject", Subject)
+    action: Action = required_model("action", Action)
+    estimate: Amount = required_model("estimate", Amount)
+    ttl_ms: int | None = attrs.field(
+        default=None, validator=av.optional(wd.int_between("ttl_ms", v.TTL_MS_MIN, v.TTL_MS_MAX)), metadata=w.INT
+    )
+    grace_period_ms: int | None = attrs.field(
+        default=None,
+        validator=av.optional(wd.int_between("grace_period_ms", v.GRACE_PERIOD_MS_MIN, v.GRACE_PERIOD_MS_MAX)),
+        metadata=w.INT,
+    )
+    overage_policy: CommitOveragePolicy | str | None = enum_field(CommitOveragePolicy, "overage_policy")
+    dry_run: bool | None = attrs.field(
+        default=None, validator=av.optional(wd.of_type("dry_run", bool, "must be a bool, got {type}")), metadata=w.BOOL
+    )
+    metadata: Mapping[str, Any] | None = json_object()
+    observe_mode: ObserveMode | str | None = enum_field(ObserveMode, "observe_mode")
+    extra: Mapping[str, Any] = extra()
+
+
+@attrs.frozen(kw_only=True)
+class CommitRequest:
+    """``POST /v1/reservations/{id}/commit`` body."""
+
+    idempotency_key: str = idempotency_key()
+    actual: Amount = required_model("actual", Amount)
+    metrics: CyclesMetrics | None = optional_model("metrics", CyclesMetrics)
+    metadata: Mapping[str, Any] | None = json_object()
+    extra: Mapping[str, Any] = extra()
+
+
+@attrs.frozen(kw_only=True)
+class ReleaseRequest:
+    """``POST /v1/reservations/{id}/release`` body; ``reason`` is at most 256 characters."""
+
+    idempotency_key: str = idempotency_key()
+    reason: str | None = attrs.field(
+        default=None, validator=av.optional(wd.string("reason", max_len=v.RELEASE_REASON_MAX)), metadata=w.STR
+    )
+    extra: Mapping[str, Any] = extra()
+
+
+@attrs.frozen(kw_only=True)
+class ReservationExtendRequest:
+    """``POST /v1/reservations/{id}/extend`` body; ``extend_by_ms`` is ``1..86400000``."""
+
+    idempotency_key: str = idempotency_key()
+    extend_by_ms: int = attrs.field(
+        validator=wd.int_between("extend_by_ms", v.EXTEND_BY_MS_MIN, v.EXTEND_BY_MS_MAX, required=True),
+        metadata=w.INT,
+    )
+    metadata: Mapping[str, Any] | None = json_object()
+    extra: Mapping[str, Any] = extra()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Responses
+# ---------------------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class ReservationCreateResponse:
+    """``POST /v1/reservations`` 200 body."""
+
+    decision: Decision | str = enum_field(Decision, required=True)
+    affected_scopes: tuple[str, ...] = _scopes(required=True)
+    reservation_id: str | None = attrs.field(default=None, metadata=w.STR)
+    reserved: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
+    expires_at_ms: int | None = attrs.field(default=None, metadata=w.INT)
+    remaining_ttl_ms: int | None = attrs.field(default=None, metadata=w.INT)
+    scope_path: str | None = attrs.field(default=None, metadata=w.STR)
+    caps: Caps | None = attrs.field(default=None, metadata=w.model(Caps))
+    balances: tuple[Balance, ...] | None = balances(Balance)
+    reason_code: str | None = attrs.field(default=None, metadata=w.STR)
+    retry_after_ms: int | None = attrs.field(default=None, metadata=w.INT)
+    cycles_evidence: CyclesEvidenceRef | None = extension(CyclesEvidenceRef)
+    deny_detail: DenyDetail | None = extension(DenyDetail)
+    extra: Mapping[str, Any] = extra()
+
+
+@attrs.frozen(kw_only=True)
+class CommitResponse:
+    """``POST /v1/reservations/{id}/commit`` 200 body."""
+
+    status: CommitStatus | str = enum_field(CommitStatus, required=True)
+    charged: Amount = attrs.field(metadata=w.model(Amount))
+    released: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
+    balances: tuple[Balance, ...] | None = balances(Balance)
+    cycles_evidence: CyclesEvidenceRef | None = extension(CyclesEvidenceRef)
+    extra: Mapping[str, Any] = extra()
+
+
+@attrs.frozen(kw_only=True)
+class ReleaseResponse:
+    """``POST /v1/reservations/{id}/release`` 200 body."""
+
+    status: ReleaseStatus | str = enum_field(ReleaseStatus, required=True)
+    released: Amount = attrs.field(metadata=w.model(Amount))
+    balances: tuple[Balance, ...] | None = balances(Balance)
+    cycles_evidence: CyclesEvidenceRef | None = extension(CyclesEvidenceRef)
+    extra: Mapping[str, Any] = extra()
+
+
+@attrs.frozen(kw_only=True)
+class ReservationExtendResponse:
+    """``POST /v1/reservations/{id}/extend`` 200 body. ``remaining_ttl_ms``, when present, is the normative
+    input of heartbeat scheduling."""
+
+    status: ExtendStatus | str = enum_field(ExtendStatus, required=True)
+    expires_at_ms: int = attrs.field(metadata=w.INT)
+    remaining_ttl_ms: int | None = attrs.field(default=None, metadata=w.INT)
+    balances: tuple[Balance, ...] | None = balances(Balance)
+    extra: Mapping[str, Any] = extra()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reads
+# ---------------------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class _ReservationView:
+    """The fields a reservation read shares (the spec's ReservationDetail and ReservationSummary agree)."""
+
+    reservation_id: str = attrs.field(metadata=w.STR)
+    status: ReservationStatus | str = enum_field(ReservationStatus, required=True)
+    subject: Subject = attrs.field(metadata=w.model(Subject))
+    action: Action = attrs.field(metadata=w.model(Action))
+    reserved: Amount = attrs.field(metadata=w.model(Amount))
+    created_at_ms: int = attrs.field(metadata=w.INT)
+    expires_at_ms: int = attrs.field(metadata=w.INT)
+    scope_path: str = attrs.field(metadata=w.STR)
+    affected_scopes: tuple[str, ...] = _scopes(required=True)
+    idempotency_key: str | None = attrs.field(default=None, metadata=w.STR)
+    committed: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
+    finalized_at_ms: int | None = attrs.field(default=None, metadata=w.INT)
+    metadata: Mapping[str, Any] | None = json_object(checked=False)
+    committed_metadata: Mapping[str, Any] | None = json_object(checked=False)
+    evidence: ReservationEvidence | None = extension(ReservationEvidence)
+    extra: Mapping[str, Any] = extra()
+
+
+@attrs.frozen(kw_only=True)
+class ReservationDetail(_ReservationView):
+    """``GET /v1/reservations/{id}`` 200 body."""
+
+
+@attrs.frozen(kw_only=True)
+class ReservationSummary(_ReservationView):
+    """One row of ``GET /v1/reservations`` (``metadata``, ``committed_metadata`` and ``evidence`` only when
+    requested with ``include=``)."""
+
+
+@attrs.frozen(kw_only=True)
+class ReservationListResponse(Paged):
+    """``GET /v1/reservations`` 200 body."""
+
+    reservations: tuple[ReservationSummary, ...] = paged(ReservationSummary)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Dry run
+# ---------------------------------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class DryRunResult:
+    """What a dry-run guarded call returns instead of calling the function (API.md §3)."""
+
+    decision: Decision | str = enum_field(Decision, required=True)
+    caps: Caps | None = attrs.field(default=None, metadata=w.model(Caps))
+    affected_scopes: tuple[str, ...] = attrs.field(default=(), converter=to_tuple, metadata=w.SCOPES)
+    scope_path: str | None = attrs.field(default=None, metadata=w.STR)
+    reserved: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
+    balances: tuple[Balance, ...] | None = balances(Balance)
+    reason_code: str | None = attrs.field(default=None, metadata=w.STR)
+    retry_after_ms: int | None = attrs.field(default=None, metadata=w.INT)
+    extra: Mapping[str, Any] = extra()
+
+    @classmethod
+    def from_response(cls, response: ReservationCreateResponse) -> DryRunResult:
+        """The dry-run view of a (``dry_run=true``) reservation create response."""
+        return cls(
+            decision=response.decision,
+            caps=response.caps,
+            affected_scopes=response.affected_scopes,
+            scope_path=response.scope_path,
+            reserved=response.reserved,
+            balances=response.balances,
+            reason_code=response.reason_code,
+            retry_after_ms=response.retry_after_ms,
+        )
