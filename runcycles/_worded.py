@@ -96,10 +96,10 @@ def model_of(path: str, cls: type, *, required: bool = False) -> Worded:
     return of_type(path, cls, f"must be {article} {cls.__name__}, got {{type}}", required=required)
 
 
-def member_of(path: str | None, enum_cls: type[enum.Enum]) -> Worded:
+def member_of(path: str | None, enum_cls: type[enum.Enum], *, required: bool = False) -> Worded:
     """A member of ``enum_cls`` (the models convert known strings to members first)."""
     allowed = ", ".join(str(member.value) for member in enum_cls)
-    return of_type(path, enum_cls, f"must be one of {allowed}, got {{value!r}}")
+    return of_type(path, enum_cls, f"must be one of {allowed}, got {{value!r}}", required=required)
 
 
 def string(path: str | None, *, max_len: int, min_len: int = 0, required: bool = False) -> Worded:

@@ -37,7 +37,7 @@ class DenyDetail:
     """v0.1.26 enriched deny context (on DENY decisions, and as ``details.deny_detail`` of 409 errors)."""
 
     reason_code: str = attrs.field(metadata=w.STR)
-    quota_violation: ActionQuotaViolation | None = extension(ActionQuotaViolation)
+    quota_violation: ActionQuotaViolation | None = attrs.field(default=None, **extension(ActionQuotaViolation))
     blocked_by_scope: str | None = attrs.field(default=None, metadata=w.STR)
     blocked_by_policy: str | None = attrs.field(default=None, metadata=w.STR)
     suggested_fix: str | None = attrs.field(default=None, metadata=w.STR)
@@ -54,14 +54,12 @@ class ErrorResponse:
     ``details.deny_detail`` (see :attr:`deny_detail`).
     """
 
-    error: ErrorCode = attrs.field(
-        metadata=w.enum_of(ErrorCode, fallback=ErrorCode.UNKNOWN, raw_attr="error_raw")
-    )
+    error: ErrorCode = attrs.field(metadata=w.enum_of(ErrorCode, fallback=ErrorCode.UNKNOWN, raw_attr="error_raw"))
     message: str = attrs.field(metadata=w.STR)
     request_id: str = attrs.field(metadata=w.STR)
     trace_id: str | None = attrs.field(default=None, metadata=w.STR)
     details: Mapping[str, Any] | None = attrs.field(default=None, metadata=w.OBJECT)
-    cycles_evidence: CyclesEvidenceRef | None = extension(CyclesEvidenceRef)
+    cycles_evidence: CyclesEvidenceRef | None = attrs.field(default=None, **extension(CyclesEvidenceRef))
     error_raw: str | None = None
     extra: Mapping[str, Any] = extra()
 

@@ -17,6 +17,7 @@ __all__ = [
     "Unit",
 ]
 
+
 class Unit(str, enum.Enum):
     """Budget units (``UnitEnum``)."""
 

@@ -26,7 +26,7 @@ class CyclesEvidenceRef:
 class ReservationEvidence:
     """Evidence references of a reservation's operations, keyed by artifact type."""
 
-    reserve: CyclesEvidenceRef | None = extension(CyclesEvidenceRef)
-    commit: CyclesEvidenceRef | None = extension(CyclesEvidenceRef)
-    release: CyclesEvidenceRef | None = extension(CyclesEvidenceRef)
+    reserve: CyclesEvidenceRef | None = attrs.field(default=None, **extension(CyclesEvidenceRef))
+    commit: CyclesEvidenceRef | None = attrs.field(default=None, **extension(CyclesEvidenceRef))
+    release: CyclesEvidenceRef | None = attrs.field(default=None, **extension(CyclesEvidenceRef))
     extra: Mapping[str, Any] = extra()

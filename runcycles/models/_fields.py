@@ -1,15 +1,16 @@
-"""Field builders shared by the protocol models (and the admin models): converters, validators, wire metadata.
+"""What the protocol models (and the admin models) share: converters, validators and field builders.
 
-Each builder returns a whole ``attrs.field`` (validator, converter and :mod:`runcycles._wire` metadata), so a
-field that several schemas share (``idempotency_key``, ``subject``, ``balances``, ``cycles_evidence`` ...) is
-spelled once.
+Every field is spelled ``attrs.field(...)``, because the attrs mypy plugin reads only those calls: a builder
+returns keyword arguments (validator and :mod:`runcycles._wire` metadata) to spread into it, and the default
+and the converter are written at the field (``attrs.field(default=None, **extension(DenyDetail))``), so mypy
+knows which arguments are required and accepts a list where a converter keeps a tuple.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import attrs
 from attrs import validators as av
@@ -17,39 +18,67 @@ from attrs import validators as av
 from .. import _wire as w
 from .. import _worded as wd
 from .. import validation as v
+from ._enums import CommitOveragePolicy, ObserveMode, Unit
 
 __all__ = [
+    "IDEMPOTENCY_KEY",
     "Paged",
-    "balances",
-    "enum_field",
     "extension",
     "extra",
-    "idempotency_key",
     "json_object",
+    "optional_enum",
     "optional_model",
-    "paged",
     "required_model",
     "rule",
-    "to_tuple",
+    "to_observe_mode",
+    "to_policy",
+    "to_str_tuple",
+    "to_strs",
+    "to_unit",
 ]
 
+E = TypeVar("E", bound=enum.Enum)
 
-def to_tuple(value: Any) -> Any:
-    """Converter of sequence fields: a list or tuple becomes a tuple; anything else (``None``, or a bad value
-    left for the validator) is kept."""
-    return tuple(value) if isinstance(value, (list, tuple)) else value
+# ---------------------------------------------------------------------------------------------------------
+# Converters: a list becomes a tuple, a known enum string its member; anything else is left for the validator.
+# ---------------------------------------------------------------------------------------------------------
 
 
-def _member_converter(cls: type[enum.Enum]) -> Callable[[Any], Any]:
-    def convert(value: Any) -> Any:
-        if value is None:
-            return None
-        try:
-            return cls(value)
-        except (ValueError, TypeError):
-            return value  # left for the validator to reject
+def _member(cls: type[E], value: Any) -> E | Any:
+    try:
+        return cls(value)
+    except (ValueError, TypeError):
+        return value
 
-    return convert
+
+def to_unit(value: Unit | str) -> Unit | str:
+    """``Unit`` member of a known unit string."""
+    return _member(Unit, value)
+
+
+def to_policy(value: CommitOveragePolicy | str | None) -> CommitOveragePolicy | str | None:
+    """``CommitOveragePolicy`` member of a known policy string."""
+    return None if value is None else _member(CommitOveragePolicy, value)
+
+
+def to_observe_mode(value: ObserveMode | str | None) -> ObserveMode | str | None:
+    """``ObserveMode`` member of a known mode string."""
+    return None if value is None else _member(ObserveMode, value)
+
+
+def to_strs(value: Sequence[str]) -> tuple[str, ...]:
+    """A required list of strings as a tuple."""
+    return tuple(value) if isinstance(value, (list, tuple)) else value  # type: ignore[return-value]
+
+
+def to_str_tuple(value: Sequence[str] | None) -> tuple[str, ...] | None:
+    """An optional list of strings as a tuple."""
+    return tuple(value) if isinstance(value, (list, tuple)) else value  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Validators
+# ---------------------------------------------------------------------------------------------------------
 
 
 def rule(check: Callable[..., None], path: str, **kwargs: Any) -> wd.Validator:
@@ -63,75 +92,55 @@ def rule(check: Callable[..., None], path: str, **kwargs: Any) -> wd.Validator:
     return validator
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Field builders
+# ---------------------------------------------------------------------------------------------------------
+
+
 def extra() -> Any:
     """The ``extra`` attribute every model has (unknown wire fields; never written)."""
     return attrs.field(factory=dict)
 
 
-def enum_field(cls: type[enum.Enum], path: str | None = None, *, required: bool = False) -> Any:
-    """A string-enum field: known strings become members. A request field (``path`` given) refuses anything
-    else; a response field keeps an unknown wire value as the raw string."""
-    if path is None:
-        return attrs.field(metadata=w.enum_of(cls)) if required else attrs.field(default=None, metadata=w.enum_of(cls))
-    check = wd.member_of(path, cls)
-    kwargs: dict[str, Any] = {} if required else {"default": None}
-    return attrs.field(
-        **kwargs,
-        converter=_member_converter(cls),
-        validator=check if required else av.optional(check),
-        metadata=w.enum_of(cls),
-    )
+IDEMPOTENCY_KEY: dict[str, Any] = {
+    "validator": wd.string("idempotency_key", min_len=1, max_len=v.IDEMPOTENCY_KEY_MAX, required=True),
+    "metadata": w.STR,
+}
+"""``attrs.field(**IDEMPOTENCY_KEY)``: a request's required ``idempotency_key`` of ``1..256`` characters."""
 
 
-def idempotency_key() -> Any:
-    """A request's ``idempotency_key``: required, ``1..256`` characters."""
-    return attrs.field(
-        validator=wd.string("idempotency_key", min_len=1, max_len=v.IDEMPOTENCY_KEY_MAX, required=True),
-        metadata=w.STR,
-    )
+def required_model(path: str, cls: type) -> dict[str, Any]:
+    """``attrs.field(**required_model(path, cls))``: a required nested model of a request."""
+    return {"validator": wd.model_of(path, cls, required=True), "metadata": w.model(cls)}
 
 
-def required_model(path: str, cls: type) -> Any:
-    """A required nested model of a request (``<path> must be a <Class>``)."""
-    return attrs.field(validator=wd.model_of(path, cls, required=True), metadata=w.model(cls))
+def optional_model(path: str, cls: type) -> dict[str, Any]:
+    """``attrs.field(default=None, **optional_model(path, cls))``: an optional nested model of a request."""
+    return {"validator": av.optional(wd.model_of(path, cls)), "metadata": w.model(cls)}
 
 
-def optional_model(path: str, cls: type) -> Any:
-    """An optional nested model of a request."""
-    return attrs.field(default=None, validator=av.optional(wd.model_of(path, cls)), metadata=w.model(cls))
+def json_object(path: str = "metadata") -> dict[str, Any]:
+    """``attrs.field(default=None, **json_object(path))``: a request's free-form JSON object (a mapping with
+    string keys)."""
+    return {"validator": rule(v.check_object, path), "metadata": w.OBJECT}
 
 
-def json_object(path: str = "metadata", *, checked: bool = True) -> Any:
-    """A free-form JSON object (``checked``: a request's, which must be a mapping with string keys)."""
-    if not checked:
-        return attrs.field(default=None, metadata=w.OBJECT)
-    return attrs.field(default=None, validator=rule(v.check_object, path), metadata=w.OBJECT)
+def optional_enum(path: str, cls: type[enum.Enum]) -> dict[str, Any]:
+    """``attrs.field(default=None, converter=..., **optional_enum(path, cls))``: an optional enum of a request
+    (an unknown string is refused, naming the allowed values)."""
+    return {"validator": av.optional(wd.member_of(path, cls)), "metadata": w.enum_of(cls)}
 
 
-def balances(cls: type, *, required: bool = False) -> Any:
-    """``balances``: required and strict in a balance listing; elsewhere optional and informational (a
-    malformed one is kept in ``extra``)."""
-    if required:
-        return attrs.field(converter=to_tuple, metadata=w.model_list(cls))
-    return attrs.field(default=None, converter=to_tuple, metadata=w.model_list(cls, lenient=True))
-
-
-def extension(cls: type) -> Any:
-    """An optional extension of a response (evidence, deny details): a malformed one is kept in ``extra``
-    and the rest of the response is still read."""
-    return attrs.field(default=None, metadata=w.model(cls, lenient=True))
-
-
-def paged(item_cls: type) -> Any:
-    """The items of one page of a list response (``next_cursor`` and ``has_more`` come from :class:`Paged`)."""
-    return attrs.field(converter=to_tuple, metadata=w.model_list(item_cls))
+def extension(cls: type) -> dict[str, Any]:
+    """``attrs.field(default=None, **extension(cls))``: an optional extension of a response (evidence, deny
+    details); a malformed one is kept in ``extra`` and the rest of the response is still read."""
+    return {"metadata": w.model(cls, lenient=True)}
 
 
 @attrs.frozen(kw_only=True)
 class Paged:
-    """The paging fields every list response shares; a subclass adds its items field with :func:`paged`."""
+    """The paging fields every list response shares (its items field comes from the subclass)."""
 
     next_cursor: str | None = attrs.field(default=None, metadata=w.STR)
     has_more: bool | None = attrs.field(default=None, metadata=w.BOOL)
     extra: Mapping[str, Any] = extra()
-

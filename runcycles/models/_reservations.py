@@ -3,7 +3,7 @@ result of a dry-run guarded call."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -12,7 +12,7 @@ from attrs import validators as av
 from .. import _wire as w
 from .. import _worded as wd
 from .. import validation as v
-from ._balances import Balance
+from ._balances import BALANCES, Balance, to_balances
 from ._denials import DenyDetail
 from ._enums import (
     CommitOveragePolicy,
@@ -25,19 +25,19 @@ from ._enums import (
 )
 from ._evidence import CyclesEvidenceRef, ReservationEvidence
 from ._fields import (
+    IDEMPOTENCY_KEY,
     Paged,
-    balances,
-    enum_field,
     extension,
     extra,
-    idempotency_key,
     json_object,
+    optional_enum,
     optional_model,
-    paged,
     required_model,
-    to_tuple,
+    to_observe_mode,
+    to_policy,
+    to_strs,
 )
-from ._values import Action, Amount, Caps, CyclesMetrics, Subject
+from ._values import Action, Amount, BudgetedRequest, Caps, CyclesMetrics, Subject
 
 __all__ = [
     "CommitRequest",
@@ -55,10 +55,8 @@ __all__ = [
 ]
 
 
-def _scopes(*, required: bool) -> Any:
-    if required:
-        return attrs.field(converter=to_tuple, metadata=w.SCOPES)
-    return attrs.field(default=None, converter=to_tuple, metadata=w.SCOPES)
+def _to_summaries(value: Sequence[ReservationSummary]) -> tuple[ReservationSummary, ...]:
+    return tuple(value) if isinstance(value, (list, tuple)) else value  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -67,13 +65,10 @@ def _scopes(*, required: bool) -> Any:
 
 
 @attrs.frozen(kw_only=True)
-class ReservationCreateRequest:
+class ReservationCreateRequest(BudgetedRequest):
     """``POST /v1/reservations`` body. ``ttl_ms`` is ``1000..86400000``, ``grace_period_ms`` ``0..60000``."""
 
-    idempotency_key: str = idempotency_key()
-    subject: Subject = required_model("subject", Subject)
-    action: Action = required_model("action", Action)
-    estimate: Amount = required_model("estimate", Amount)
+    estimate: Amount = attrs.field(**required_model("estimate", Amount))
     ttl_ms: int | None = attrs.field(
         default=None, validator=av.optional(wd.int_between("ttl_ms", v.TTL_MS_MIN, v.TTL_MS_MAX)), metadata=w.INT
     )
@@ -82,12 +77,16 @@ class ReservationCreateRequest:
         validator=av.optional(wd.int_between("grace_period_ms", v.GRACE_PERIOD_MS_MIN, v.GRACE_PERIOD_MS_MAX)),
         metadata=w.INT,
     )
-    overage_policy: CommitOveragePolicy | str | None = enum_field(CommitOveragePolicy, "overage_policy")
+    overage_policy: CommitOveragePolicy | str | None = attrs.field(
+        default=None, converter=to_policy, **optional_enum("overage_policy", CommitOveragePolicy)
+    )
     dry_run: bool | None = attrs.field(
         default=None, validator=av.optional(wd.of_type("dry_run", bool, "must be a bool, got {type}")), metadata=w.BOOL
     )
-    metadata: Mapping[str, Any] | None = json_object()
-    observe_mode: ObserveMode | str | None = enum_field(ObserveMode, "observe_mode")
+    metadata: Mapping[str, Any] | None = attrs.field(default=None, **json_object())
+    observe_mode: ObserveMode | str | None = attrs.field(
+        default=None, converter=to_observe_mode, **optional_enum("observe_mode", ObserveMode)
+    )
     extra: Mapping[str, Any] = extra()
 
 
@@ -95,10 +94,10 @@ class ReservationCreateRequest:
 class CommitRequest:
     """``POST /v1/reservations/{id}/commit`` body."""
 
-    idempotency_key: str = idempotency_key()
-    actual: Amount = required_model("actual", Amount)
-    metrics: CyclesMetrics | None = optional_model("metrics", CyclesMetrics)
-    metadata: Mapping[str, Any] | None = json_object()
+    idempotency_key: str = attrs.field(**IDEMPOTENCY_KEY)
+    actual: Amount = attrs.field(**required_model("actual", Amount))
+    metrics: CyclesMetrics | None = attrs.field(default=None, **optional_model("metrics", CyclesMetrics))
+    metadata: Mapping[str, Any] | None = attrs.field(default=None, **json_object())
     extra: Mapping[str, Any] = extra()
 
 
@@ -106,7 +105,7 @@ class CommitRequest:
 class ReleaseRequest:
     """``POST /v1/reservations/{id}/release`` body; ``reason`` is at most 256 characters."""
 
-    idempotency_key: str = idempotency_key()
+    idempotency_key: str = attrs.field(**IDEMPOTENCY_KEY)
     reason: str | None = attrs.field(
         default=None, validator=av.optional(wd.string("reason", max_len=v.RELEASE_REASON_MAX)), metadata=w.STR
     )
@@ -117,12 +116,12 @@ class ReleaseRequest:
 class ReservationExtendRequest:
     """``POST /v1/reservations/{id}/extend`` body; ``extend_by_ms`` is ``1..86400000``."""
 
-    idempotency_key: str = idempotency_key()
+    idempotency_key: str = attrs.field(**IDEMPOTENCY_KEY)
     extend_by_ms: int = attrs.field(
         validator=wd.int_between("extend_by_ms", v.EXTEND_BY_MS_MIN, v.EXTEND_BY_MS_MAX, required=True),
         metadata=w.INT,
     )
-    metadata: Mapping[str, Any] | None = json_object()
+    metadata: Mapping[str, Any] | None = attrs.field(default=None, **json_object())
     extra: Mapping[str, Any] = extra()
 
 
@@ -135,19 +134,19 @@ class ReservationExtendRequest:
 class ReservationCreateResponse:
     """``POST /v1/reservations`` 200 body."""
 
-    decision: Decision | str = enum_field(Decision, required=True)
-    affected_scopes: tuple[str, ...] = _scopes(required=True)
+    decision: Decision | str = attrs.field(metadata=w.enum_of(Decision))
+    affected_scopes: tuple[str, ...] = attrs.field(converter=to_strs, metadata=w.SCOPES)
     reservation_id: str | None = attrs.field(default=None, metadata=w.STR)
     reserved: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
     expires_at_ms: int | None = attrs.field(default=None, metadata=w.INT)
     remaining_ttl_ms: int | None = attrs.field(default=None, metadata=w.INT)
     scope_path: str | None = attrs.field(default=None, metadata=w.STR)
     caps: Caps | None = attrs.field(default=None, metadata=w.model(Caps))
-    balances: tuple[Balance, ...] | None = balances(Balance)
+    balances: tuple[Balance, ...] | None = attrs.field(default=None, converter=to_balances, metadata=BALANCES)
     reason_code: str | None = attrs.field(default=None, metadata=w.STR)
     retry_after_ms: int | None = attrs.field(default=None, metadata=w.INT)
-    cycles_evidence: CyclesEvidenceRef | None = extension(CyclesEvidenceRef)
-    deny_detail: DenyDetail | None = extension(DenyDetail)
+    cycles_evidence: CyclesEvidenceRef | None = attrs.field(default=None, **extension(CyclesEvidenceRef))
+    deny_detail: DenyDetail | None = attrs.field(default=None, **extension(DenyDetail))
     extra: Mapping[str, Any] = extra()
 
 
@@ -155,11 +154,11 @@ class ReservationCreateResponse:
 class CommitResponse:
     """``POST /v1/reservations/{id}/commit`` 200 body."""
 
-    status: CommitStatus | str = enum_field(CommitStatus, required=True)
+    status: CommitStatus | str = attrs.field(metadata=w.enum_of(CommitStatus))
     charged: Amount = attrs.field(metadata=w.model(Amount))
     released: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
-    balances: tuple[Balance, ...] | None = balances(Balance)
-    cycles_evidence: CyclesEvidenceRef | None = extension(CyclesEvidenceRef)
+    balances: tuple[Balance, ...] | None = attrs.field(default=None, converter=to_balances, metadata=BALANCES)
+    cycles_evidence: CyclesEvidenceRef | None = attrs.field(default=None, **extension(CyclesEvidenceRef))
     extra: Mapping[str, Any] = extra()
 
 
@@ -167,10 +166,10 @@ class CommitResponse:
 class ReleaseResponse:
     """``POST /v1/reservations/{id}/release`` 200 body."""
 
-    status: ReleaseStatus | str = enum_field(ReleaseStatus, required=True)
+    status: ReleaseStatus | str = attrs.field(metadata=w.enum_of(ReleaseStatus))
     released: Amount = attrs.field(metadata=w.model(Amount))
-    balances: tuple[Balance, ...] | None = balances(Balance)
-    cycles_evidence: CyclesEvidenceRef | None = extension(CyclesEvidenceRef)
+    balances: tuple[Balance, ...] | None = attrs.field(default=None, converter=to_balances, metadata=BALANCES)
+    cycles_evidence: CyclesEvidenceRef | None = attrs.field(default=None, **extension(CyclesEvidenceRef))
     extra: Mapping[str, Any] = extra()
 
 
@@ -179,10 +178,10 @@ class ReservationExtendResponse:
     """``POST /v1/reservations/{id}/extend`` 200 body. ``remaining_ttl_ms``, when present, is the normative
     input of heartbeat scheduling."""
 
-    status: ExtendStatus | str = enum_field(ExtendStatus, required=True)
+    status: ExtendStatus | str = attrs.field(metadata=w.enum_of(ExtendStatus))
     expires_at_ms: int = attrs.field(metadata=w.INT)
     remaining_ttl_ms: int | None = attrs.field(default=None, metadata=w.INT)
-    balances: tuple[Balance, ...] | None = balances(Balance)
+    balances: tuple[Balance, ...] | None = attrs.field(default=None, converter=to_balances, metadata=BALANCES)
     extra: Mapping[str, Any] = extra()
 
 
@@ -196,20 +195,20 @@ class _ReservationView:
     """The fields a reservation read shares (the spec's ReservationDetail and ReservationSummary agree)."""
 
     reservation_id: str = attrs.field(metadata=w.STR)
-    status: ReservationStatus | str = enum_field(ReservationStatus, required=True)
+    status: ReservationStatus | str = attrs.field(metadata=w.enum_of(ReservationStatus))
     subject: Subject = attrs.field(metadata=w.model(Subject))
     action: Action = attrs.field(metadata=w.model(Action))
     reserved: Amount = attrs.field(metadata=w.model(Amount))
     created_at_ms: int = attrs.field(metadata=w.INT)
     expires_at_ms: int = attrs.field(metadata=w.INT)
     scope_path: str = attrs.field(metadata=w.STR)
-    affected_scopes: tuple[str, ...] = _scopes(required=True)
+    affected_scopes: tuple[str, ...] = attrs.field(converter=to_strs, metadata=w.SCOPES)
     idempotency_key: str | None = attrs.field(default=None, metadata=w.STR)
     committed: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
     finalized_at_ms: int | None = attrs.field(default=None, metadata=w.INT)
-    metadata: Mapping[str, Any] | None = json_object(checked=False)
-    committed_metadata: Mapping[str, Any] | None = json_object(checked=False)
-    evidence: ReservationEvidence | None = extension(ReservationEvidence)
+    metadata: Mapping[str, Any] | None = attrs.field(default=None, metadata=w.OBJECT)
+    committed_metadata: Mapping[str, Any] | None = attrs.field(default=None, metadata=w.OBJECT)
+    evidence: ReservationEvidence | None = attrs.field(default=None, **extension(ReservationEvidence))
     extra: Mapping[str, Any] = extra()
 
 
@@ -228,7 +227,9 @@ class ReservationSummary(_ReservationView):
 class ReservationListResponse(Paged):
     """``GET /v1/reservations`` 200 body."""
 
-    reservations: tuple[ReservationSummary, ...] = paged(ReservationSummary)
+    reservations: tuple[ReservationSummary, ...] = attrs.field(
+        converter=_to_summaries, metadata=w.model_list(ReservationSummary)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -240,12 +241,12 @@ class ReservationListResponse(Paged):
 class DryRunResult:
     """What a dry-run guarded call returns instead of calling the function (API.md §3)."""
 
-    decision: Decision | str = enum_field(Decision, required=True)
+    decision: Decision | str = attrs.field(metadata=w.enum_of(Decision))
     caps: Caps | None = attrs.field(default=None, metadata=w.model(Caps))
-    affected_scopes: tuple[str, ...] = attrs.field(default=(), converter=to_tuple, metadata=w.SCOPES)
+    affected_scopes: tuple[str, ...] = attrs.field(default=(), converter=to_strs, metadata=w.SCOPES)
     scope_path: str | None = attrs.field(default=None, metadata=w.STR)
     reserved: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
-    balances: tuple[Balance, ...] | None = balances(Balance)
+    balances: tuple[Balance, ...] | None = attrs.field(default=None, converter=to_balances, metadata=BALANCES)
     reason_code: str | None = attrs.field(default=None, metadata=w.STR)
     retry_after_ms: int | None = attrs.field(default=None, metadata=w.INT)
     extra: Mapping[str, Any] = extra()

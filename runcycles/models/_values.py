@@ -12,16 +12,29 @@ from .. import _wire as w
 from .. import _worded as wd
 from .. import validation as v
 from ._enums import Unit
-from ._fields import enum_field, extra, rule, to_tuple
+from ._fields import IDEMPOTENCY_KEY, extra, required_model, rule, to_str_tuple, to_unit
 
-__all__ = ["Action", "Amount", "Caps", "CyclesMetrics", "PolicyKeys", "SignedAmount", "StandardMetrics", "Subject"]
+__all__ = [
+    "Action",
+    "Amount",
+    "BudgetedRequest",
+    "Caps",
+    "CyclesMetrics",
+    "PolicyKeys",
+    "SignedAmount",
+    "StandardMetrics",
+    "Subject",
+]
+
+
+_UNIT: dict[str, Any] = {"validator": wd.member_of("unit", Unit, required=True), "metadata": w.enum_of(Unit)}
 
 
 @attrs.frozen(kw_only=True)
 class Amount:
     """A non-negative amount in one unit: ``amount`` is an ``int`` in ``0..2**63-1`` (never bool/float)."""
 
-    unit: Unit | str = enum_field(Unit, "unit", required=True)
+    unit: Unit | str = attrs.field(converter=to_unit, **_UNIT)
     amount: int = attrs.field(validator=wd.int_range("amount", 0, v.MAX_INT64), metadata=w.INT)
     extra: Mapping[str, Any] = extra()
 
@@ -30,7 +43,7 @@ class Amount:
 class SignedAmount:
     """Like :class:`Amount` but may be negative (``Balance.remaining`` in overdraft)."""
 
-    unit: Unit | str = enum_field(Unit, "unit", required=True)
+    unit: Unit | str = attrs.field(converter=to_unit, **_UNIT)
     amount: int = attrs.field(validator=wd.int_range("amount", -v.MAX_INT64 - 1, v.MAX_INT64), metadata=w.INT)
     extra: Mapping[str, Any] = extra()
 
@@ -111,7 +124,7 @@ class Action:
     )
     tags: tuple[str, ...] | None = attrs.field(
         default=None,
-        converter=to_tuple,
+        converter=to_str_tuple,
         validator=rule(v.check_str_list, "action.tags", max_items=v.TAGS_MAX_ITEMS, max_len=v.TAG_MAX),
         metadata=w.STR_LIST,
     )
@@ -129,8 +142,8 @@ class Caps:
 
     max_tokens: int | None = attrs.field(default=None, metadata=w.INT)
     max_steps_remaining: int | None = attrs.field(default=None, metadata=w.INT)
-    tool_allowlist: tuple[str, ...] | None = attrs.field(default=None, converter=to_tuple, metadata=w.STR_LIST)
-    tool_denylist: tuple[str, ...] | None = attrs.field(default=None, converter=to_tuple, metadata=w.STR_LIST)
+    tool_allowlist: tuple[str, ...] | None = attrs.field(default=None, converter=to_str_tuple, metadata=w.STR_LIST)
+    tool_denylist: tuple[str, ...] | None = attrs.field(default=None, converter=to_str_tuple, metadata=w.STR_LIST)
     cooldown_ms: int | None = attrs.field(default=None, metadata=w.INT)
     extra: Mapping[str, Any] = extra()
 
@@ -162,3 +175,12 @@ class CyclesMetrics:
 
 StandardMetrics = CyclesMetrics
 """The spec's name for :class:`CyclesMetrics`."""
+
+
+@attrs.frozen(kw_only=True)
+class BudgetedRequest:
+    """The fields every request that spends against a budget starts with (reserve, decide, event)."""
+
+    idempotency_key: str = attrs.field(**IDEMPOTENCY_KEY)
+    subject: Subject = attrs.field(**required_model("subject", Subject))
+    action: Action = attrs.field(**required_model("action", Action))
