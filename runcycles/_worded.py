@@ -9,19 +9,25 @@ wording paired with the first that fails. The success path is just those validat
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 from attrs import validators as av
 
 __all__ = [
+    "POSITIVE_MS",
     "Validator",
     "Worded",
+    "http_url",
+    "int_at_least",
     "int_between",
     "int_range",
     "member_of",
     "model_of",
+    "not_blank",
     "not_bool",
     "not_none",
     "of_type",
@@ -138,3 +144,35 @@ def int_between(path: str | None, minimum: int, maximum: int, *, required: bool 
         (av.ge(minimum), between),
         (av.le(maximum), between),
     )
+
+
+def _http_url(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    # attrs has no URL validator: a scheme and a host, as urlsplit reads them.
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{attribute.name} is not an http(s) URL")
+
+
+_NOT_BLANK: tuple[tuple[Validator, str], ...] = (
+    (av.instance_of(str), "must not be empty"),
+    (av.matches_re(r"\S", func=re.search), "must not be empty"),
+)
+
+
+def not_blank(path: str | None = None) -> Worded:
+    """A string with a non-space character: ``<path> must not be empty``."""
+    return Worded(path, *_NOT_BLANK)
+
+
+def http_url(path: str | None = None) -> Worded:
+    """A non-blank http(s) URL with a host: ``<path> must be an http(s) URL, got <value>``."""
+    return Worded(path, *_NOT_BLANK, (_http_url, "must be an http(s) URL, got {value!r}"))
+
+
+def int_at_least(floor: int, wording: str, path: str | None = None) -> Worded:
+    """An ``int`` (not a ``bool``) ``>= floor``, one ``wording`` for every failure."""
+    return Worded(path, (not_bool, wording), (av.instance_of(int), wording), (av.ge(floor), wording))
+
+
+POSITIVE_MS = "must be a positive integer (milliseconds), got {value!r}"
+"""The wording of a timeout that is not a positive number of milliseconds."""

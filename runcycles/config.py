@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import attrs
 from attrs import validators as av
 
-from ._worded import Worded, not_bool
+from ._worded import POSITIVE_MS, Worded, http_url, int_at_least, not_blank, not_bool
 from .validation import STANDARD_SUBJECT_FIELDS as _SUBJECT_FIELDS
 
 __all__ = ["CyclesConfig"]
@@ -19,28 +17,11 @@ __all__ = ["CyclesConfig"]
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
-_NON_BLANK = av.matches_re(r"\S", func=re.search)
-_MS = "must be a positive integer (milliseconds), got {value!r}"
-
-
-def _http_url(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    # attrs has no URL validator: a scheme and a host, as urlsplit reads them.
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{attribute.name} is not an http(s) URL")
-
-
-def _int_from(floor: int, wording: str) -> Worded:
-    """An ``int`` (not a ``bool``) ``>= floor``."""
-    return Worded(None, (not_bool, wording), (av.instance_of(int), wording), (av.ge(floor), wording))
-
-
-_NOT_EMPTY = ((av.instance_of(str), "must not be empty"), (_NON_BLANK, "must not be empty"))
-_URL = Worded(None, *_NOT_EMPTY, (_http_url, "must be an http(s) URL, got {value!r}"))
-_KEY = Worded(None, *_NOT_EMPTY)
-_POSITIVE_MS = _int_from(1, _MS)
-_POSITIVE_BYTES = _int_from(1, "must be a positive integer (bytes), got {value!r}")
-_NON_NEGATIVE = _int_from(0, "must be a non-negative integer, got {value!r}")
+_URL = http_url()
+_KEY = not_blank()
+_POSITIVE_MS = int_at_least(1, POSITIVE_MS)
+_POSITIVE_BYTES = int_at_least(1, "must be a positive integer (bytes), got {value!r}")
+_NON_NEGATIVE = int_at_least(0, "must be a non-negative integer, got {value!r}")
 _MULTIPLIER = Worded(
     None,
     (not_bool, "must be a number >= 1, got {value!r}"),
@@ -50,7 +31,7 @@ _MULTIPLIER = Worded(
 _BOOL = Worded(None, (av.instance_of(bool), "must be a bool, got {value!r}"))
 _OPTIONAL_STR = av.optional(Worded(None, (av.instance_of(str), "must be a string or None, got {type}")))
 _JOURNAL_SYNC = Worded(None, (av.in_(("full", "process")), "must be 'full' or 'process', got {value!r}"))
-_EXTEND_TIMEOUT = av.optional(_int_from(1, "must be a positive integer (milliseconds) or None, got {value!r}"))
+_EXTEND_TIMEOUT = av.optional(int_at_least(1, "must be a positive integer (milliseconds) or None, got {value!r}"))
 
 
 @attrs.frozen(kw_only=False)
