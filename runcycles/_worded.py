@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -39,27 +40,42 @@ Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 INT_WORDING = "must be an int, got {type}"
 
 
-class _Named:
-    """The one part of an ``attrs.Attribute`` that attrs' validators read (for checks outside a model)."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
 class Worded:
     """An attrs validator: ``steps`` are ``(attrs validator, wording)`` pairs run in order; the first that
     fails raises ``ValueError(f"{path} {wording}")``. ``path`` defaults to the attribute's name; the wording
-    may use ``{value!r}`` and ``{type}`` (the value's type name)."""
+    may use ``{value!r}`` and ``{type}`` (the value's type name). ``optional``: ``None`` passes (attrs'
+    ``optional``, folded in).
 
-    __slots__ = ("path", "steps")
+    Model construction is on the hot path, so a value of exactly the type ``exact`` whose value (or length,
+    ``sized``) lies within ``bounds`` passes at once: by construction every step accepts such a value. Any
+    other value goes through the steps, so the rule is always the attrs validators'.
+    """
 
-    def __init__(self, path: str | None, *steps: tuple[Validator, str]) -> None:
+    __slots__ = ("bounds", "exact", "optional", "path", "sized", "steps")
+
+    def __init__(
+        self,
+        path: str | None,
+        *steps: tuple[Validator, str],
+        exact: type | None = None,
+        bounds: tuple[int, int] | None = None,
+        sized: bool = False,
+        optional: bool = False,
+    ) -> None:
         self.path = path
         self.steps = steps
+        self.exact = exact
+        self.bounds = bounds
+        self.sized = sized
+        self.optional = optional
 
     def __call__(self, instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if type(value) is self.exact:
+            bounds = self.bounds
+            if bounds is None or bounds[0] <= (len(value) if self.sized else value) <= bounds[1]:  # type: ignore[arg-type, operator]
+                return
+        elif value is None and self.optional:
+            return
         for check, wording in self.steps:
             try:
                 check(instance, attribute, value)
@@ -70,9 +86,8 @@ class Worded:
 
     def check(self, value: object, path: str | None = None) -> None:
         """Validate ``value`` outside a model, naming it ``path`` (default: the rule's own path)."""
-        name = path if path is not None else self.path
-        assert name is not None
-        self(None, _Named(name), value)  # type: ignore[arg-type]
+        # attrs' validators read only ``attribute.name``.
+        self(None, SimpleNamespace(name=path if path is not None else self.path), value)  # type: ignore[arg-type]
 
 
 def not_bool(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -91,24 +106,31 @@ def _head(required: bool) -> tuple[tuple[Validator, str], ...]:
     return ((not_none, "is required"),) if required else ()
 
 
-def of_type(path: str | None, cls: type | tuple[type, ...], wording: str, *, required: bool = False) -> Worded:
+def of_type(
+    path: str | None, cls: type | tuple[type, ...], wording: str, *, required: bool = False, optional: bool = False
+) -> Worded:
     """An instance of ``cls`` (``required``: ``None`` is worded ``<path> is required``)."""
-    return Worded(path, *_head(required), (av.instance_of(cls), wording))
+    exact = cls if isinstance(cls, type) else None
+    return Worded(path, *_head(required), (av.instance_of(cls), wording), exact=exact, optional=optional)
 
 
-def model_of(path: str, cls: type, *, required: bool = False) -> Worded:
+def model_of(path: str, cls: type, *, required: bool = False, optional: bool = False) -> Worded:
     """A nested model: ``<path> must be a <Class>, got <type>``."""
     article = "an" if cls.__name__[:1] in "AEIOU" else "a"
-    return of_type(path, cls, f"must be {article} {cls.__name__}, got {{type}}", required=required)
+    wording = f"must be {article} {cls.__name__}, got {{type}}"
+    return of_type(path, cls, wording, required=required, optional=optional)
 
 
-def member_of(path: str | None, enum_cls: type[enum.Enum], *, required: bool = False) -> Worded:
+def member_of(path: str | None, enum_cls: type[enum.Enum], *, required: bool = False, optional: bool = False) -> Worded:
     """A member of ``enum_cls`` (the models convert known strings to members first)."""
     allowed = ", ".join(str(member.value) for member in enum_cls)
-    return of_type(path, enum_cls, f"must be one of {allowed}, got {{value!r}}", required=required)
+    wording = f"must be one of {allowed}, got {{value!r}}"
+    return of_type(path, enum_cls, wording, required=required, optional=optional)
 
 
-def string(path: str | None, *, max_len: int, min_len: int = 0, required: bool = False) -> Worded:
+def string(
+    path: str | None, *, max_len: int, min_len: int = 0, required: bool = False, optional: bool = False
+) -> Worded:
     """A string of ``min_len..max_len`` characters: ``<path> must be a string, got <type>``, ``<path> must
     not be empty`` (or ``at least <min_len> characters``), ``<path> must be at most <max_len> characters``."""
     steps: list[tuple[Validator, str]] = [*_head(required), (av.instance_of(str), "must be a string, got {type}")]
@@ -116,10 +138,10 @@ def string(path: str | None, *, max_len: int, min_len: int = 0, required: bool =
         short = "must not be empty" if min_len == 1 else f"must be at least {min_len} characters"
         steps.append((av.min_len(min_len), short))
     steps.append((av.max_len(max_len), f"must be at most {max_len} characters"))
-    return Worded(path, *steps)
+    return Worded(path, *steps, exact=str, bounds=(min_len, max_len), sized=True, optional=optional)
 
 
-def int_range(path: str | None, minimum: int, maximum: int) -> Worded:
+def int_range(path: str | None, minimum: int, maximum: int, *, optional: bool = False) -> Worded:
     """An ``int`` (never a ``bool`` or ``float``) in ``minimum..maximum``: ``<path> must be an int, got
     <type>``, ``<path> must be non-negative`` (``at least <minimum>`` when the floor is not 0), ``<path> must
     be at most <maximum>``."""
@@ -130,10 +152,15 @@ def int_range(path: str | None, minimum: int, maximum: int) -> Worded:
         (av.instance_of(int), INT_WORDING),
         (av.ge(minimum), low),
         (av.le(maximum), f"must be at most {maximum}"),
+        exact=int,
+        bounds=(minimum, maximum),
+        optional=optional,
     )
 
 
-def int_between(path: str | None, minimum: int, maximum: int, *, required: bool = False) -> Worded:
+def int_between(
+    path: str | None, minimum: int, maximum: int, *, required: bool = False, optional: bool = False
+) -> Worded:
     """An ``int`` in ``minimum..maximum``; out of range: ``<path> must be between <minimum> and <maximum>``."""
     between = f"must be between {minimum} and {maximum}"
     return Worded(
@@ -143,6 +170,9 @@ def int_between(path: str | None, minimum: int, maximum: int, *, required: bool 
         (av.instance_of(int), INT_WORDING),
         (av.ge(minimum), between),
         (av.le(maximum), between),
+        exact=int,
+        bounds=(minimum, maximum),
+        optional=optional,
     )
 
 

@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from attrs import validators as av
 
 from ._worded import int_range
 from .validation import MAX_INT64
@@ -42,7 +41,7 @@ class CyclesContext:
     balances: list[Balance] = attrs.field(factory=list)
     metrics: CyclesMetrics | None = None
     commit_metadata: dict[str, Any] | None = None
-    actual: int | None = attrs.field(default=None, validator=av.optional(int_range("actual", 0, MAX_INT64)))
+    actual: int | None = attrs.field(default=None, validator=int_range("actual", 0, MAX_INT64, optional=True))
 
     def has_caps(self) -> bool:
         """True when the server attached caps (``ALLOW_WITH_CAPS``)."""
@@ -66,9 +65,7 @@ def require_cycles_context() -> CyclesContext:
     """
     context = _CURRENT.get()
     if context is None:
-        raise RuntimeError(
-            "require_cycles_context() called outside a guarded call (with_cycles / reserve_for_stream)"
-        )
+        raise RuntimeError("require_cycles_context() called outside a guarded call (with_cycles / reserve_for_stream)")
     return context
 
 

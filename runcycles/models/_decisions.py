@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-from attrs import validators as av
 
 from .. import _wire as w
 from .. import _worded as wd
@@ -64,7 +63,7 @@ class EventCreateRequest(BudgetedRequest):
     )
     metrics: CyclesMetrics | None = attrs.field(default=None, **optional_model("metrics", CyclesMetrics))
     client_time_ms: int | None = attrs.field(
-        default=None, validator=av.optional(wd.int_range("client_time_ms", 0, v.MAX_INT64)), metadata=w.INT
+        default=None, validator=wd.int_range("client_time_ms", 0, v.MAX_INT64, optional=True), metadata=w.INT
     )
     metadata: Mapping[str, Any] | None = attrs.field(default=None, **json_object())
     extra: Mapping[str, Any] = extra()

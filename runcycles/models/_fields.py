@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
-from attrs import validators as av
 
 from .. import _wire as w
 from .. import _worded as wd
@@ -116,7 +115,7 @@ def required_model(path: str, cls: type) -> dict[str, Any]:
 
 def optional_model(path: str, cls: type) -> dict[str, Any]:
     """``attrs.field(default=None, **optional_model(path, cls))``: an optional nested model of a request."""
-    return {"validator": av.optional(wd.model_of(path, cls)), "metadata": w.model(cls)}
+    return {"validator": wd.model_of(path, cls, optional=True), "metadata": w.model(cls)}
 
 
 def json_object(path: str = "metadata") -> dict[str, Any]:
@@ -128,7 +127,7 @@ def json_object(path: str = "metadata") -> dict[str, Any]:
 def optional_enum(path: str, cls: type[enum.Enum]) -> dict[str, Any]:
     """``attrs.field(default=None, converter=..., **optional_enum(path, cls))``: an optional enum of a request
     (an unknown string is refused, naming the allowed values)."""
-    return {"validator": av.optional(wd.member_of(path, cls)), "metadata": w.enum_of(cls)}
+    return {"validator": wd.member_of(path, cls, optional=True), "metadata": w.enum_of(cls)}
 
 
 def extension(cls: type) -> dict[str, Any]:

@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-from attrs import validators as av
 
 from .. import _wire as w
 from .. import _worded as wd
@@ -70,18 +69,20 @@ class ReservationCreateRequest(BudgetedRequest):
 
     estimate: Amount = attrs.field(**required_model("estimate", Amount))
     ttl_ms: int | None = attrs.field(
-        default=None, validator=av.optional(wd.int_between("ttl_ms", v.TTL_MS_MIN, v.TTL_MS_MAX)), metadata=w.INT
+        default=None, validator=wd.int_between("ttl_ms", v.TTL_MS_MIN, v.TTL_MS_MAX, optional=True), metadata=w.INT
     )
     grace_period_ms: int | None = attrs.field(
         default=None,
-        validator=av.optional(wd.int_between("grace_period_ms", v.GRACE_PERIOD_MS_MIN, v.GRACE_PERIOD_MS_MAX)),
+        validator=wd.int_between("grace_period_ms", v.GRACE_PERIOD_MS_MIN, v.GRACE_PERIOD_MS_MAX, optional=True),
         metadata=w.INT,
     )
     overage_policy: CommitOveragePolicy | str | None = attrs.field(
         default=None, converter=to_policy, **optional_enum("overage_policy", CommitOveragePolicy)
     )
     dry_run: bool | None = attrs.field(
-        default=None, validator=av.optional(wd.of_type("dry_run", bool, "must be a bool, got {type}")), metadata=w.BOOL
+        default=None,
+        validator=wd.of_type("dry_run", bool, "must be a bool, got {type}", optional=True),
+        metadata=w.BOOL,
     )
     metadata: Mapping[str, Any] | None = attrs.field(default=None, **json_object())
     observe_mode: ObserveMode | str | None = attrs.field(
@@ -107,7 +108,7 @@ class ReleaseRequest:
 
     idempotency_key: str = attrs.field(**IDEMPOTENCY_KEY)
     reason: str | None = attrs.field(
-        default=None, validator=av.optional(wd.string("reason", max_len=v.RELEASE_REASON_MAX)), metadata=w.STR
+        default=None, validator=wd.string("reason", max_len=v.RELEASE_REASON_MAX, optional=True), metadata=w.STR
     )
     extra: Mapping[str, Any] = extra()
 

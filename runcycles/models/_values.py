@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-from attrs import validators as av
 
 from .. import _wire as w
 from .. import _worded as wd
@@ -49,7 +48,7 @@ class SignedAmount:
 
 
 def _optional_str(path: str, max_len: int) -> Any:
-    return attrs.field(default=None, validator=av.optional(wd.string(path, max_len=max_len)), metadata=w.STR)
+    return attrs.field(default=None, validator=wd.string(path, max_len=max_len, optional=True), metadata=w.STR)
 
 
 def _has_standard_field(instance: Subject, _attribute: attrs.Attribute[Any], _value: Any) -> None:
@@ -130,7 +129,7 @@ class Action:
     )
     policy_keys: PolicyKeys | None = attrs.field(
         default=None,
-        validator=av.optional(wd.model_of("action.policy_keys", PolicyKeys)),
+        validator=wd.model_of("action.policy_keys", PolicyKeys, optional=True),
         metadata=w.model(PolicyKeys),
     )
     extra: Mapping[str, Any] = extra()
@@ -150,7 +149,7 @@ class Caps:
 
 def _metric_int(name: str) -> Any:
     return attrs.field(
-        default=None, validator=av.optional(wd.int_range(f"metrics.{name}", 0, v.MAX_INT64)), metadata=w.INT
+        default=None, validator=wd.int_range(f"metrics.{name}", 0, v.MAX_INT64, optional=True), metadata=w.INT
     )
 
 
