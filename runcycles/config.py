@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import attrs
+from attrs import validators as av
 
+from ._worded import POSITIVE_MS, Worded, http_url, int_at_least, not_blank, not_bool
 from .validation import STANDARD_SUBJECT_FIELDS as _SUBJECT_FIELDS
 
 __all__ = ["CyclesConfig"]
@@ -16,53 +17,21 @@ __all__ = ["CyclesConfig"]
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
-
-def _check_url(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{attribute.name} must not be empty")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{attribute.name} must be an http(s) URL, got {value!r}")
-
-
-def _check_key(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{attribute.name} must not be empty")
-
-
-def _positive(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{attribute.name} must be a positive integer (milliseconds), got {value!r}")
-
-
-def _positive_bytes(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{attribute.name} must be a positive integer (bytes), got {value!r}")
-
-
-def _non_negative(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{attribute.name} must be a non-negative integer, got {value!r}")
-
-
-def _multiplier(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 1:
-        raise ValueError(f"{attribute.name} must be a number >= 1, got {value!r}")
-
-
-def _optional_str(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{attribute.name} must be a string or None, got {type(value).__name__}")
-
-
-def _check_journal_sync(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if value not in ("full", "process"):
-        raise ValueError(f"{attribute.name} must be 'full' or 'process', got {value!r}")
-
-
-def _bool(_: object, attribute: attrs.Attribute[bool], value: bool) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{attribute.name} must be a bool, got {value!r}")
+_URL = http_url()
+_KEY = not_blank()
+_POSITIVE_MS = int_at_least(1, POSITIVE_MS)
+_POSITIVE_BYTES = int_at_least(1, "must be a positive integer (bytes), got {value!r}")
+_NON_NEGATIVE = int_at_least(0, "must be a non-negative integer, got {value!r}")
+_MULTIPLIER = Worded(
+    None,
+    (not_bool, "must be a number >= 1, got {value!r}"),
+    (av.instance_of((int, float)), "must be a number >= 1, got {value!r}"),
+    (av.ge(1), "must be a number >= 1, got {value!r}"),
+)
+_BOOL = Worded(None, (av.instance_of(bool), "must be a bool, got {value!r}"))
+_OPTIONAL_STR = av.optional(Worded(None, (av.instance_of(str), "must be a string or None, got {type}")))
+_JOURNAL_SYNC = Worded(None, (av.in_(("full", "process")), "must be 'full' or 'process', got {value!r}"))
+_EXTEND_TIMEOUT = av.optional(int_at_least(1, "must be a positive integer (milliseconds) or None, got {value!r}"))
 
 
 @attrs.frozen(kw_only=False)
@@ -89,33 +58,28 @@ class CyclesConfig:
     the machine.
     """
 
-    base_url: str = attrs.field(validator=_check_url)
-    api_key: str = attrs.field(validator=_check_key, repr=False)
-    tenant: str | None = attrs.field(default=None, validator=_optional_str)
-    workspace: str | None = attrs.field(default=None, validator=_optional_str)
-    app: str | None = attrs.field(default=None, validator=_optional_str)
-    workflow: str | None = attrs.field(default=None, validator=_optional_str)
-    agent: str | None = attrs.field(default=None, validator=_optional_str)
-    toolset: str | None = attrs.field(default=None, validator=_optional_str)
-    connect_timeout_ms: int = attrs.field(default=2000, validator=_positive)
-    read_timeout_ms: int = attrs.field(default=5000, validator=_positive)
-    retry_enabled: bool = attrs.field(default=True, validator=_bool)
-    retry_max_attempts: int = attrs.field(default=5, validator=_non_negative)
-    retry_initial_delay_ms: int = attrs.field(default=500, validator=_non_negative)
-    retry_multiplier: float = attrs.field(default=2.0, validator=_multiplier)
-    retry_max_delay_ms: int = attrs.field(default=30000, validator=_non_negative)
-    flush_timeout_ms: int = attrs.field(default=10000, validator=_non_negative)
-    journal_enabled: bool = attrs.field(default=True, validator=_bool)
-    journal_dir: str | None = attrs.field(default=None, validator=_optional_str)
-    extend_timeout_ms: int | None = attrs.field(default=None)
-    max_response_bytes: int = attrs.field(default=1_048_576, validator=_positive_bytes)
-    replay_verify_after_ms: int = attrs.field(default=518_400_000, validator=_positive)
-    journal_sync: Literal["full", "process"] = attrs.field(default="full", validator=_check_journal_sync)
-
-    def __attrs_post_init__(self) -> None:
-        value = self.extend_timeout_ms
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-            raise ValueError(f"extend_timeout_ms must be a positive integer (milliseconds) or None, got {value!r}")
+    base_url: str = attrs.field(validator=_URL)
+    api_key: str = attrs.field(validator=_KEY, repr=False)
+    tenant: str | None = attrs.field(default=None, validator=_OPTIONAL_STR)
+    workspace: str | None = attrs.field(default=None, validator=_OPTIONAL_STR)
+    app: str | None = attrs.field(default=None, validator=_OPTIONAL_STR)
+    workflow: str | None = attrs.field(default=None, validator=_OPTIONAL_STR)
+    agent: str | None = attrs.field(default=None, validator=_OPTIONAL_STR)
+    toolset: str | None = attrs.field(default=None, validator=_OPTIONAL_STR)
+    connect_timeout_ms: int = attrs.field(default=2000, validator=_POSITIVE_MS)
+    read_timeout_ms: int = attrs.field(default=5000, validator=_POSITIVE_MS)
+    retry_enabled: bool = attrs.field(default=True, validator=_BOOL)
+    retry_max_attempts: int = attrs.field(default=5, validator=_NON_NEGATIVE)
+    retry_initial_delay_ms: int = attrs.field(default=500, validator=_NON_NEGATIVE)
+    retry_multiplier: float = attrs.field(default=2.0, validator=_MULTIPLIER)
+    retry_max_delay_ms: int = attrs.field(default=30000, validator=_NON_NEGATIVE)
+    flush_timeout_ms: int = attrs.field(default=10000, validator=_NON_NEGATIVE)
+    journal_enabled: bool = attrs.field(default=True, validator=_BOOL)
+    journal_dir: str | None = attrs.field(default=None, validator=_OPTIONAL_STR)
+    extend_timeout_ms: int | None = attrs.field(default=None, validator=_EXTEND_TIMEOUT)
+    max_response_bytes: int = attrs.field(default=1_048_576, validator=_POSITIVE_BYTES)
+    replay_verify_after_ms: int = attrs.field(default=518_400_000, validator=_POSITIVE_MS)
+    journal_sync: Literal["full", "process"] = attrs.field(default="full", validator=_JOURNAL_SYNC)
 
     @property
     def request_timeout_budget_ms(self) -> int:
@@ -134,60 +98,74 @@ class CyclesConfig:
         Raises ``ValueError`` naming the variable when a required one is missing or a value is malformed.
         """
         env = os.environ if environ is None else environ
-
-        def get(name: str) -> str | None:
-            value = env.get(prefix + name)
-            return value if value not in (None, "") else None
-
         kwargs: dict[str, Any] = {}
-        for required, field in (("BASE_URL", "base_url"), ("API_KEY", "api_key")):
-            value = get(required)
-            if value is None:
-                raise ValueError(f"{prefix}{required} environment variable is required")
+        for var, field in _REQUIRED_ENV:
+            value = env.get(prefix + var)
+            if not value:
+                raise ValueError(f"{prefix}{var} environment variable is required")
             kwargs[field] = value
-        for name in _SUBJECT_FIELDS:
-            if (value := get(name.upper())) is not None:
-                kwargs[name] = value
-        ints = {
-            "CONNECT_TIMEOUT": "connect_timeout_ms",
-            "READ_TIMEOUT": "read_timeout_ms",
-            "RETRY_MAX_ATTEMPTS": "retry_max_attempts",
-            "RETRY_INITIAL_DELAY": "retry_initial_delay_ms",
-            "RETRY_MAX_DELAY": "retry_max_delay_ms",
-            "FLUSH_TIMEOUT": "flush_timeout_ms",
-            "EXTEND_TIMEOUT": "extend_timeout_ms",
-            "REPLAY_VERIFY_AFTER": "replay_verify_after_ms",
-        }
-        for var, field in ints.items():
-            if (value := get(var)) is not None:
-                try:
-                    kwargs[field] = int(value.strip())
-                except ValueError:
-                    raise ValueError(f"{prefix}{var} must be an integer (milliseconds), got {value!r}") from None
-        if (value := get("MAX_RESPONSE_BYTES")) is not None:
-            try:
-                kwargs["max_response_bytes"] = int(value.strip())
-            except ValueError:
-                raise ValueError(f"{prefix}MAX_RESPONSE_BYTES must be an integer (bytes), got {value!r}") from None
-        if (value := get("RETRY_MULTIPLIER")) is not None:
-            try:
-                kwargs["retry_multiplier"] = float(value.strip())
-            except ValueError:
-                raise ValueError(f"{prefix}RETRY_MULTIPLIER must be a number, got {value!r}") from None
-        for var, field in (("RETRY_ENABLED", "retry_enabled"), ("JOURNAL_ENABLED", "journal_enabled")):
-            if (value := get(var)) is not None:
-                lowered = value.strip().lower()
-                if lowered in _TRUE:
-                    kwargs[field] = True
-                elif lowered in _FALSE:
-                    kwargs[field] = False
-                else:
-                    raise ValueError(f"{prefix}{var} must be true/false/1/0/yes/no, got {value!r}")
-        if (value := get("JOURNAL_DIR")) is not None:
-            kwargs["journal_dir"] = value
-        if (value := get("JOURNAL_SYNC")) is not None:
-            kwargs["journal_sync"] = value.strip().lower()
+        for var, field, parse in _OPTIONAL_ENV:
+            if value := env.get(prefix + var):
+                kwargs[field] = parse(value, prefix + var)
         try:
             return cls(**kwargs)
         except ValueError as exc:
             raise ValueError(f"{exc} (from {prefix}* environment variables)") from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Environment variables: <prefix>VAR -> field, with the parser of its text (errors name the variable).
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _text(value: str, _var: str) -> str:
+    return value
+
+
+def _parser(convert: Callable[[str], Any], expected: str) -> Callable[[str, str], Any]:
+    def parse(value: str, var: str) -> Any:
+        try:
+            return convert(value.strip())
+        except ValueError:
+            raise ValueError(f"{var} must be {expected}, got {value!r}") from None
+
+    return parse
+
+
+_milliseconds = _parser(int, "an integer (milliseconds)")
+_count = _parser(int, "an integer")
+_bytes = _parser(int, "an integer (bytes)")
+_number = _parser(float, "a number")
+
+
+def _flag(value: str, var: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"{var} must be true/false/1/0/yes/no, got {value!r}")
+
+
+def _keyword(value: str, _var: str) -> str:
+    return value.strip().lower()
+
+
+_REQUIRED_ENV = (("BASE_URL", "base_url"), ("API_KEY", "api_key"))
+_OPTIONAL_ENV: tuple[tuple[str, str, Callable[[str, str], Any]], ...] = (
+    *((name.upper(), name, _text) for name in _SUBJECT_FIELDS),
+    ("CONNECT_TIMEOUT", "connect_timeout_ms", _milliseconds),
+    ("READ_TIMEOUT", "read_timeout_ms", _milliseconds),
+    ("RETRY_MAX_ATTEMPTS", "retry_max_attempts", _count),
+    ("RETRY_INITIAL_DELAY", "retry_initial_delay_ms", _milliseconds),
+    ("RETRY_MAX_DELAY", "retry_max_delay_ms", _milliseconds),
+    ("FLUSH_TIMEOUT", "flush_timeout_ms", _milliseconds),
+    ("EXTEND_TIMEOUT", "extend_timeout_ms", _milliseconds),
+    ("REPLAY_VERIFY_AFTER", "replay_verify_after_ms", _milliseconds),
+    ("MAX_RESPONSE_BYTES", "max_response_bytes", _bytes),
+    ("RETRY_MULTIPLIER", "retry_multiplier", _number),
+    ("RETRY_ENABLED", "retry_enabled", _flag),
+    ("JOURNAL_ENABLED", "journal_enabled", _flag),
+    ("JOURNAL_DIR", "journal_dir", _text),
+    ("JOURNAL_SYNC", "journal_sync", _keyword),
+)

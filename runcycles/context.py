@@ -9,17 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._worded import int_range
+from .validation import MAX_INT64
+
 if TYPE_CHECKING:
     from .models import Amount, Balance, Caps, CyclesMetrics, Decision
 
 __all__ = ["CyclesContext", "get_cycles_context", "require_cycles_context"]
-
-
-def _check_actual(_instance: object, _attribute: object, value: int | None) -> None:
-    if value is not None:
-        from .validation import validate_amount
-
-        validate_amount("actual", value)
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -45,7 +41,7 @@ class CyclesContext:
     balances: list[Balance] = attrs.field(factory=list)
     metrics: CyclesMetrics | None = None
     commit_metadata: dict[str, Any] | None = None
-    actual: int | None = attrs.field(default=None, validator=_check_actual)
+    actual: int | None = attrs.field(default=None, validator=int_range("actual", 0, MAX_INT64, optional=True))
 
     def has_caps(self) -> bool:
         """True when the server attached caps (``ALLOW_WITH_CAPS``)."""
@@ -69,9 +65,7 @@ def require_cycles_context() -> CyclesContext:
     """
     context = _CURRENT.get()
     if context is None:
-        raise RuntimeError(
-            "require_cycles_context() called outside a guarded call (with_cycles / reserve_for_stream)"
-        )
+        raise RuntimeError("require_cycles_context() called outside a guarded call (with_cycles / reserve_for_stream)")
     return context
 
 

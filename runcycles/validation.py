@@ -15,10 +15,13 @@ before anything is sent. Five messages are part of the public contract and exact
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
+
+from ._worded import Worded, int_between, int_range, string
 
 if TYPE_CHECKING:
     from .models import Caps, CyclesMetrics, Decision, ErrorCode
@@ -87,54 +90,33 @@ def _type_name(value: object) -> str:
 
 def check_str(path: str, value: object, *, max_len: int, min_len: int = 0) -> None:
     """A string of at most ``max_len`` (and at least ``min_len``) characters."""
-    if not isinstance(value, str):
-        raise ValueError(f"{path} must be a string, got {_type_name(value)}")
-    if len(value) < min_len:
-        if min_len == 1:
-            raise ValueError(f"{path} must not be empty")
-        raise ValueError(f"{path} must be at least {min_len} characters")
-    if len(value) > max_len:
-        raise ValueError(f"{path} must be at most {max_len} characters")
+    _string(max_len, min_len).check(value, path)
 
 
 def check_int(path: str, value: object, *, minimum: int = 0, maximum: int = MAX_INT64) -> None:
     """An ``int`` (never a ``bool`` or ``float``) within ``minimum..maximum``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{path} must be an int, got {_type_name(value)}")
-    if value < minimum:
-        if minimum == 0:
-            raise ValueError(f"{path} must be non-negative")
-        raise ValueError(f"{path} must be at least {minimum}")
-    if value > maximum:
-        raise ValueError(f"{path} must be at most {maximum}")
+    _int_range(minimum, maximum).check(value, path)
 
 
 def check_int_between(path: str, value: object, minimum: int, maximum: int) -> None:
     """An ``int`` within ``minimum..maximum``; out of range: ``<path> must be between <min> and <max>``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{path} must be an int, got {_type_name(value)}")
-    if not minimum <= value <= maximum:
-        raise ValueError(f"{path} must be between {minimum} and {maximum}")
+    _int_between(minimum, maximum).check(value, path)
 
 
-def check_bool(path: str, value: object) -> None:
-    """A ``bool``."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{path} must be a bool, got {_type_name(value)}")
+# The rules are attrs validators worded by runcycles._worded, built once per set of bounds.
+@functools.lru_cache(maxsize=64)
+def _string(max_len: int, min_len: int) -> Worded:
+    return string(None, max_len=max_len, min_len=min_len)
 
 
-def check_enum(path: str, value: object, enum_cls: type[enum.Enum]) -> None:
-    """A member of ``enum_cls`` (the models convert known strings to members first)."""
-    if not isinstance(value, enum_cls):
-        allowed = ", ".join(str(m.value) for m in enum_cls)
-        raise ValueError(f"{path} must be one of {allowed}, got {value!r}")
+@functools.lru_cache(maxsize=64)
+def _int_range(minimum: int, maximum: int) -> Worded:
+    return int_range(None, minimum, maximum)
 
 
-def check_instance(path: str, value: object, cls: type) -> None:
-    """An instance of ``cls`` (a nested model)."""
-    if not isinstance(value, cls):
-        article = "an" if cls.__name__[:1] in "AEIOU" else "a"
-        raise ValueError(f"{path} must be {article} {cls.__name__}, got {_type_name(value)}")
+@functools.lru_cache(maxsize=64)
+def _int_between(minimum: int, maximum: int) -> Worded:
+    return int_between(None, minimum, maximum)
 
 
 def check_object(path: str, value: object) -> None:

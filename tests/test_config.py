@@ -92,6 +92,12 @@ def test_https_and_custom_values_are_kept() -> None:
         ("retry_enabled", "yes"),
         ("journal_enabled", 1),
         ("tenant", 42),
+        ("journal_dir", 5),
+        ("extend_timeout_ms", 0),
+        ("extend_timeout_ms", True),
+        ("extend_timeout_ms", 1.5),
+        ("journal_sync", "fast"),
+        ("retry_multiplier", "2"),
     ],
 )
 def test_invalid_values_raise_value_error_naming_the_field(field: str, value: object) -> None:
@@ -108,6 +114,34 @@ def test_empty_api_key_message() -> None:
 def test_non_http_url_message_names_field_and_value() -> None:
     with pytest.raises(ValueError, match=r"^base_url must be an http\(s\) URL, got 'ftp://x'$"):
         make(base_url="ftp://x")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("base_url", None, "base_url must not be empty"),
+        ("api_key", 5, "api_key must not be empty"),
+        ("connect_timeout_ms", 0, "connect_timeout_ms must be a positive integer (milliseconds), got 0"),
+        ("read_timeout_ms", True, "read_timeout_ms must be a positive integer (milliseconds), got True"),
+        ("retry_max_attempts", -1, "retry_max_attempts must be a non-negative integer, got -1"),
+        ("retry_multiplier", 0.5, "retry_multiplier must be a number >= 1, got 0.5"),
+        ("retry_enabled", "yes", "retry_enabled must be a bool, got 'yes'"),
+        ("tenant", 42, "tenant must be a string or None, got int"),
+        ("max_response_bytes", 0, "max_response_bytes must be a positive integer (bytes), got 0"),
+        ("journal_sync", "fast", "journal_sync must be 'full' or 'process', got 'fast'"),
+        ("extend_timeout_ms", -1, "extend_timeout_ms must be a positive integer (milliseconds) or None, got -1"),
+    ],
+)
+def test_validation_messages(field: str, value: object, expected: str) -> None:
+    with pytest.raises(ValueError) as info:
+        make(**{field: value})
+    assert str(info.value) == expected
+
+
+def test_optional_fields_accept_none_and_valid_values() -> None:
+    config = make(extend_timeout_ms=None, journal_dir=None, tenant=None, journal_sync="process")
+    assert (config.extend_timeout_ms, config.journal_sync) == (None, "process")
+    assert make(extend_timeout_ms=1).extend_timeout_ms == 1
 
 
 def test_validation_error_never_echoes_the_api_key() -> None:
@@ -249,6 +283,35 @@ def test_from_env_malformed_number_names_the_variable(var: str, text: str) -> No
     with pytest.raises(ValueError) as info:
         CyclesConfig.from_env(environ=env)
     assert str(info.value).startswith(f"CYCLES_{var} ")
+
+
+@pytest.mark.parametrize(
+    ("var", "text", "expected"),
+    [
+        ("READ_TIMEOUT", "soon", "CYCLES_READ_TIMEOUT must be an integer (milliseconds), got 'soon'"),
+        ("RETRY_MAX_ATTEMPTS", "many", "CYCLES_RETRY_MAX_ATTEMPTS must be an integer, got 'many'"),
+        ("MAX_RESPONSE_BYTES", "1MB", "CYCLES_MAX_RESPONSE_BYTES must be an integer (bytes), got '1MB'"),
+        ("RETRY_MULTIPLIER", "x2", "CYCLES_RETRY_MULTIPLIER must be a number, got 'x2'"),
+        ("JOURNAL_ENABLED", "on", "CYCLES_JOURNAL_ENABLED must be true/false/1/0/yes/no, got 'on'"),
+    ],
+)
+def test_from_env_malformed_value_messages(var: str, text: str, expected: str) -> None:
+    env = {"CYCLES_BASE_URL": URL, "CYCLES_API_KEY": KEY, f"CYCLES_{var}": text}
+    with pytest.raises(ValueError) as info:
+        CyclesConfig.from_env(environ=env)
+    assert str(info.value) == expected
+
+
+def test_from_env_reads_the_later_variables() -> None:
+    env = {
+        "CYCLES_BASE_URL": URL,
+        "CYCLES_API_KEY": KEY,
+        "CYCLES_EXTEND_TIMEOUT": " 750 ",
+        "CYCLES_JOURNAL_SYNC": " Process ",
+        "CYCLES_MAX_RESPONSE_BYTES": "4096",
+    }
+    config = CyclesConfig.from_env(environ=env)
+    assert (config.extend_timeout_ms, config.journal_sync, config.max_response_bytes) == (750, "process", 4096)
 
 
 def test_from_env_fractional_timeout_is_malformed() -> None:

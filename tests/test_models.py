@@ -8,6 +8,7 @@ import attrs
 import pytest
 
 from runcycles import mappers, validation
+from runcycles.context import CyclesContext
 from runcycles.errors import ResponseFormatError
 from runcycles.models import (
     Action,
@@ -196,7 +197,9 @@ def test_limits_accept_their_boundaries() -> None:
             lambda: Amount(unit="DOLLARS", amount=1),
             "unit must be one of USD_MICROCENTS, TOKENS, CREDITS, RISK_POINTS, got 'DOLLARS'",
         ),
+        (lambda: Amount(unit=None, amount=1), "unit is required"),  # type: ignore[arg-type]
         (lambda: SignedAmount(unit=Unit.TOKENS, amount=False), "amount must be an int, got bool"),
+        (lambda: SignedAmount(unit=Unit.TOKENS, amount=-(2**63) - 1), "amount must be at least -9223372036854775808"),
         (lambda: CyclesMetrics(tokens_input=-1), "metrics.tokens_input must be non-negative"),
         (lambda: CyclesMetrics(latency_ms=True), "metrics.latency_ms must be an int, got bool"),
         (
@@ -236,6 +239,25 @@ def test_validate_amount_messages() -> None:
     assert message(validate_amount, "actual", None) == "actual must be an int, got NoneType"
     assert message(validate_amount, "actual", 2**63) == "actual must be at most 9223372036854775807"
     assert validate_amount("actual", 2**63 - 1) == 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (-1, "actual must be non-negative"),
+        (True, "actual must be an int, got bool"),
+        (1.5, "actual must be an int, got float"),
+        (2**63, "actual must be at most 9223372036854775807"),
+    ],
+)
+def test_context_actual_is_checked_on_assignment(value: object, expected: str) -> None:
+    context = CyclesContext(reservation_id="r", estimate=1, decision="ALLOW")
+    with pytest.raises(ValueError) as info:
+        context.actual = value  # type: ignore[assignment]
+    assert str(info.value) == expected
+    assert context.actual is None
+    context.actual = 5
+    context.actual = None
 
 
 def test_limits_at_boundaries_are_accepted() -> None:

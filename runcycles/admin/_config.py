@@ -5,44 +5,26 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 import httpx
 
 from .._version import __version__
+from .._worded import POSITIVE_MS, http_url, int_at_least, not_blank
 
 __all__ = ["AdminConfig"]
 
 USER_AGENT = f"runcycles-python/{__version__} (admin)"
 
 
-def _url(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{attribute.name} must not be empty")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{attribute.name} must be an http(s) URL, got {value!r}")
-
-
-def _key(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{attribute.name} must not be empty")
-
-
-def _positive(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{attribute.name} must be a positive integer (milliseconds), got {value!r}")
-
-
 @attrs.frozen
 class AdminConfig:
     """The admin server's ``base_url`` and the ``X-Admin-API-Key`` secret (never shown by ``repr``)."""
 
-    base_url: str = attrs.field(validator=_url)
-    admin_key: str = attrs.field(validator=_key, repr=False)
-    connect_timeout_ms: int = attrs.field(default=2000, kw_only=True, validator=_positive)
-    read_timeout_ms: int = attrs.field(default=10_000, kw_only=True, validator=_positive)
+    base_url: str = attrs.field(validator=http_url())
+    admin_key: str = attrs.field(validator=not_blank(), repr=False)
+    connect_timeout_ms: int = attrs.field(default=2000, kw_only=True, validator=int_at_least(1, POSITIVE_MS))
+    read_timeout_ms: int = attrs.field(default=10_000, kw_only=True, validator=int_at_least(1, POSITIVE_MS))
 
     @classmethod
     def from_env(

@@ -16,6 +16,7 @@ import attrs
 
 from .. import _wire as w
 from ..models import Amount, CommitOveragePolicy, SignedAmount, Unit
+from ..models._fields import Paged, extra
 
 __all__ = [
     "ApiKey",
@@ -124,10 +125,6 @@ class Permission(str, enum.Enum):
     ADMIN_AUDIT_READ = "admin:audit:read"
 
 
-def _extra() -> Any:
-    return attrs.field(factory=dict)
-
-
 _STR = w.STR
 _INT = w.INT
 _POLICY = w.enum_of(CommitOveragePolicy)
@@ -151,7 +148,7 @@ class Tenant:
     updated_at: str | None = attrs.field(default=None, metadata=_STR)
     suspended_at: str | None = attrs.field(default=None, metadata=_STR)
     closed_at: str | None = attrs.field(default=None, metadata=_STR)
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra()
 
 
 @attrs.frozen(kw_only=True)
@@ -177,7 +174,7 @@ class BudgetLedger:
     period_start: str | None = attrs.field(default=None, metadata=_STR)
     period_end: str | None = attrs.field(default=None, metadata=_STR)
     updated_at: str | None = attrs.field(default=None, metadata=_STR)
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra()
 
 
 @attrs.frozen(kw_only=True)
@@ -194,7 +191,7 @@ class BudgetFunding:
     previous_spent: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
     new_spent: Amount | None = attrs.field(default=None, metadata=w.model(Amount))
     timestamp: str | None = attrs.field(default=None, metadata=_STR)
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra()
 
 
 @attrs.frozen(kw_only=True)
@@ -215,7 +212,7 @@ class ApiKey:
     revoked_at: str | None = attrs.field(default=None, metadata=_STR)
     revoked_reason: str | None = attrs.field(default=None, metadata=_STR)
     metadata: Mapping[str, Any] | None = attrs.field(default=None, metadata=w.OBJECT)
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra()
 
 
 @attrs.frozen(kw_only=True)
@@ -229,7 +226,7 @@ class CreatedApiKey:
     created_at: str = attrs.field(metadata=_STR)
     expires_at: str = attrs.field(metadata=_STR)
     permissions: tuple[str, ...] | None = attrs.field(default=None, metadata=w.STR_LIST)
-    extra: Mapping[str, Any] = _extra()
+    extra: Mapping[str, Any] = extra()
 
 
 @attrs.frozen(kw_only=True)
@@ -242,27 +239,18 @@ class Page(Generic[T]):
 
 
 @attrs.frozen(kw_only=True)
-class _TenantPage:
+class _TenantPage(Paged):
     tenants: tuple[Tenant, ...] = attrs.field(metadata=w.model_list(Tenant))
-    next_cursor: str | None = attrs.field(default=None, metadata=_STR)
-    has_more: bool | None = attrs.field(default=None, metadata=w.BOOL)
-    extra: Mapping[str, Any] = _extra()
 
 
 @attrs.frozen(kw_only=True)
-class _KeyPage:
+class _KeyPage(Paged):
     keys: tuple[ApiKey, ...] = attrs.field(metadata=w.model_list(ApiKey))
-    next_cursor: str | None = attrs.field(default=None, metadata=_STR)
-    has_more: bool | None = attrs.field(default=None, metadata=w.BOOL)
-    extra: Mapping[str, Any] = _extra()
 
 
 @attrs.frozen(kw_only=True)
-class _LedgerPage:
+class _LedgerPage(Paged):
     ledgers: tuple[BudgetLedger, ...] = attrs.field(metadata=w.model_list(BudgetLedger))
-    next_cursor: str | None = attrs.field(default=None, metadata=_STR)
-    has_more: bool | None = attrs.field(default=None, metadata=w.BOOL)
-    extra: Mapping[str, Any] = _extra()
 
 
 def as_dict(value: Any) -> dict[str, Any]:
