@@ -82,12 +82,13 @@ _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 def trace_id_of(headers: Mapping[str, str]) -> str:
     """The request's trace id: a valid ``traceparent``, else a valid ``X-Cycles-Trace-Id``, else a new one."""
-    match = _TRACEPARENT.match(headers.get("traceparent", "").strip())
+    parent = headers.get("traceparent")
+    match = _TRACEPARENT.match(parent.strip()) if parent is not None else None
     if match and set(match.group(1)) != {"0"} and set(match.group(2)) != {"0"}:
         return match.group(1)
-    given = headers.get("x-cycles-trace-id", "").strip()
-    if _TRACE_ID.match(given) and set(given) != {"0"}:
-        return given
+    given = headers.get("x-cycles-trace-id")
+    if given is not None and _TRACE_ID.match(given.strip()) and set(given.strip()) != {"0"}:
+        return given.strip()
     while True:
         fresh = secrets.token_hex(16)
         if set(fresh) != {"0"}:

@@ -19,6 +19,7 @@ import attrs
 
 from . import _sqlite
 
+_EPOCH = "SELECT n FROM auth_epoch WHERE id = 0"
 _MAX_BATCH = 64
 """At most this many write transactions share one commit (group commit on a file database)."""
 
@@ -66,6 +67,8 @@ def _raise_for(batch: _Batch, outcome: BaseException | None) -> None:
         raise outcome
 
 
+# ``auth_epoch`` counts changes to API keys and tenants, by any process (triggers), so that a process may
+# cache what authenticating a key found and know, with one cheap read, when that may have changed.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
     tenant_id TEXT PRIMARY KEY, status TEXT NOT NULL, doc TEXT NOT NULL
@@ -102,6 +105,20 @@ CREATE TABLE IF NOT EXISTS idempotency (
 CREATE TABLE IF NOT EXISTS events (
     event_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, created_at_ms INTEGER NOT NULL, doc TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS auth_epoch (id INTEGER PRIMARY KEY CHECK (id = 0), n INTEGER NOT NULL);
+INSERT OR IGNORE INTO auth_epoch VALUES (0, 0);
+CREATE TRIGGER IF NOT EXISTS auth_epoch_api_keys_insert AFTER INSERT ON api_keys
+    BEGIN UPDATE auth_epoch SET n = n + 1 WHERE id = 0; END;
+CREATE TRIGGER IF NOT EXISTS auth_epoch_api_keys_update AFTER UPDATE ON api_keys
+    BEGIN UPDATE auth_epoch SET n = n + 1 WHERE id = 0; END;
+CREATE TRIGGER IF NOT EXISTS auth_epoch_api_keys_delete AFTER DELETE ON api_keys
+    BEGIN UPDATE auth_epoch SET n = n + 1 WHERE id = 0; END;
+CREATE TRIGGER IF NOT EXISTS auth_epoch_tenants_insert AFTER INSERT ON tenants
+    BEGIN UPDATE auth_epoch SET n = n + 1 WHERE id = 0; END;
+CREATE TRIGGER IF NOT EXISTS auth_epoch_tenants_update AFTER UPDATE ON tenants
+    BEGIN UPDATE auth_epoch SET n = n + 1 WHERE id = 0; END;
+CREATE TRIGGER IF NOT EXISTS auth_epoch_tenants_delete AFTER DELETE ON tenants
+    BEGIN UPDATE auth_epoch SET n = n + 1 WHERE id = 0; END;
 """
 
 
@@ -326,6 +343,13 @@ class Ledger:
             self._settle(batch)
         if batch.error is not None:
             raise sqlite3.OperationalError(f"the write transaction failed: {batch.error}") from batch.error
+
+    def auth_epoch(self) -> int:
+        """The count of API key and tenant changes so far (one statement, no transaction of its own)."""
+        if self._group is not None and self._group_owner == threading.get_ident():
+            return int(self._group.conn.execute(_EPOCH).fetchone()[0])
+        with self._connection() as conn:
+            return int(conn.execute(_EPOCH).fetchone()[0])
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
