@@ -3,9 +3,10 @@
 A thread hop per request (and a pool of threads contending for the interpreter lock and the ledger's write
 lock) cost more than the requests themselves. Instead, requests that arrive while a batch is running queue
 up; the next batch takes them all (up to :data:`MAX_BATCH`) to a worker thread in one hop, runs them one
-after the other inside :meth:`Ledger.group` (their writes share one transaction, so one ``fsync``), and
-answers them only once that transaction is committed. If the commit fails, every request of the batch gets
-a 500 answer: none of their writes were kept.
+after the other inside :meth:`Ledger.group` (their writes share one transaction), then, while the next
+batch already runs, makes the commit durable (:meth:`Ledger.sync`, one ``fsync`` on another worker thread)
+and only then answers them. If the commit or the sync fails, every request of the batch gets a 500 answer
+(an ambiguous outcome: a client retries with the same idempotency key).
 
 There is no background task: the request that finds no batch running leads one (its own included); when it
 is done it hands the lead to the first request still queued.
@@ -13,8 +14,10 @@ is done it hands the lead to the first request still queued.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
@@ -29,6 +32,7 @@ MAX_BATCH = 64
 """At most this many requests share one worker-thread hop and one commit."""
 
 Call = Callable[[], HttpResponse]
+_T = TypeVar("_T")
 
 
 @attrs.define(eq=False)
@@ -62,34 +66,41 @@ class Batcher:
                     return job.response
             self._busy = True
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            try:
-                responses = await anyio.to_thread.run_sync(self._run_batch, batch)
-            except BaseException:  # the worker thread could not be used at all: answer, do not hang
-                logger.error("a batch of %d requests failed to run", len(batch), exc_info=True)
-                responses = [job.failed() for job in batch]
-            for each, response in zip(batch, responses, strict=True):
+            responses = await self._in_thread(functools.partial(self._run_batch, batch), batch)
+            self._hand_on()  # the next batch runs while this one's commit is made durable
+            if responses is not None and not await self._in_thread(self._sync, batch):
+                responses = None
+            for each, response in zip(batch, responses or [each.failed() for each in batch], strict=True):
                 each.response = response
-                each.lead = False
                 each.done.set()
-            if self._pending:
-                self._pending[0].lead = True
-                self._pending[0].done.set()
-            else:
-                self._busy = False
         assert job.response is not None
         return job.response
 
-    def _run_batch(self, batch: list[_Job]) -> list[HttpResponse]:
-        responses: list[HttpResponse] = []
+    def _hand_on(self) -> None:
+        """Let the first queued request lead the next batch (or note that none is running)."""
+        if self._pending:
+            self._pending[0].lead = True
+            self._pending[0].done.set()
+        else:
+            self._busy = False
+
+    @staticmethod
+    async def _in_thread(step: Callable[[], _T], batch: list[_Job]) -> _T | None:
+        """``step()`` on a worker thread; ``None`` (logged) if it raised."""
         try:
-            with self._app.env.ledger.group():
-                for job in batch:
-                    responses.append(job.call())
+            return await anyio.to_thread.run_sync(step)
         except Exception as exc:
-            logger.error("a batch of %d requests could not be committed: %s", len(batch), type(exc).__name__)
+            logger.error("a batch of %d requests failed: %s", len(batch), type(exc).__name__)
             logger.debug("traceback of the failed batch", exc_info=True)
-            return [job.failed() for job in batch]
-        return responses
+            return None
+
+    def _sync(self) -> bool:
+        self._app.env.ledger.sync()
+        return True
+
+    def _run_batch(self, batch: list[_Job]) -> list[HttpResponse]:
+        with self._app.env.ledger.group():
+            return [job.call() for job in batch]
 
 
 def internal_error(app: App, method: str, headers: list[tuple[str, str]]) -> Call:

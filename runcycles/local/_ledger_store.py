@@ -10,9 +10,10 @@ threads spin on SQLite's busy handler.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 
 import attrs
@@ -149,6 +150,7 @@ class Ledger:
         self._batch: _Batch | None = None
         self._group: _Batch | None = None
         self._group_owner: int | None = None
+        self._group_conn: sqlite3.Connection | None = None
         self._memory_lock = threading.RLock()
         self._pool: _sqlite.Pool | None = None
         self._closed = False
@@ -255,12 +257,12 @@ class Ledger:
                 raise
             conn.execute("COMMIT")
 
-    def _open_batch(self) -> _Batch:
-        """A new batch: a pooled connection in ``BEGIN IMMEDIATE`` (called holding the write lock)."""
+    def _open_batch(self, connection: Callable[[], sqlite3.Connection] | None = None) -> _Batch:
+        """A new batch: a pooled (or the given) connection in ``BEGIN IMMEDIATE``; called holding the write lock."""
         assert self._pool is not None
         stack = contextlib.ExitStack()
         try:
-            conn = stack.enter_context(self._pool.connection())
+            conn = connection() if connection is not None else stack.enter_context(self._pool.connection())
             conn.execute("BEGIN IMMEDIATE")
         except BaseException:
             stack.close()
@@ -318,17 +320,18 @@ class Ledger:
     def group(self) -> Iterator[None]:
         """Run every write and read of this thread in one transaction, committed once at the end.
 
-        For a server that runs a batch of requests on one thread: their writes share one commit (one
-        ``fsync``), each in its own savepoint as with :meth:`write`'s group commit. The caller must not
-        acknowledge any of them before this block exits without error; if it raises, nothing of the batch
-        was committed. In memory (where a commit costs nothing) this does nothing.
+        For a server that runs a batch of requests on one thread: their writes share one commit, each in
+        its own savepoint as with :meth:`write`'s group commit. The commit does not wait for the disk, so the
+        next group can start at once: the caller must call :meth:`sync` after this block and acknowledge
+        none of the batch before both succeeded. If this block raises, nothing of the batch was committed.
+        In memory (where a commit costs nothing) this does nothing.
         """
         if self._pool is None:
             yield
             return
         self._write_lock.acquire()
         try:
-            batch = self._open_batch()
+            batch = self._open_batch(self._group_connection)
         except BaseException:
             self._write_lock.release()
             raise
@@ -343,6 +346,41 @@ class Ledger:
             self._settle(batch)
         if batch.error is not None:
             raise sqlite3.OperationalError(f"the write transaction failed: {batch.error}") from batch.error
+
+    def _group_connection(self) -> sqlite3.Connection:
+        """The connection of :meth:`group` (``synchronous = NORMAL``: :meth:`sync` makes its commits durable)."""
+        if self._group_conn is None:
+            if self._closed:
+                raise RuntimeError("the local Cycles server is closed")
+            conn = self._connect()
+            try:
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except BaseException:
+                conn.close()
+                raise
+            self._group_conn = conn
+        return self._group_conn
+
+    def sync(self) -> None:
+        """Make every commit so far durable, as ``synchronous = FULL`` would have (after :meth:`group`).
+
+        In WAL mode FULL differs from NORMAL only by an ``fsync`` of the WAL file after each commit; this is
+        that ``fsync``, run outside the write lock so that it overlaps the next batch. Without a WAL file
+        everything was checkpointed into the database file, which is synced instead. Nothing to do in
+        memory or with ``durability="normal"``.
+        """
+        if self.path is None or self.durability != "full":
+            return
+        for target in (self.path + "-wal", self.path):
+            try:
+                fd = os.open(target, os.O_RDWR | getattr(os, "O_BINARY", 0))
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return
 
     def auth_epoch(self) -> int:
         """The count of API key and tenant changes so far (one statement, no transaction of its own)."""
@@ -369,6 +407,10 @@ class Ledger:
         self._closed = True
         if self._pool is not None:
             self._pool.close()
+            with self._write_lock:
+                if self._group_conn is not None:
+                    _sqlite.close(self._group_conn)
+                    self._group_conn = None
         else:
             with self._memory_lock, contextlib.suppress(sqlite3.ProgrammingError):
                 self._memory_conn.close()
