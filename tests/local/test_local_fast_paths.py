@@ -31,7 +31,8 @@ def _reserve_body(key: str) -> bytes:
 
 
 def _reserve(server: LocalCyclesServer, secret: str, key: str) -> tuple[int, dict[str, Any]]:
-    status, _headers, body = server.handle("POST", "/v1/reservations", "", {"x-cycles-api-key": secret}, _reserve_body(key))
+    headers = {"x-cycles-api-key": secret}
+    status, _headers, body = server.handle("POST", "/v1/reservations", "", headers, _reserve_body(key))
     return status, json.loads(body)
 
 
