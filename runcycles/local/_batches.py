@@ -40,7 +40,8 @@ class _Job:
     call: Call
     failed: Call
     """The 500 answer of this request, used when its batch's commit fails."""
-    done: anyio.Event = attrs.Factory(anyio.Event)
+    done: anyio.Event | None = None
+    """Set when the response is ready or the job is to lead the next batch (only for a job that waits)."""
     lead: bool = False
     response: HttpResponse | None = None
 
@@ -57,30 +58,48 @@ class Batcher:
         """Run ``call`` in the next batch and return its response once the batch is committed."""
         job = _Job(call, failed)
         self._pending.append(job)
-        # Shielded: a lead must finish its batch and hand on the lead whatever happens to its own request.
-        with anyio.CancelScope(shield=True):
-            if self._busy:
+        if self._busy:
+            job.done = anyio.Event()
+            try:
                 await job.done.wait()
-                if not job.lead:
-                    assert job.response is not None
-                    return job.response
-            self._busy = True
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            responses = await self._in_thread(functools.partial(self._run_batch, batch), batch)
-            self._hand_on()  # the next batch runs while this one's commit is made durable
-            if responses is not None and not await self._in_thread(self._sync, batch):
-                responses = None
-            for each, response in zip(batch, responses or [each.failed() for each in batch], strict=True):
-                each.response = response
-                each.done.set()
+            except BaseException:  # cancelled while queued: drop the job, and the lead if it was given one
+                self._abandon(job)
+                raise
+            if not job.lead:
+                assert job.response is not None
+                return job.response
+        self._busy = True
+        # Shielded: a lead finishes its batch and hands on the lead whatever happens to its own request.
+        with anyio.CancelScope(shield=True):
+            await self._lead()
         assert job.response is not None
         return job.response
+
+    async def _lead(self) -> None:
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        responses = await self._in_thread(functools.partial(self._run_batch, batch), batch)
+        self._hand_on()  # the next batch runs while this one's commit is made durable
+        if responses is not None and not await self._in_thread(self._sync, batch):
+            responses = None
+        for each, response in zip(batch, responses or [each.failed() for each in batch], strict=True):
+            each.response = response
+            if each.done is not None:
+                each.done.set()
+
+    def _abandon(self, job: _Job) -> None:
+        if job in self._pending:
+            self._pending.remove(job)
+        if job.lead:
+            job.lead = False
+            self._hand_on()
 
     def _hand_on(self) -> None:
         """Let the first queued request lead the next batch (or note that none is running)."""
         if self._pending:
-            self._pending[0].lead = True
-            self._pending[0].done.set()
+            first = self._pending[0]
+            first.lead = True
+            assert first.done is not None  # every queued job waits on its event
+            first.done.set()
         else:
             self._busy = False
 

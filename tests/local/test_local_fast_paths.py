@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +258,38 @@ def test_a_group_that_fails_keeps_nothing(tmp_path: Path) -> None:
         db.put_tenant(conn, _tenant("c"))
     assert _stored(path) == {"c"}
     ledger.close()
+
+
+@pytest.mark.anyio
+async def test_a_request_cancelled_while_queued_is_dropped_and_the_queue_still_drains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, secret = _seeded(str(tmp_path / "queued.db"))
+    real_handle = server._app.handle
+    entered, gate = threading.Event(), threading.Event()
+
+    def held_handle(*args: Any, **kwargs: Any) -> Any:
+        if not entered.is_set():
+            entered.set()
+            gate.wait(10)  # the first batch is held on the worker thread until the queue is set up
+        return real_handle(*args, **kwargs)
+
+    monkeypatch.setattr(server._app, "handle", held_handle)
+    results: dict[str, int] = {}
+
+    async def one(key: str) -> None:
+        results[key] = (await _asgi_reserve(server, secret, key))[0]
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(one, "lead")
+        await anyio.to_thread.run_sync(entered.wait)
+        with anyio.CancelScope() as dropped:
+            async with anyio.create_task_group() as queued:
+                queued.start_soon(one, "dropped")
+                tasks.start_soon(one, "kept")
+                await anyio.wait_all_tasks_blocked()
+                dropped.cancel()
+        gate.set()
+    assert results == {"lead": 200, "kept": 200}
+    assert server.get_budget("tenant:acme", USD)["reserved"] == 2  # the dropped request never ran
+    server.close()
