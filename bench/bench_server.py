@@ -244,7 +244,8 @@ def serve_and_load(tmp: str, args: argparse.Namespace, label: str, checkout: str
     db = str(Path(tmp) / f"http-{label}-{time.monotonic_ns()}.db")
     process, base_url, key = start_server_process(db, python, checkout)
     try:
-        return http_phase(base_url, key, process.pid, args.threads, args.seconds, f"loopback HTTP, {label}")
+        name = f"loopback HTTP, {label}" if args.baseline else ""  # "" keeps the usual label
+        return http_phase(base_url, key, process.pid, args.threads, args.seconds, name)
     finally:
         process.terminate()
         process.wait(10)
