@@ -1,13 +1,19 @@
 """Throughput of the embedded Cycles server: reserve -> commit cycles per second with concurrent clients.
 
-Runs three bounded phases (``--seconds`` each): in process on an in-memory database and on a SQLite file (WAL),
-each of ``--threads`` client threads owning an ``httpx.Client`` over the in-process transport; then over
-loopback HTTP: ``python -m runcycles serve`` in a child process on a file database, driven by a raw asyncio
-HTTP/1.1 keep-alive load generator (``_rawhttp.py load``, ``--threads`` connections) in another process, so the
-load generator is light and does not share the server's interpreter lock. It prints the server's CPU per
-request (Linux ``/proc``) and the load generator's CPU use, to show which side is the bottleneck.
+Runs bounded phases (``--seconds`` each): in process, the server core alone (``LocalCyclesServer.handle`` on
+an in-memory database, one thread: no HTTP client at all); then on an in-memory database and on a SQLite
+file (WAL), each of ``--threads`` client threads owning an ``httpx.Client`` over the in-process transport;
+then over loopback HTTP: ``python -m runcycles serve`` in a child process on a file database, driven by a raw
+asyncio HTTP/1.1 keep-alive load generator (``_rawhttp.py load``, ``--threads`` connections) in another
+process, so the load generator is light and does not share the server's interpreter lock. It prints CPU per
+request (in process: this process; over HTTP: the server's, Linux ``/proc``) and the load generator's CPU
+use, to show which side is the bottleneck.
 
-    python bench/bench_server.py [--threads 32] [--seconds 3] [--quick]
+``--baseline DIR`` compares the HTTP phase with another checkout (its own ``DIR/.venv``), alternating
+baseline and this checkout ``--reps`` times on the same machine, and prints medians and ratios: on a
+shared machine only such side-by-side ratios mean much.
+
+    python bench/bench_server.py [--threads 32] [--seconds 3] [--quick] [--baseline /work/main --reps 3]
 
 For comparison, the reference Java + Redis server is reported at ~456 reserve->commit cycles/s at 32 threads.
 """
@@ -39,6 +45,47 @@ def seed(server: LocalCyclesServer) -> str:
     server.create_tenant("bench")
     server.create_budget("tenant:bench", USD, 10**15)
     return server.create_api_key("bench")
+
+
+def core_phase(seconds: float) -> dict[str, Any]:
+    """reserve -> commit straight through ``LocalCyclesServer.handle`` (in memory, one thread, no client)."""
+    server = LocalCyclesServer()
+    headers = {"X-Cycles-API-Key": seed(server), "Content-Type": "application/json"}
+    latencies: list[float] = []
+    n = 0
+    began, cpu = time.perf_counter(), time.process_time()
+    stop_at = began + seconds
+    while time.perf_counter() < stop_at:
+        started = time.perf_counter()
+        reserve = {
+            "idempotency_key": f"core-{n}-r",
+            "subject": {"tenant": "bench", "agent": "a0"},
+            "action": {"kind": "llm.completion", "name": "bench"},
+            "estimate": {"unit": USD, "amount": 1000},
+        }
+        status, _, body = server.handle("POST", "/v1/reservations", "", headers, json.dumps(reserve).encode())
+        if status != 200:
+            raise RuntimeError(body.decode())
+        commit = {"idempotency_key": f"core-{n}-c", "actual": {"unit": USD, "amount": 900}}
+        path = f"/v1/reservations/{json.loads(body)['reservation_id']}/commit"
+        status, _, body = server.handle("POST", path, "", headers, json.dumps(commit).encode())
+        if status != 200:
+            raise RuntimeError(body.decode())
+        latencies.append(time.perf_counter() - started)
+        n += 1
+    elapsed = time.perf_counter() - began
+    used = time.process_time() - cpu
+    server.close()
+    latencies.sort()
+    return {
+        "cycles": n,
+        "elapsed": elapsed,
+        "cycles_per_s": n / elapsed,
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+        "errors": [],
+        "cpu_ms_per_request": 1000 * used / (2 * n),
+    }
 
 
 def run_phase(make_client: Callable[[], httpx.Client], threads: int, seconds: float) -> dict[str, Any]:
@@ -83,11 +130,12 @@ def run_phase(make_client: Callable[[], httpx.Client], threads: int, seconds: fl
     for thread in pool:
         thread.start()
     stop_at[0] = time.perf_counter() + seconds
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     start.wait()
     for thread in pool:
         thread.join()
     elapsed = time.perf_counter() - began
+    used = time.process_time() - cpu
     flat = sorted(x for per in latencies for x in per)
     return {
         "cycles": sum(counts),
@@ -96,10 +144,13 @@ def run_phase(make_client: Callable[[], httpx.Client], threads: int, seconds: fl
         "p50_ms": 1000 * statistics.median(flat) if flat else float("nan"),
         "p99_ms": 1000 * flat[int(len(flat) * 0.99)] if flat else float("nan"),
         "errors": errors[:3],
+        "cpu_ms_per_request": 1000 * used / (2 * sum(counts)) if sum(counts) else float("nan"),
     }
 
 
-def start_server_process(db: str) -> tuple[subprocess.Popen[str], str, str]:
+def start_server_process(
+    db: str, python: str = sys.executable, cwd: str | None = None
+) -> tuple[subprocess.Popen[str], str, str]:
     """``python -m runcycles serve`` on a free loopback port in a child process (its own GIL, like a real server).
 
     Returns the process, the base URL and the seeded tenant's API key (read from the command's output).
@@ -121,7 +172,8 @@ def start_server_process(db: str) -> tuple[subprocess.Popen[str], str, str]:
         "--budget",
         str(10**15),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    command[0] = python
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=cwd)
     assert process.stdout is not None
     key = ""
     for line in process.stdout:
@@ -155,12 +207,14 @@ def report(name: str, result: dict[str, Any], threads: int) -> None:
         f"{name:<34} {result['cycles_per_s']:9.0f} cycles/s  ({result['cycles']} cycles in {result['elapsed']:.1f} s, "
         f"{threads} threads, cycle p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms)"
     )
+    if "cpu_ms_per_request" in result:
+        print(f"   CPU (client and server, this process): {result['cpu_ms_per_request']:.3f} ms per request")
     if result["errors"]:
         print("   errors:", result["errors"])
 
 
-def http_phase(base_url: str, key: str, pid: int, clients: int, seconds: float) -> None:
-    """The raw load generator against the server process; prints cycles/s and CPU per request."""
+def http_phase(base_url: str, key: str, pid: int, clients: int, seconds: float, name: str = "") -> dict[str, Any]:
+    """The raw load generator against the server process; prints and returns cycles/s and CPU per request."""
     server_cpu = process_cpu_seconds(pid)
     done = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("_rawhttp.py")), "load", "--base-url", base_url,
@@ -170,15 +224,54 @@ def http_phase(base_url: str, key: str, pid: int, clients: int, seconds: float) 
     used = None if server_cpu is None else (process_cpu_seconds(pid) or 0.0) - server_cpu
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["cycles_per_s"] = result["cycles"] / result["elapsed"]
-    for name in ("p50_ms", "p99_ms"):
-        result[name] = float("nan") if result[name] is None else result[name]
-    report("loopback HTTP (raw asyncio load gen)", result, clients)
+    for field in ("p50_ms", "p99_ms"):
+        result[field] = float("nan") if result[field] is None else result[field]
+    report(name or "loopback HTTP (raw asyncio load gen)", result, clients)
     requests = 2 * result["cycles"]
+    result["server_cpu_ms"] = float("nan")
     if used is not None and requests:
+        result["server_cpu_ms"] = 1000 * used / requests
         print(
             f"   server CPU: {1000 * used / requests:.2f} ms per request ({used / result['elapsed']:.0%} of a core); "
             f"load generator {result['loadgen_cpu'] / result['elapsed']:.0%} of a core"
         )
+    return result
+
+
+def serve_and_load(tmp: str, args: argparse.Namespace, label: str, checkout: str | None) -> dict[str, Any]:
+    """One HTTP phase against ``runcycles serve`` from this checkout, or from ``checkout`` (its ``.venv``)."""
+    python = sys.executable if checkout is None else str(Path(checkout) / ".venv" / "bin" / "python")
+    db = str(Path(tmp) / f"http-{label}-{time.monotonic_ns()}.db")
+    process, base_url, key = start_server_process(db, python, checkout)
+    try:
+        name = f"loopback HTTP, {label}" if args.baseline else ""  # "" keeps the usual label
+        return http_phase(base_url, key, process.pid, args.threads, args.seconds, name)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def compare(tmp: str, args: argparse.Namespace) -> None:
+    """Alternate the HTTP phase between ``--baseline`` and this checkout; print medians and ratios."""
+    runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "this": []}
+    for _ in range(args.reps):
+        for label, checkout in (("baseline", args.baseline), ("this", None)):
+            runs[label].append(serve_and_load(tmp, args, label, checkout))
+    medians = {
+        label: (
+            statistics.median(r["cycles_per_s"] for r in results),
+            statistics.median(r["server_cpu_ms"] for r in results),
+        )
+        for label, results in runs.items()
+    }
+    pairs = [t["cycles_per_s"] / b["cycles_per_s"] for b, t in zip(runs["baseline"], runs["this"], strict=True)]
+    print(f"\n{'HTTP, ' + str(args.reps) + ' alternating runs':<34} {'cycles/s':>9}  server CPU ms/request")
+    for label, (rate, cpu) in medians.items():
+        print(f"{label:<34} {rate:9.0f}  {cpu:.2f}")
+    print(
+        f"this / baseline: cycles/s x{medians['this'][0] / medians['baseline'][0]:.2f} (pairs: "
+        f"{', '.join(f'{p:.2f}' for p in pairs)}); CPU per request x{medians['this'][1] / medians['baseline'][1]:.2f}"
+    )
 
 
 def main() -> None:
@@ -186,10 +279,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=32, help="concurrent clients")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--quick", action="store_true", help="0.5 s phases with 4 clients (a smoke run)")
+    parser.add_argument("--baseline", help="another checkout (with its .venv) to compare the HTTP phase with")
+    parser.add_argument("--reps", type=int, default=3, help="alternating runs per side with --baseline")
     args = parser.parse_args()
     if args.quick:
         args.threads, args.seconds = 4, 0.5
     with tempfile.TemporaryDirectory() as tmp:
+        if args.baseline:
+            compare(tmp, args)
+            return
+        report("in process, server core only", core_phase(args.seconds), 1)
         for name, path in (("in process, in-memory SQLite", None), ("in process, SQLite file (WAL)", "inproc.db")):
             server = LocalCyclesServer(str(Path(tmp) / path) if path else None)
             key = seed(server)
@@ -201,12 +300,7 @@ def main() -> None:
             report(name, run_phase(make, args.threads, args.seconds), args.threads)
             server.close()
 
-        process, base_url, key = start_server_process(str(Path(tmp) / "http.db"))
-        try:
-            http_phase(base_url, key, process.pid, args.threads, args.seconds)
-        finally:
-            process.terminate()
-            process.wait(10)
+        serve_and_load(tmp, args, "this checkout", None)
     print("reference Java + Redis server: ~456 cycles/s at 32 threads")
 
 

@@ -36,11 +36,37 @@ def _digest(salt: bytes, secret: str) -> bytes:
     return hashlib.sha256(salt + secret.encode("utf-8")).digest()
 
 
-def authenticate(env: Env, secret: str) -> tuple[str, Grant]:
-    """The tenant and grant of a presented API key secret; 401 UNAUTHORIZED for anything not currently valid."""
+# Keys the in-memory cache of authentications (never the secret itself); new in every process.
+_CACHE_KEY = os.urandom(32)
+_CACHE_LIMIT = 4096
+
+
+def _lookup(env: Env, secret: str) -> Any:
+    """The stored key row matching ``secret`` (``None`` if none), from the cache while no key or tenant changed.
+
+    A cached entry is used only while the ledger's ``auth_epoch`` (bumped by triggers on every change to
+    API keys or tenants, by any process sharing the file) is the one it was read at, so a revocation,
+    suspension or update takes effect on the next request. Only matches are cached: unknown secrets cannot
+    fill it.
+    """
+    cache_key = hashlib.blake2b(secret.encode("utf-8"), key=_CACHE_KEY, digest_size=32).digest()
+    cached = env.key_cache.get(cache_key)
+    if cached is not None and cached[0] == env.ledger.auth_epoch():
+        return cached[1]
     with env.ledger.read() as conn:
+        epoch = db.auth_epoch(conn)
         candidates = db.key_candidates(conn, secret[:KEY_PREFIX_LEN])
     match = next((c for c in candidates if hmac.compare_digest(_digest(c[2], secret), c[3])), None)
+    if match is not None:
+        if len(env.key_cache) >= _CACHE_LIMIT:
+            env.key_cache.clear()
+        env.key_cache[cache_key] = (epoch, match)
+    return match
+
+
+def authenticate(env: Env, secret: str) -> tuple[str, Grant]:
+    """The tenant and grant of a presented API key secret; 401 UNAUTHORIZED for anything not currently valid."""
+    match = _lookup(env, secret)
     if match is None:
         raise LocalServerError(401, "UNAUTHORIZED", "KEY_NOT_FOUND")
     _key_id, tenant_id, _salt, _hash, status, expires_at_ms, doc, tenant_status = match

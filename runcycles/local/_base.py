@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
-import uuid
+import os
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -56,6 +56,8 @@ class Env:
     clock: Clock
     admin_key: str
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    key_cache: dict[bytes, tuple[int, Any]] = attrs.field(factory=dict, repr=False)
+    """What authenticating a key found, by a keyed hash of its secret, with the ``auth_epoch`` it was read at."""
 
 
 @attrs.define(kw_only=True)
@@ -97,9 +99,12 @@ class Request:
         return body
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def dumps(value: Any) -> bytes:
     """Compact JSON bytes."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _COMPACT(value).encode("utf-8")
 
 
 def payload_hash(body: dict[str, Any], defaults: dict[str, Any] | None = None) -> str:
@@ -108,8 +113,12 @@ def payload_hash(body: dict[str, Any], defaults: dict[str, Any] | None = None) -
 
 
 def new_id() -> str:
-    """A fresh opaque identifier."""
-    return str(uuid.uuid4())
+    """A fresh opaque identifier (a random version-4 UUID, as ``str(uuid.uuid4())`` but cheaper)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def amount(unit: str, value: int) -> dict[str, Any]:

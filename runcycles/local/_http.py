@@ -26,6 +26,8 @@ logger = logging.getLogger("runcycles.local")
 
 Handler = Callable[..., Response]
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
+HttpResponse = tuple[int, list[tuple[str, str]], bytes]
+"""``(status, headers, body)``."""
 
 # (method, path pattern, handler, auth) — "*" captures one path segment; auth is "key" (X-Cycles-API-Key),
 # "admin" (X-Admin-API-Key) or "either".
@@ -80,12 +82,13 @@ _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 def trace_id_of(headers: Mapping[str, str]) -> str:
     """The request's trace id: a valid ``traceparent``, else a valid ``X-Cycles-Trace-Id``, else a new one."""
-    match = _TRACEPARENT.match(headers.get("traceparent", "").strip())
+    parent = headers.get("traceparent")
+    match = _TRACEPARENT.match(parent.strip()) if parent is not None else None
     if match and set(match.group(1)) != {"0"} and set(match.group(2)) != {"0"}:
         return match.group(1)
-    given = headers.get("x-cycles-trace-id", "").strip()
-    if _TRACE_ID.match(given) and set(given) != {"0"}:
-        return given
+    given = headers.get("x-cycles-trace-id")
+    if given is not None and _TRACE_ID.match(given.strip()) and set(given.strip()) != {"0"}:
+        return given.strip()
     while True:
         fresh = secrets.token_hex(16)
         if set(fresh) != {"0"}:
@@ -111,6 +114,39 @@ def _match(method: str, segments: list[str]) -> tuple[Handler, str, list[str]] |
     return allowed or None
 
 
+def _request(method: str, path: str, query: str | bytes, headers: Headers, body: bytes) -> Request:
+    """The parsed request (path segments percent-decoded, query parsed, header names lower-cased)."""
+    lowered = {k.lower(): v for k, v in (headers.items() if isinstance(headers, Mapping) else headers)}
+    if "?" in path:
+        path, _, extra = path.partition("?")
+        query = query or extra
+    raw_query = query.decode("latin-1") if isinstance(query, bytes) else query
+    stripped = path.strip("/")
+    return Request(
+        method=method.upper(),
+        segments=[unquote(part) for part in stripped.split("/")] if stripped else [],
+        query=parse_qs(raw_query, keep_blank_values=True) if raw_query else {},
+        headers=lowered,
+        body=body,
+        request_id=new_id(),
+        trace_id=trace_id_of(lowered),
+    )
+
+
+def _response_headers(req: Request, status: int) -> list[tuple[str, str]]:
+    out = [
+        ("content-type", "application/json"),
+        ("x-request-id", req.request_id),
+        ("x-cycles-trace-id", req.trace_id),
+    ]
+    if req.tenant is not None:
+        out.append(("x-cycles-tenant", req.tenant))
+    if status == 405:
+        allowed = _match("", req.segments)
+        out.append(("allow", ", ".join(sorted(allowed if isinstance(allowed, set) else ()))))
+    return out
+
+
 class App:
     """The embedded server's request handler over one :class:`Env`."""
 
@@ -126,22 +162,9 @@ class App:
         body: bytes,
         *,
         error: LocalServerError | None = None,
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
+    ) -> HttpResponse:
         """Handle one request. ``path`` is the raw (percent-encoded) path; ``query`` the raw query string."""
-        lowered = {k.lower(): v for k, v in (headers.items() if isinstance(headers, Mapping) else headers)}
-        if "?" in path:
-            path, _, extra = path.partition("?")
-            query = query or extra
-        raw_query = query.decode("latin-1") if isinstance(query, bytes) else query
-        req = Request(
-            method=method.upper(),
-            segments=[unquote(part) for part in path.strip("/").split("/")] if path.strip("/") else [],
-            query=parse_qs(raw_query, keep_blank_values=True),
-            headers=lowered,
-            body=body,
-            request_id=new_id(),
-            trace_id=trace_id_of(lowered),
-        )
+        req = _request(method, path, query, headers, body)
         if error is None and len(body) > self.env.max_body_bytes:
             error = LocalServerError(
                 413, "INVALID_REQUEST", f"Request body exceeds the limit of {self.env.max_body_bytes} bytes"
@@ -164,19 +187,9 @@ class App:
             logger.debug("traceback of request %s", req.request_id, exc_info=True)
             status = 500
             payload = self._error_body(req, LocalServerError(500, "INTERNAL_ERROR", "Internal server error"))
-        out = [
-            ("content-type", "application/json"),
-            ("x-request-id", req.request_id),
-            ("x-cycles-trace-id", req.trace_id),
-        ]
-        if req.tenant is not None:
-            out.append(("x-cycles-tenant", req.tenant))
-        if status == 405:
-            allowed = _match("", req.segments)
-            out.append(("allow", ", ".join(sorted(allowed if isinstance(allowed, set) else ()))))
-        return status, out, payload
+        return status, _response_headers(req, status), payload
 
-    def too_large(self, method: str, headers: Headers) -> tuple[int, list[tuple[str, str]], bytes]:
+    def too_large(self, method: str, headers: Headers) -> HttpResponse:
         """The 413 answer for a body over :attr:`Env.max_body_bytes` (sent without reading the body)."""
         exc = LocalServerError(
             413, "INVALID_REQUEST", f"Request body exceeds the limit of {self.env.max_body_bytes} bytes"

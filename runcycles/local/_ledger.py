@@ -85,8 +85,8 @@ _RESERVATION_COLUMNS = (
 )
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+"""Compact JSON text (ASCII) as stored in the ledger's document columns (one encoder, built once)."""
 
 
 def _budget(row: sqlite3.Row | tuple[Any, ...]) -> Budget:
@@ -352,6 +352,12 @@ def get_tenant(conn: sqlite3.Connection, tenant_id: str) -> dict[str, Any] | Non
     return doc
 
 
+def tenant_status(conn: sqlite3.Connection, tenant_id: str) -> str | None:
+    """The tenant's status (the column kept with its document), or ``None`` if there is no such tenant."""
+    row = conn.execute("SELECT status FROM tenants WHERE tenant_id = ?", (tenant_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
 def put_tenant(conn: sqlite3.Connection, doc: dict[str, Any]) -> None:
     """Insert or replace a tenant document."""
     conn.execute("INSERT OR REPLACE INTO tenants VALUES (?,?,?)", (doc["tenant_id"], doc["status"], _dumps(doc)))
@@ -378,6 +384,11 @@ def insert_api_key(
         "INSERT INTO api_keys VALUES (?,?,?,?,?,?,?,?)",
         (key_id, tenant_id, key_prefix, salt, key_hash, "ACTIVE", expires_at_ms, _dumps(doc)),
     )
+
+
+def auth_epoch(conn: sqlite3.Connection) -> int:
+    """The count of API key and tenant changes so far (kept by triggers)."""
+    return int(conn.execute("SELECT n FROM auth_epoch WHERE id = 0").fetchone()[0])
 
 
 def key_candidates(

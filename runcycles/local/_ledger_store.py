@@ -10,15 +10,17 @@ threads spin on SQLite's busy handler.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 
 import attrs
 
 from . import _sqlite
 
+_EPOCH = "SELECT n FROM auth_epoch WHERE id = 0"
 _MAX_BATCH = 64
 """At most this many write transactions share one commit (group commit on a file database)."""
 
@@ -33,6 +35,41 @@ class _Batch:
     error: BaseException | None = None
     size: int = 0
 
+
+
+def _in_savepoint(batch: _Batch) -> Generator[sqlite3.Connection, None, BaseException | None]:
+    """Run the caller's work in a savepoint of ``batch``; returns what it raised, to re-raise once settled."""
+    try:
+        batch.conn.execute("SAVEPOINT w")
+    except BaseException as exc:
+        return exc
+    outcome: BaseException | None = None
+    try:
+        yield batch.conn
+    except BaseException as exc:
+        outcome = exc
+    try:
+        if outcome is not None and not getattr(outcome, "commit_on_error", False):
+            batch.conn.execute("ROLLBACK TO w")
+        batch.conn.execute("RELEASE w")
+    except BaseException as exc:  # the transaction is in an unknown state: the batch must fail
+        outcome = outcome or exc
+        batch.error = batch.error or exc
+    return outcome
+
+
+def _raise_for(batch: _Batch, outcome: BaseException | None) -> None:
+    """Re-raise what a writer raised, or the batch's failure when the writer's work was not committed."""
+    if batch.error is not None and (outcome is None or getattr(outcome, "commit_on_error", False)):
+        if outcome is batch.error:
+            raise outcome
+        raise sqlite3.OperationalError(f"the write transaction failed: {batch.error}") from batch.error
+    if outcome is not None:
+        raise outcome
+
+
+# ``auth_epoch`` counts changes to API keys and tenants, by any process (triggers), so that a process may
+# cache what authenticating a key found and know, with one cheap read, when that may have changed.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
     tenant_id TEXT PRIMARY KEY, status TEXT NOT NULL, doc TEXT NOT NULL
@@ -69,6 +106,20 @@ CREATE TABLE IF NOT EXISTS idempotency (
 CREATE TABLE IF NOT EXISTS events (
     event_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, created_at_ms INTEGER NOT NULL, doc TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS auth_epoch (id INTEGER PRIMARY KEY CHECK (id = 0), n INTEGER NOT NULL);
+INSERT OR IGNORE INTO auth_epoch VALUES (0, 0);
+CREATE TRIGGER IF NOT EXISTS auth_epoch_api_keys_insert AFTER INSERT ON api_keys
+    BEGIN UPDATE auth_epoch SET n = n + 1 WHERE id = 0; END;
+CREATE TRIGGER IF NOT EXISTS auth_epoch_api_keys_update AFTER UPDATE ON api_keys
+    BEGIN UPDATE auth_epoch SET n = n + 1 WHERE id = 0; END;
+CREATE TRIGGER IF NOT EXISTS auth_epoch_api_keys_delete AFTER DELETE ON api_keys
+    BEGIN UPDATE auth_epoch SET n = n + 1 WHERE id = 0; END;
+CREATE TRIGGER IF NOT EXISTS auth_epoch_tenants_insert AFTER INSERT ON tenants
+    BEGIN UPDATE auth_epoch SET n = n + 1 WHERE id = 0; END;
+CREATE TRIGGER IF NOT EXISTS auth_epoch_tenants_update AFTER UPDATE ON tenants
+    BEGIN UPDATE auth_epoch SET n = n + 1 WHERE id = 0; END;
+CREATE TRIGGER IF NOT EXISTS auth_epoch_tenants_delete AFTER DELETE ON tenants
+    BEGIN UPDATE auth_epoch SET n = n + 1 WHERE id = 0; END;
 """
 
 
@@ -97,6 +148,9 @@ class Ledger:
         self._waiting_lock = threading.Lock()
         self._waiting = 0
         self._batch: _Batch | None = None
+        self._group: _Batch | None = None
+        self._group_owner: int | None = None
+        self._group_conn: sqlite3.Connection | None = None
         self._memory_lock = threading.RLock()
         self._pool: _sqlite.Pool | None = None
         self._closed = False
@@ -177,65 +231,60 @@ class Ledger:
         On a file database writers that queue up share one transaction (group commit): each runs in its own
         savepoint, and a writer that finds others waiting hands the open transaction on instead of committing;
         it returns only once a later writer has committed the batch, so nothing is acknowledged before it is
-        durable, and one ``fsync`` covers the whole batch.
+        durable, and one ``fsync`` covers the whole batch. Inside :meth:`group` (same thread) a write is a
+        savepoint of the group's transaction.
         """
         if self._pool is None:
-            with self._write_lock, self._connection() as conn:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException as exc:
-                    if getattr(exc, "commit_on_error", False):
-                        conn.execute("COMMIT")
-                    else:
-                        conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
+            yield from self._write_memory()
             return
+        if self._group is not None and self._group_owner == threading.get_ident():
+            outcome = yield from _in_savepoint(self._group)
+            if outcome is not None:
+                raise outcome
+            return
+        batch = self._join_batch()
+        outcome = yield from _in_savepoint(batch)
+        self._finish(batch)
+        _raise_for(batch, outcome)
+
+    def _write_memory(self) -> Iterator[sqlite3.Connection]:
+        with self._write_lock, self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException as exc:
+                conn.execute("COMMIT" if getattr(exc, "commit_on_error", False) else "ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _open_batch(self, connection: Callable[[], sqlite3.Connection] | None = None) -> _Batch:
+        """A new batch: a pooled (or the given) connection in ``BEGIN IMMEDIATE``; called holding the write lock."""
+        assert self._pool is not None
+        stack = contextlib.ExitStack()
+        try:
+            conn = connection() if connection is not None else stack.enter_context(self._pool.connection())
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            stack.close()
+            raise
+        return _Batch(conn, stack)
+
+    def _join_batch(self) -> _Batch:
+        """Take the write lock and join the open batch (or open one); the caller then runs a savepoint."""
         with self._waiting_lock:
             self._waiting += 1
         self._write_lock.acquire()
         with self._waiting_lock:
             self._waiting -= 1
         batch = self._batch
-        outcome: BaseException | None = None
-        try:
-            if batch is None:
-                stack = contextlib.ExitStack()
-                try:
-                    conn = stack.enter_context(self._pool.connection())
-                    conn.execute("BEGIN IMMEDIATE")
-                except BaseException:
-                    stack.close()
-                    raise
-                batch = self._batch = _Batch(conn, stack)
-            batch.size += 1
-            batch.conn.execute("SAVEPOINT w")
-        except BaseException as exc:
-            if batch is None:
+        if batch is None:
+            try:
+                batch = self._batch = self._open_batch()
+            except BaseException:
                 self._write_lock.release()
                 raise
-            outcome = exc
-        else:
-            try:
-                yield batch.conn
-            except BaseException as exc:
-                outcome = exc
-            try:
-                if outcome is not None and not getattr(outcome, "commit_on_error", False):
-                    batch.conn.execute("ROLLBACK TO w")
-                batch.conn.execute("RELEASE w")
-            except BaseException as exc:  # the transaction is in an unknown state: the batch must fail
-                outcome = outcome or exc
-                batch.error = batch.error or exc
-        self._finish(batch)
-        if batch.error is not None and (outcome is None or getattr(outcome, "commit_on_error", False)):
-            # What this writer did (or its sweeping before an API error) was not committed.
-            if outcome is batch.error:
-                raise outcome
-            raise sqlite3.OperationalError(f"the write transaction failed: {batch.error}") from batch.error
-        if outcome is not None:
-            raise outcome
+        batch.size += 1
+        return batch
 
     def _finish(self, batch: _Batch) -> None:
         """Hand the open transaction to a waiting writer, or commit it; called holding the write lock."""
@@ -246,6 +295,10 @@ class Ledger:
             batch.done.wait()
             return
         self._batch = None
+        self._settle(batch)
+
+    def _settle(self, batch: _Batch) -> None:
+        """Commit the batch (or roll it back after an error), return its connection, release the write lock."""
         try:
             if batch.error is None:
                 if not batch.conn.in_transaction:
@@ -264,8 +317,84 @@ class Ledger:
             self._write_lock.release()
 
     @contextmanager
+    def group(self) -> Iterator[None]:
+        """Run every write and read of this thread in one transaction, committed once at the end.
+
+        For a server that runs a batch of requests on one thread: their writes share one commit, each in
+        its own savepoint as with :meth:`write`'s group commit. The commit does not wait for the disk, so the
+        next group can start at once: the caller must call :meth:`sync` after this block and acknowledge
+        none of the batch before both succeeded. If this block raises, nothing of the batch was committed.
+        In memory (where a commit costs nothing) this does nothing.
+        """
+        if self._pool is None:
+            yield
+            return
+        self._write_lock.acquire()
+        try:
+            batch = self._open_batch(self._group_connection)
+        except BaseException:
+            self._write_lock.release()
+            raise
+        self._group, self._group_owner = batch, threading.get_ident()
+        try:
+            yield
+        except BaseException as exc:
+            batch.error = batch.error or exc
+            raise
+        finally:
+            self._group, self._group_owner = None, None
+            self._settle(batch)
+        if batch.error is not None:
+            raise sqlite3.OperationalError(f"the write transaction failed: {batch.error}") from batch.error
+
+    def _group_connection(self) -> sqlite3.Connection:
+        """The connection of :meth:`group` (``synchronous = NORMAL``: :meth:`sync` makes its commits durable)."""
+        if self._group_conn is None:
+            if self._closed:
+                raise RuntimeError("the local Cycles server is closed")
+            conn = self._connect()
+            try:
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except BaseException:
+                conn.close()
+                raise
+            self._group_conn = conn
+        return self._group_conn
+
+    def sync(self) -> None:
+        """Make every commit so far durable, as ``synchronous = FULL`` would have (after :meth:`group`).
+
+        In WAL mode FULL differs from NORMAL only by an ``fsync`` of the WAL file after each commit; this is
+        that ``fsync``, run outside the write lock so that it overlaps the next batch. Without a WAL file
+        everything was checkpointed into the database file, which is synced instead. Nothing to do in
+        memory or with ``durability="normal"``.
+        """
+        if self.path is None or self.durability != "full":
+            return
+        for target in (self.path + "-wal", self.path):
+            try:
+                fd = os.open(target, os.O_RDWR | getattr(os, "O_BINARY", 0))
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return
+
+    def auth_epoch(self) -> int:
+        """The count of API key and tenant changes so far (one statement, no transaction of its own)."""
+        if self._group is not None and self._group_owner == threading.get_ident():
+            return int(self._group.conn.execute(_EPOCH).fetchone()[0])
+        with self._connection() as conn:
+            return int(conn.execute(_EPOCH).fetchone()[0])
+
+    @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction (a consistent snapshot; WAL readers never block the writer)."""
+        if self._group is not None and self._group_owner == threading.get_ident():
+            yield self._group.conn  # inside a group: its open transaction (sees the batch's own writes)
+            return
         with self._connection() as conn:
             conn.execute("BEGIN")
             try:
@@ -278,6 +407,10 @@ class Ledger:
         self._closed = True
         if self._pool is not None:
             self._pool.close()
+            with self._write_lock:
+                if self._group_conn is not None:
+                    _sqlite.close(self._group_conn)
+                    self._group_conn = None
         else:
             with self._memory_lock, contextlib.suppress(sqlite3.ProgrammingError):
                 self._memory_conn.close()

@@ -70,7 +70,7 @@ def create_reservation(env: Env, req: Request) -> Response:
             return idem.store(conn, 200, result, now + DAY_MS)
         if ev.denial is not None:
             raise ev.live_error()
-        tenant = db.get_tenant(conn, req.tenant)
+        tenant = ev.tenant
         ttl = min(
             body.get("ttl_ms", tenant_setting(tenant, "default_reservation_ttl_ms")),
             tenant_setting(tenant, "max_reservation_ttl_ms"),

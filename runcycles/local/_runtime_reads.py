@@ -87,16 +87,8 @@ _WINDOWS = (
 )
 
 
-def list_reservations(env: Env, req: Request) -> Response:
-    """``GET /v1/reservations`` with filters, sorting and keyset cursor pagination."""
-    tenant = effective_tenant(req)
-    where = ["tenant_id = ?"]
-    params: list[Any] = [tenant]
-    if req.grant is not None:
-        scoped, scoped_params = req.grant.reservation_filter()
-        where.extend(scoped)
-        params.extend(scoped_params)
-    bound: dict[str, Any] = {}
+def _equality_filters(req: Request, where: list[str], params: list[Any], bound: dict[str, Any]) -> None:
+    """The ``idempotency_key``, ``status`` and subject-level filters."""
     key = req.param("idempotency_key")
     if key is not None:
         where.append("idempotency_key = ?")
@@ -115,6 +107,10 @@ def list_reservations(env: Env, req: Request) -> Response:
             where.append(f"s_{level} = ?")
             params.append(value.lower())
             bound[level] = value.lower()
+
+
+def _window_filters(req: Request, where: list[str], params: list[Any], bound: dict[str, Any]) -> None:
+    """The ``*_from`` / ``*_to`` time windows."""
     for low_name, high_name, column in _WINDOWS:
         low, high = req.param(low_name), req.param(high_name)
         low_ms = parse_iso(low, low_name) if low is not None else None
@@ -128,11 +124,30 @@ def list_reservations(env: Env, req: Request) -> Response:
             where.append(f"{column} <= ?")
             params.append(high_ms)
         bound[low_name], bound[high_name] = low_ms, high_ms
-    sort_by = req.param("sort_by") or "created_at_ms"
-    column = _SORT_COLUMNS.get(sort_by, "created_at_ms")
+
+
+def _sort_order(req: Request) -> tuple[str, str]:
+    """The sort column and direction (``asc`` / ``desc``)."""
+    column = _SORT_COLUMNS.get(req.param("sort_by") or "created_at_ms", "created_at_ms")
     sort_dir = req.param("sort_dir") or "desc"
     if sort_dir not in ("asc", "desc"):
         raise invalid("sort_dir must be asc or desc")
+    return column, sort_dir
+
+
+def list_reservations(env: Env, req: Request) -> Response:
+    """``GET /v1/reservations`` with filters, sorting and keyset cursor pagination."""
+    tenant = effective_tenant(req)
+    where = ["tenant_id = ?"]
+    params: list[Any] = [tenant]
+    if req.grant is not None:
+        scoped, scoped_params = req.grant.reservation_filter()
+        where.extend(scoped)
+        params.extend(scoped_params)
+    bound: dict[str, Any] = {}
+    _equality_filters(req, where, params, bound)
+    _window_filters(req, where, params, bound)
+    column, sort_dir = _sort_order(req)
     limit = page_limit(req)
     include = {token.strip() for token in ",".join(req.query.get("include", [])).split(",") if token.strip()}
     cursor_binding = binding(tenant, bound, column, sort_dir)

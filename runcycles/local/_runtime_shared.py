@@ -88,8 +88,7 @@ def check_scope_access(req: Request, scope_path: str) -> None:
 
 def tenant_closed(conn: sqlite3.Connection, tenant_id: str) -> bool:
     """Whether the tenant record exists and is CLOSED."""
-    tenant = db.get_tenant(conn, tenant_id)
-    return tenant is not None and tenant.get("status") == "CLOSED"
+    return db.tenant_status(conn, tenant_id) == "CLOSED"
 
 
 def closed_error() -> LocalServerError:
@@ -164,6 +163,8 @@ class Evaluation:
     denial: str | None
     message: str = ""
     caps: dict[str, Any] | None = None
+    tenant: dict[str, Any] | None = None
+    """The tenant document read for the evaluation (``None`` if the tenant record does not exist)."""
 
     @property
     def scope_path(self) -> str:
@@ -196,7 +197,8 @@ def budgets_for(conn: sqlite3.Connection, tenant_id: str, scopes: list[str], uni
 def evaluate(conn: sqlite3.Connection, tenant_id: str, subject: dict[str, Any], estimate: dict[str, Any]) -> Evaluation:
     """Run the reserve checks (first failing scope wins) without mutating anything."""
     scopes = derive_scopes(subject)
-    if tenant_closed(conn, tenant_id):
+    tenant = db.get_tenant(conn, tenant_id)
+    if tenant is not None and tenant.get("status") == "CLOSED":
         return Evaluation(scopes=scopes, budgets=[], denial="TENANT_CLOSED", message="Tenant is closed")
     budgets = budgets_for(conn, tenant_id, scopes, estimate["unit"])
     if not budgets:
@@ -205,13 +207,14 @@ def evaluate(conn: sqlite3.Connection, tenant_id: str, subject: dict[str, Any], 
             budgets=[],
             denial="BUDGET_NOT_FOUND",
             message=f"Budget not found for provided scope: {scopes[-1] if scopes else ''}",
+            tenant=tenant,
         )
     for budget in budgets:
         denial = budget_denial(budget, estimate["amount"])
         if denial is not None:
-            return Evaluation(scopes=scopes, budgets=budgets, denial=denial[0], message=denial[1])
+            return Evaluation(scopes=scopes, budgets=budgets, denial=denial[0], message=denial[1], tenant=tenant)
     deepest = budgets[-1]
-    return Evaluation(scopes=scopes, budgets=budgets, denial=None, caps=deepest.caps)
+    return Evaluation(scopes=scopes, budgets=budgets, denial=None, caps=deepest.caps, tenant=tenant)
 
 
 def budget_denial(budget: Budget, estimate: int) -> tuple[str, str] | None:

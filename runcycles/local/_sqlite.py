@@ -68,7 +68,7 @@ class Pool:
                     else:
                         self.opened -= 1
                 if not keep:
-                    _close(conn)
+                    close(conn)
         finally:
             self._slots.release()
 
@@ -79,10 +79,11 @@ class Pool:
             idle, self._idle = self._idle, []
             self.opened -= len(idle)
         for conn in idle:
-            _close(conn)
+            close(conn)
 
 
-def _close(conn: sqlite3.Connection) -> None:
+def close(conn: sqlite3.Connection) -> None:
+    """Close a connection, ignoring errors (it is being discarded)."""
     with contextlib.suppress(sqlite3.Error):
         conn.close()
 

@@ -274,6 +274,9 @@ def _reject_constant(name: str) -> Any:
     raise SchemaError(f"invalid JSON number {name}")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite)
+
+
 def _check_tree(value: Any) -> None:
     """Nesting depth within :data:`MAX_JSON_DEPTH` and no lone surrogates in any key or string.
 
@@ -303,7 +306,7 @@ def parse_json_object(body: bytes, schema: Check | None = None) -> dict[str, Any
     """
     try:
         text = body.decode("utf-8")
-        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite) if body else None
+        value = _DECODER.decode(text) if body else None
     except SchemaError as exc:
         raise SchemaError(f"Malformed request body: {exc}") from None
     except RecursionError:
@@ -313,7 +316,10 @@ def parse_json_object(body: bytes, schema: Check | None = None) -> dict[str, Any
     if not isinstance(value, dict):
         raise SchemaError("Malformed request body: a JSON object is required")
     try:
-        _check_tree(value)
+        # Only a \\u escape can produce a lone surrogate (the UTF-8 decoder refuses encoded ones), and a body
+        # with at most MAX_JSON_DEPTH brackets cannot nest deeper: most bodies need no walk at all.
+        if "\\u" in text or text.count("{") + text.count("[") > MAX_JSON_DEPTH:
+            _check_tree(value)
     except SchemaError as exc:
         raise SchemaError(f"Malformed request body: {exc}") from None
     if schema is not None:
@@ -321,6 +327,9 @@ def parse_json_object(body: bytes, schema: Check | None = None) -> dict[str, Any
     return value
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def canonical_json(value: Any) -> str:
     """Canonical JSON (sorted keys, no whitespace) used for idempotency payload comparison."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL(value)
