@@ -26,6 +26,7 @@ import attrs
 
 from . import _wire as w
 from . import validation as v
+from ._error_codes import ErrorCode
 from .errors import ResponseFormatError
 
 __all__ = [
@@ -142,33 +143,6 @@ class ObserveMode(str, enum.Enum):
     DISABLED = "DISABLED"
     OBSERVE = "OBSERVE"
     ENFORCE = "ENFORCE"
-
-
-class ErrorCode(str, enum.Enum):
-    """Error codes of ``ErrorResponse.error``: the 17 runtime codes, the three v0.1.26 codes, and the
-    client-only ``UNKNOWN`` for anything else."""
-
-    INVALID_REQUEST = "INVALID_REQUEST"
-    UNAUTHORIZED = "UNAUTHORIZED"
-    FORBIDDEN = "FORBIDDEN"
-    NOT_FOUND = "NOT_FOUND"
-    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
-    BUDGET_FROZEN = "BUDGET_FROZEN"
-    BUDGET_CLOSED = "BUDGET_CLOSED"
-    RESERVATION_EXPIRED = "RESERVATION_EXPIRED"
-    RESERVATION_FINALIZED = "RESERVATION_FINALIZED"
-    IDEMPOTENCY_MISMATCH = "IDEMPOTENCY_MISMATCH"
-    UNIT_MISMATCH = "UNIT_MISMATCH"
-    OVERDRAFT_LIMIT_EXCEEDED = "OVERDRAFT_LIMIT_EXCEEDED"
-    DEBT_OUTSTANDING = "DEBT_OUTSTANDING"
-    MAX_EXTENSIONS_EXCEEDED = "MAX_EXTENSIONS_EXCEEDED"
-    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
-    TENANT_CLOSED = "TENANT_CLOSED"
-    INTERNAL_ERROR = "INTERNAL_ERROR"
-    ACTION_QUOTA_EXCEEDED = "ACTION_QUOTA_EXCEEDED"
-    ACTION_KIND_NOT_ALLOWED = "ACTION_KIND_NOT_ALLOWED"
-    ACTION_KIND_DENIED = "ACTION_KIND_DENIED"
-    UNKNOWN = "UNKNOWN"
 
 
 # ---------------------------------------------------------------------------------------------------------
