@@ -1,9 +1,14 @@
 """`CyclesClient` and `AsyncCyclesClient`: thin sync and async shells over `runcycles._protocol`.
 
 Both build requests with the same functions (`_protocol.requests`) and read answers with the same parser;
-only the act of sending differs. A call never raises for an HTTP error status or a transport failure: it
-returns a `CyclesResponse` (status -1 when nothing came back). One attempt per call: retries belong to the
-lifecycle.
+only the act of sending differs (`_http.send_sync` / `_http.send_async`). A call never raises for an HTTP
+error status or a transport failure: it returns a `CyclesResponse` (status -1 when nothing came back). One
+attempt per call: retries belong to the lifecycle.
+
+Construction is pure, like ``httpx.Client``: it reads no file and starts no thread. Each client holds its
+journal records (`_journal_owner.JournalOwner`) and its background worker (`_background.Background`), both
+idle until needed; the lifecycle (``with_cycles``, ``reserve_for_stream``) keeps its own per-client runtime
+(`_runtime`), which this module does not import.
 """
 
 from __future__ import annotations

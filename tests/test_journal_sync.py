@@ -319,7 +319,7 @@ def world(tmp_path: Path) -> Iterator[Any]:
 
 def test_replay_in_another_process_never_settles_what_a_live_process_is_settling(world: Any, tmp_path: Path) -> None:
     """Two real processes: the child's commit is parked in its transport (its record owned, no lock file);
-    the parent's client replays on start and takes nothing; once the child is killed, it settles the record."""
+    the parent's client resumes the journal and takes nothing; once the child is killed, it settles the record."""
     reached = SPAWN.Event()
     spec = ClientSpec(world=world, log_path=str(tmp_path / "child.log"), gate=("commit", False))
     proc = SPAWN.Process(target=run_child, args=(spec, reached, True, None), daemon=True)
