@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 
-from ._deadline import end_attempt, start_attempt
 from ._protocol import requests as rq
 from ._text import BodyReader, Scrubber
 from ._version import __version__
@@ -162,6 +161,8 @@ def send_sync(
     default: tuple[int, httpx.Timeout] | None = None,
 ) -> CyclesResponse:
     """One blocking attempt, bounded as a whole by the attempt budget (see `CyclesClient.send`)."""
+    from ._deadline import end_attempt, start_attempt  # imports httpcore: not at `import runcycles.client`
+
     budget_ms, timeout = _attempt(config, deadline_ms, default)
     deadline, attempt = start_attempt(budget_ms)
     try:

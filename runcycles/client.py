@@ -21,7 +21,6 @@ import anyio
 import httpx
 
 from ._background import Background
-from ._deadline import default_transport
 from ._drivers import AsyncEnv
 from ._http import (
     attempt_timeouts,
@@ -144,6 +143,8 @@ class CyclesClient(_ClientBase):
         super().__init__(config, on_heartbeat_failure)
         self._make_sender = worker_sender_for_sync(self._send_for_lifecycle)
         if transport is None:  # bounds the header phase too (see runcycles._deadline)
+            from ._deadline import default_transport  # imports httpcore (and trio, when installed): on use only
+
             transport = default_transport()
         self._http = lean(httpx.Client(transport=transport, **http_options(self._config)))
 

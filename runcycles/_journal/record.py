@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,12 @@ def _is_int(value: object) -> bool:
 
 
 _non_empty_str = attrs.validators.and_(attrs.validators.instance_of(str), attrs.validators.min_len(1))
-_not_bool: Callable[[Any, attrs.Attribute[int], int], Any] = attrs.validators.not_(attrs.validators.instance_of(bool))
+def _not_bool(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    # What attrs.validators.not_(instance_of(bool)) says, without its exception per passing check (~10 us).
+    if isinstance(value, bool):
+        raise ValueError(f"'{attribute.name}' must be an integer, not a bool")
+
+
 _count = attrs.validators.and_(  # an int, not a bool, in 0..2**63-1
     attrs.validators.instance_of(int), _not_bool, attrs.validators.ge(0), attrs.validators.le(_MAX_INT)
 )
@@ -66,6 +71,8 @@ _body = attrs.validators.instance_of(dict)
 
 def _settle_mode(value: Any) -> Any:
     """``commit`` / ``event`` as `SettleMode`; anything else is left for the validator to reject by name."""
+    if value.__class__ is SettleMode:
+        return value
     try:
         return SettleMode(value)
     except (TypeError, ValueError):
