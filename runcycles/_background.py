@@ -1,11 +1,12 @@
 """The client's background worker: one thread with one event loop, started on first need.
 
 It hosts the work that must outlive a guarded call or its caller's event loop — settlement retries, journal
-replays — and, for the sync client, the heartbeats of all live reservations (as tasks of that one loop, never
-a thread per reservation). A heartbeat waits in a timer queue until its first beat is due, so a call shorter
-than that never touches the worker thread: registering and stopping it only take a lock. ``flush`` waits for
-pending settlements; ``close`` (and interpreter exit) drain them within the flush timeout and cancel the rest,
-whose journal records stay for a later replay.
+replays — and every heartbeat without a scope of its own (sync guarded calls and streams, and handles from
+``await reserve_for_stream(...)``; see `_heartbeat_placement`), as tasks of that one loop, never a thread per
+reservation. A heartbeat waits in a timer heap until its first beat is due, so a call shorter than that never
+touches the worker thread: registering and stopping it only take a lock. ``flush`` waits for pending
+settlements; ``close`` (and interpreter exit) drain them within the flush timeout and cancel the rest, whose
+journal records stay for a later replay. Constructing a `Background` starts nothing.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from . import _cli_format as fmt
-from ._cli_ops import Context, UsageError, add_unit
+from ._cli_context import Context, UsageError, add_unit
 
 if TYPE_CHECKING:
     from .admin import ApiKey, BudgetFunding, BudgetLedger, Tenant

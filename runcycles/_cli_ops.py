@@ -13,16 +13,14 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TextIO
+from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
+from . import _cli_admin, _cli_runtime
+from ._cli_context import Context, Handler
 from .errors import CyclesProtocolError, CyclesTransportError, ResponseFormatError
-
-if TYPE_CHECKING:
-    from .admin import CyclesAdminClient
-    from .client import CyclesClient
 
 __all__ = ["EXIT_NO_ANSWER", "EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "GROUPS", "Context", "dispatch", "register"]
 
@@ -32,66 +30,6 @@ EXIT_USAGE = 2
 EXIT_NO_ANSWER = 3
 
 GROUPS = ("tenants", "keys", "budgets", "balances", "reservations")
-UNITS = ("USD_MICROCENTS", "TOKENS", "CREDITS", "RISK_POINTS")
-
-Handler = Callable[["Context"], None]
-
-
-class UsageError(ValueError):
-    """A command line that cannot run (exit 2)."""
-
-
-class Context:
-    """What a command needs: its arguments, where to print, and the clients (built on first use)."""
-
-    def __init__(
-        self,
-        args: argparse.Namespace,
-        *,
-        transport: httpx.BaseTransport | None = None,
-        environ: Mapping[str, str] | None = None,
-        out: TextIO | None = None,
-    ) -> None:
-        self.args = args
-        self.json: bool = bool(getattr(args, "json", False))
-        self.out = out or sys.stdout
-        self._transport = transport
-        self._environ = os.environ if environ is None else environ
-
-    def option(self, flag: str, variable: str, *, required: bool = True) -> str | None:
-        """The flag's value, else the variable's; a usage error names both when required and missing."""
-        value = getattr(self.args, flag.lstrip("-").replace("-", "_"), None) or self._environ.get(variable) or None
-        if value is None and required:
-            raise UsageError(f"{flag} or {variable} is required")
-        return value
-
-    def admin(self) -> CyclesAdminClient:
-        """The admin client (``--base-url``/``CYCLES_BASE_URL``, ``--admin-key``/``CYCLES_ADMIN_API_KEY``)."""
-        from .admin import CyclesAdminClient
-
-        base_url = self.option("--base-url", "CYCLES_BASE_URL")
-        admin_key = self.option("--admin-key", "CYCLES_ADMIN_API_KEY")
-        return CyclesAdminClient(base_url, admin_key, transport=self._transport)
-
-    def runtime(self) -> CyclesClient:
-        """The runtime client (``--base-url``, ``--api-key``/``CYCLES_API_KEY``); no journal."""
-        from .client import CyclesClient
-        from .config import CyclesConfig
-
-        config = CyclesConfig(
-            base_url=str(self.option("--base-url", "CYCLES_BASE_URL")),
-            api_key=str(self.option("--api-key", "CYCLES_API_KEY")),
-            journal_enabled=False,
-        )
-        return CyclesClient(config, transport=self._transport)
-
-    def emit(self, value: Any) -> None:
-        """Print ``value`` as JSON."""
-        from ._cli_format import emit_json
-
-        emit_json(self.out, value)
-
-
 def _common(auth: str) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--base-url", help="server URL (default: $CYCLES_BASE_URL)")
@@ -103,26 +41,9 @@ def _common(auth: str) -> argparse.ArgumentParser:
     return parent
 
 
-def unit_arg(text: str) -> str:
-    """``--unit`` values, case-insensitive."""
-    value = text.strip().upper()
-    if value not in UNITS:
-        raise argparse.ArgumentTypeError(f"must be one of {', '.join(UNITS)}")
-    return value
-
-
-def add_unit(parser: argparse.ArgumentParser) -> None:
-    """The ``--unit`` option (default USD_MICROCENTS)."""
-    parser.add_argument(
-        "--unit", type=unit_arg, default="USD_MICROCENTS", help="budget unit (default: USD_MICROCENTS)"
-    )
-
-
 def register(commands: Any) -> None:
     """Add ``tenants``, ``keys``, ``budgets``, ``balances`` and ``reservations`` to the ``runcycles`` parser's
     sub-commands (``commands`` is the object ``add_subparsers()`` returned)."""
-    from . import _cli_admin, _cli_runtime
-
     admin, runtime = _common("admin"), _common("runtime")
     _cli_admin.register(commands, admin)
     _cli_runtime.register(commands, runtime)

@@ -9,7 +9,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from . import _cli_format as fmt
-from ._cli_ops import Context, UsageError
+from ._cli_context import Context, UsageError
 from .validation import STANDARD_SUBJECT_FIELDS as _LEVELS
 
 if TYPE_CHECKING:

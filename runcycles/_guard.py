@@ -14,7 +14,8 @@ from typing import Any
 import attrs
 
 from ._actual import resolve_actual, warn_if_outsized
-from ._lifecycle import PendingSettlement, Reserved, build_create, build_settlement, new_key
+from ._journal.record import JournalRecord
+from ._lifecycle import Reserved, build_create, build_settlement, new_key
 from .config import CyclesConfig
 from .context import CyclesContext
 from .models import CommitOveragePolicy, CyclesMetrics, ReservationCreateRequest, Unit
@@ -172,7 +173,7 @@ class Guard:
         elapsed_ms: float | None = None,
         metrics: CyclesMetrics | None = None,
         metadata: Mapping[str, Any] | None = None,
-    ) -> PendingSettlement:
+    ) -> JournalRecord:
         """The commit for known spend: the actual (or the estimate, marked), metrics with latency filled.
 
         The actual comes from ``actual`` (of ``result``), else ``context.actual``, else the estimate; with

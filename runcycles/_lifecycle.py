@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from . import _otel
+from ._journal.record import JournalRecord
 from ._protocol import requests as rq
 from ._protocol.effects import (
     Steps,
@@ -56,7 +57,7 @@ from .validation import STANDARD_SUBJECT_FIELDS as SUBJECT_FIELDS
 from .validation import is_metrics_empty, validate_amount
 
 __all__ = [
-    "PendingSettlement",
+    "JournalRecord",
     "Reserved",
     "RetryPolicy",
     "SettleMode",
@@ -233,19 +234,6 @@ def release_steps(reservation_id: str, reason: str, *, key_factory: KeyFactory =
 
 
 @attrs.frozen(kw_only=True)
-class PendingSettlement:
-    """Known spend on its way to the ledger: everything a retry or a replay needs, never the API key."""
-
-    reservation_id: str
-    idempotency_key: str
-    commit_body: Mapping[str, Any]
-    event_body: Mapping[str, Any]
-    mode: SettleMode = attrs.field(default=SettleMode.COMMIT, converter=SettleMode)
-    not_before_ms: int | None = None
-    attempts: int = 0
-
-
-@attrs.frozen(kw_only=True)
 class Settlement:
     """How a settlement ended (or paused): ``settled``, ``rejected`` (understood, with ``error``) or
     ``retained`` (still unresolved: the journal keeps it); a replay may also end ``quarantined``."""
@@ -263,7 +251,7 @@ def build_settlement(
     metrics: CyclesMetrics | None,
     metadata: Mapping[str, Any] | None,
     key_factory: KeyFactory = new_key,
-) -> PendingSettlement:
+) -> JournalRecord:
     """The commit body and its event fallback, both under one idempotency key."""
     reservation_id = reserved.reservation_id
     assert reservation_id is not None
@@ -289,14 +277,14 @@ def build_settlement(
             "recovery_reason": "commit_after_reservation_expired",
         },
     )
-    return PendingSettlement(
+    return JournalRecord(
         reservation_id=reservation_id, idempotency_key=key, commit_body=to_wire(commit), event_body=to_wire(event)
     )
 
 
 @_otel.traced
 def settle_steps(
-    record: PendingSettlement, policy: RetryPolicy, *, journal: bool = True, resume: bool = False
+    record: JournalRecord, policy: RetryPolicy, *, journal: bool = True, resume: bool = False
 ) -> Steps[Settlement]:
     """Bring ``record``'s spend to the ledger exactly once.
 
@@ -335,13 +323,14 @@ def settle_steps(
 _OPERATION = {SettleMode.COMMIT: rq.Operation.COMMIT, SettleMode.EVENT: rq.Operation.EVENT}
 
 
-def _settle_request(record: PendingSettlement) -> rq.HttpRequest:
+def _settle_request(record: JournalRecord) -> rq.HttpRequest:
     if record.mode is SettleMode.EVENT:
+        assert record.event_body is not None  # a record in event mode always has one
         return rq.create_event(record.event_body)
     return rq.commit(record.reservation_id, record.commit_body)
 
 
-def _wait_not_before(record: PendingSettlement) -> Steps[None]:
+def _wait_not_before(record: JournalRecord) -> Steps[None]:
     """Honour a persisted Retry-After (an absolute wall time, so it survives a restart)."""
     if record.not_before_ms is None:
         return
@@ -351,7 +340,7 @@ def _wait_not_before(record: PendingSettlement) -> Steps[None]:
         yield from sleep_until(at + (record.not_before_ms - wall))
 
 
-def _switch_to_event(record: PendingSettlement, *, journal: bool) -> Steps[PendingSettlement]:
+def _switch_to_event(record: JournalRecord, *, journal: bool) -> Steps[JournalRecord]:
     log.warning(
         "reservation %s is no longer committable; recording the spend as an event with the same key",
         record.reservation_id,
@@ -364,7 +353,7 @@ def _switch_to_event(record: PendingSettlement, *, journal: bool) -> Steps[Pendi
     return record
 
 
-def _retry(record: PendingSettlement, decision: SettleDecision, *, journal: bool) -> Steps[PendingSettlement]:
+def _retry(record: JournalRecord, decision: SettleDecision, *, journal: bool) -> Steps[JournalRecord]:
     """Keep the spend and try again with the same key and body, after the decision's delay."""
     outcome = decision.outcome
     log.warning(
@@ -386,7 +375,7 @@ def _retry(record: PendingSettlement, decision: SettleDecision, *, journal: bool
 
 
 def _finish(
-    record: PendingSettlement, decision: SettleDecision, policy: RetryPolicy, *, journal: bool
+    record: JournalRecord, decision: SettleDecision, policy: RetryPolicy, *, journal: bool
 ) -> Steps[Settlement]:
     """Settled, rejected or retained: log it, end the journal record's run, and say so."""
     outcome = decision.outcome

@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ._lifecycle import PendingSettlement, RetryPolicy, Settlement, settle_steps
+from ._journal.record import JournalRecord
+from ._lifecycle import RetryPolicy, Settlement, settle_steps
 from ._protocol import requests as rq
 from ._protocol.effects import (
     Steps,
@@ -45,15 +46,13 @@ _GONE = {404: "not found", 410: "expired"}
 _UNCLEAR = (OutcomeKind.TRANSIENT, OutcomeKind.AMBIGUOUS, OutcomeKind.RATE_LIMITED, OutcomeKind.RETAIN)
 
 
-def replay_steps(
-    record: PendingSettlement, policy: RetryPolicy, *, recorded_at_ms: int, verify_after_ms: int
-) -> Steps[Settlement]:
+def replay_steps(record: JournalRecord, policy: RetryPolicy, *, verify_after_ms: int) -> Steps[Settlement]:
     """Resume ``record`` (claimed by the caller); verify it first when it is older than ``verify_after_ms``.
 
     Ends as ``settled``, ``rejected`` or ``retained`` (see `settle_steps`), or ``quarantined``.
     """
     wall = yield from wall_now()
-    age_ms = wall - recorded_at_ms
+    age_ms = wall - record.recorded_at_ms
     if age_ms < verify_after_ms:
         return (yield from settle_steps(record, policy, journal=True, resume=True))
     rid = record.reservation_id
@@ -126,6 +125,6 @@ def _status(outcome: Outcome) -> str | None:
     return str(getattr(status, "value", status))
 
 
-def _actual(record: PendingSettlement) -> Any:
+def _actual(record: JournalRecord) -> Any:
     body = record.event_body if record.mode is SettleMode.EVENT else record.commit_body
-    return body.get("actual")
+    return (body or {}).get("actual")

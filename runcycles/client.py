@@ -1,24 +1,40 @@
 """`CyclesClient` and `AsyncCyclesClient`: thin sync and async shells over `runcycles._protocol`.
 
 Both build requests with the same functions (`_protocol.requests`) and read answers with the same parser;
-only the act of sending differs. A call never raises for an HTTP error status or a transport failure: it
-returns a `CyclesResponse` (status -1 when nothing came back). One attempt per call: retries belong to the
-lifecycle.
+only the act of sending differs (`_http.send_sync` / `_http.send_async`). A call never raises for an HTTP
+error status or a transport failure: it returns a `CyclesResponse` (status -1 when nothing came back). One
+attempt per call: retries belong to the lifecycle.
+
+Construction is pure, like ``httpx.Client``: it reads no file and starts no thread. Each client holds its
+journal records (`_journal_owner.JournalOwner`) and its background worker (`_background.Background`), both
+idle until needed; the lifecycle (``with_cycles``, ``reserve_for_stream``) keeps its own per-client runtime
+(`_runtime`), which this module does not import.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
 
+from ._background import Background
+from ._drivers import AsyncEnv
+from ._http import (
+    attempt_timeouts,
+    http_options,
+    lean,
+    send_async,
+    send_sync,
+    worker_sender_for_async,
+    worker_sender_for_sync,
+)
+from ._journal_owner import JournalOwner
 from ._protocol import requests as rq
-from ._text import BodyReader, Scrubber
-from ._version import __version__
+from ._sniffio import remember_missing_sniffio
+from ._text import Scrubber
 from .config import CyclesConfig
 from .errors import CyclesTransportError, error_from_response
 from .mappers import (
@@ -52,118 +68,25 @@ from .models import (
 from .response import CyclesResponse, TypedCyclesResponse
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
     from .heartbeat import HeartbeatEvent
     from .models import Balance, ReservationSummary
 
 __all__ = ["AsyncCyclesClient", "CyclesClient"]
 
-USER_AGENT = f"runcycles-python/{__version__}"
-
-_HttpT = TypeVar("_HttpT", httpx.Client, httpx.AsyncClient)
-
-
-def _timeout(config: CyclesConfig, deadline_ms: int | None = None) -> httpx.Timeout:
-    connect = config.connect_timeout_ms
-    read = config.read_timeout_ms
-    if deadline_ms is not None:
-        # A tighter whole-attempt budget: split it so that connect + read stays within it.
-        connect = max(1, min(connect, deadline_ms // 3))
-        read = max(1, min(read, deadline_ms - connect))
-    return httpx.Timeout(connect=connect / 1000, read=read / 1000, write=read / 1000, pool=connect / 1000)
-
-
-def _attempt(
-    config: CyclesConfig, deadline_ms: int | None, default: tuple[int, httpx.Timeout] | None = None
-) -> tuple[int, httpx.Timeout]:
-    """The whole-attempt budget (the tighter of ``deadline_ms`` and connect + read) and httpx's timeouts
-    (``default``: the client's precomputed answer for "no tighter deadline")."""
-    budget = config.request_timeout_budget_ms
-    if deadline_ms is None or deadline_ms >= budget:
-        return default if default is not None else (budget, _timeout(config))
-    deadline_ms = max(1, deadline_ms)
-    return deadline_ms, _timeout(config, deadline_ms)
-
-
-class _LeanCookies(httpx.Cookies):
-    """The client's cookie jar, minus httpx's per-response jar work when a response sets no cookie (the
-    standard library's cookie machinery costs about 0.1 ms per response even then)."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        """Load the cookies a response sets, if it sets any."""
-        headers = response.headers
-        if "set-cookie" in headers or "set-cookie2" in headers:
-            super().extract_cookies(response)
-
-
-def _lean(http: _HttpT) -> _HttpT:
-    # httpx keeps the jar in ``_cookies``; should that change, this only loses the shortcut.
-    http._cookies = _LeanCookies(http.cookies)
-    return http
-
-
-def _deadline_exceeded(
-    budget_ms: int, http: httpx.Client | httpx.AsyncClient | None = None, request: rq.HttpRequest | None = None
-) -> httpx.TimeoutException:
-    """The transport failure of a blown attempt deadline; it carries the request, so errors can name the URL."""
-    message = f"attempt deadline of {budget_ms} ms exceeded"
-    if http is None or request is None:
-        return httpx.TimeoutException(message)
-    sent = http.build_request(request.method, request.path, params=request.params or None)
-    return httpx.TimeoutException(message, request=sent)
-
-
-def _answer(reply: httpx.Response, reader: BodyReader, scrub: Scrubber) -> CyclesResponse:
-    cut_at = reader.limit if reader.cut else None
-    return rq.parse_response(
-        reply.status_code, reply.headers, reader.content(), reply.reason_phrase, scrub=scrub, cut_at=cut_at
-    )
-
-
-async def _send_async(
-    http: httpx.AsyncClient,
-    config: CyclesConfig,
-    request: rq.HttpRequest,
-    deadline_ms: int | None,
-    *,
-    scrub: Scrubber | None = None,
-    default: tuple[int, httpx.Timeout] | None = None,
-) -> CyclesResponse:
-    budget_ms, timeout = _attempt(config, deadline_ms, default)
-    if scrub is None:
-        scrub = Scrubber(config.api_key)
-    try:
-        with anyio.fail_after(budget_ms / 1000):
-            async with http.stream(
-                request.method,
-                request.path,
-                params=request.params or None,
-                content=request.content,
-                headers=request.headers or None,
-                timeout=timeout,
-            ) as reply:
-                reader = BodyReader(config.max_response_bytes, reply.headers.get("content-encoding"))
-                if reply.is_stream_consumed:  # a transport that answered with a body already in memory
-                    reader.feed(reply.content)
-                else:
-                    async for chunk in reply.aiter_raw():
-                        if not reader.feed(chunk):
-                            break
-    except httpx.HTTPError as exc:
-        return rq.transport_failure(exc, scrub=scrub)
-    except TimeoutError:
-        return rq.transport_failure(_deadline_exceeded(budget_ms, http, request), scrub=scrub)
-    except OSError as exc:  # a transport that leaks a socket error: still "no answer", never a crash
-        return rq.transport_failure(exc, scrub=scrub)
-    return _answer(reply, reader, scrub)
-
 
 class _ClientBase:
-    """What both flavours share: configuration, default headers, background settlement."""
+    """What both flavours share: configuration, default headers, and the client's settlement services (its
+    journal records and its background worker), none of which does anything until first needed."""
 
-    _runtime: Runtime
+    _lifecycle_runtime: object | None = None
+    """The lifecycle's per-client runtime, created by `runcycles._runtime.of` on the first guarded call."""
 
-    def __init__(self, config: CyclesConfig | None) -> None:
+    _make_sender: Callable[[], Callable[[rq.HttpRequest, int | None], Any]]
+    """Builds the background worker's sender, in the worker's event loop (set by each flavour)."""
+
+    def __init__(
+        self, config: CyclesConfig | None, on_heartbeat_failure: Callable[[HeartbeatEvent], None] | None
+    ) -> None:
         if config is None:
             config = CyclesConfig.from_env()  # ValueError naming the missing CYCLES_* variable
         if not isinstance(config, CyclesConfig):
@@ -171,25 +94,19 @@ class _ClientBase:
         self._config = config
         self._scrub = Scrubber(config.api_key)
         # What every request without a tighter deadline uses, built once.
-        self._default_attempt = (config.request_timeout_budget_ms, _timeout(config))
+        self._default_attempt = attempt_timeouts(config)
+        self._on_heartbeat_failure = on_heartbeat_failure
+        self._journal_owner = JournalOwner(config)
+        self._worker = Background(self._worker_env)
+        self._worker.set_exit_timeout(config.flush_timeout_ms)
+
+    def _worker_env(self) -> AsyncEnv:
+        return self._journal_owner.worker_env(self._make_sender())
 
     @property
     def config(self) -> CyclesConfig:
         """The configuration this client was built with."""
         return self._config
-
-    def _http_options(self) -> dict[str, Any]:
-        return {
-            "base_url": self._config.base_url,
-            "timeout": _timeout(self._config),
-            "headers": {
-                "X-Cycles-API-Key": self._config.api_key,
-                "User-Agent": USER_AGENT,
-                # Bodies are read against a byte cap; a compressed one could inflate past it in one chunk.
-                "Accept-Encoding": "identity",
-            },
-            "follow_redirects": False,
-        }
 
     def _page_error(self, response: CyclesResponse, what: str) -> Exception:
         if response.is_transport_error:
@@ -199,10 +116,13 @@ class _ClientBase:
     def _flush_limit(self, timeout_ms: int | None) -> int:
         return self._config.flush_timeout_ms if timeout_ms is None else timeout_ms
 
+    def _replay(self) -> int:
+        return self._journal_owner.replay(self._worker.submit)
+
     @property
     def pending_settlements(self) -> int:
         """How many settlements are being retried in the background right now."""
-        return self._runtime.background.pending
+        return self._worker.pending
 
 
 class CyclesClient(_ClientBase):
@@ -219,23 +139,14 @@ class CyclesClient(_ClientBase):
         transport: httpx.BaseTransport | None = None,
         on_heartbeat_failure: Callable[[HeartbeatEvent], None] | None = None,
     ) -> None:
-        from ._deadline import default_transport
-        from ._runtime import Runtime, worker_sender_for_sync
-
-        super().__init__(config)
-        config = self._config
+        """Construction is pure: no file is read and no thread is started (see `replay_journal`)."""
+        super().__init__(config, on_heartbeat_failure)
+        self._make_sender = worker_sender_for_sync(self._send_for_lifecycle)
         if transport is None:  # bounds the header phase too (see runcycles._deadline)
+            from ._deadline import default_transport  # imports httpcore (and trio, when installed): on use only
+
             transport = default_transport()
-        self._http = _lean(httpx.Client(transport=transport, **self._http_options()))
-        send = self._send_for_lifecycle
-        self._runtime = Runtime(
-            self,
-            send_sync=send,
-            send_async=None,
-            make_worker_sender=worker_sender_for_sync(send),
-            on_heartbeat_failure=on_heartbeat_failure,
-        )
-        self._runtime.replay_on_start()
+        self._http = lean(httpx.Client(transport=transport, **http_options(self._config)))
 
     def _send_for_lifecycle(self, request: rq.HttpRequest, deadline_ms: int | None) -> CyclesResponse:
         return self.send(request, deadline_ms=deadline_ms)
@@ -245,11 +156,17 @@ class CyclesClient(_ClientBase):
 
         Returns how many remain unresolved (their journal records are kept for a later replay).
         """
-        return self._runtime.background.flush(self._flush_limit(timeout_ms))
+        return self._worker.flush(self._flush_limit(timeout_ms))
 
     def replay_journal(self) -> int:
-        """Resume this client's unresolved journal records in the background; returns how many."""
-        return self._runtime.replay_records()
+        """Resume this client's unresolved journal records on its background worker; returns how many.
+
+        A client replays its journal partition by itself on its first guarded call (``with_cycles`` or
+        ``reserve_for_stream``); call this to resume the records of an earlier process sooner, e.g. at start-up,
+        or from a client used only for wire calls. Records another process is settling are skipped.
+        ``flush()`` waits for the resumed settlements.
+        """
+        return self._replay()
 
     def send(self, request: rq.HttpRequest, *, deadline_ms: int | None = None) -> CyclesResponse:
         """Send one prepared request, bounded as a whole by ``connect + read`` timeout (or ``deadline_ms`` when
@@ -260,36 +177,9 @@ class CyclesClient(_ClientBase):
         your own, the body is still read against the budget (give or take one read) but the headers are bounded
         per read by the read timeout only.
         """
-        from ._deadline import end_attempt, start_attempt
-
-        budget_ms, timeout = _attempt(self._config, deadline_ms, self._default_attempt)
-        deadline, attempt = start_attempt(budget_ms)
-        scrub = self._scrub
-        try:
-            with self._http.stream(
-                request.method,
-                request.path,
-                params=request.params or None,
-                content=request.content,
-                headers=request.headers or None,
-                timeout=timeout,
-            ) as reply:
-                reader = BodyReader(self._config.max_response_bytes, reply.headers.get("content-encoding"))
-                chunks = (reply.content,) if reply.is_stream_consumed else reply.iter_raw()
-                for chunk in chunks:
-                    if time.monotonic() > deadline:
-                        raise _deadline_exceeded(budget_ms, self._http, request)
-                    if not reader.feed(chunk):
-                        break
-                if time.monotonic() > deadline:
-                    raise _deadline_exceeded(budget_ms, self._http, request)
-        except httpx.HTTPError as exc:
-            return rq.transport_failure(exc, scrub=scrub)
-        except OSError as exc:  # a transport that leaks a socket error: still "no answer", never a crash
-            return rq.transport_failure(exc, scrub=scrub)
-        finally:
-            end_attempt(attempt)
-        return _answer(reply, reader, scrub)
+        return send_sync(
+            self._http, self._config, request, deadline_ms, scrub=self._scrub, default=self._default_attempt
+        )
 
     def create_reservation(
         self, request: ReservationCreateRequest | dict[str, Any], *, traceparent: str | None = None
@@ -379,7 +269,7 @@ class CyclesClient(_ClientBase):
 
     def close(self) -> None:
         """Drain background settlements (bounded by ``flush_timeout_ms``) and close the connection pool."""
-        self._runtime.background.close(self._config.flush_timeout_ms)
+        self._worker.close(self._config.flush_timeout_ms)
         self._http.close()
 
     def __enter__(self) -> CyclesClient:
@@ -407,33 +297,21 @@ class AsyncCyclesClient(_ClientBase):
         and replays outlive the caller's loop). By default the worker uses a fresh ``httpx.AsyncHTTPTransport``
         when ``transport`` is None or one, and ``transport`` itself otherwise (in-process and mock transports
         are not bound to an event loop)."""
-        from ._runtime import Runtime, worker_sender_for_async
-        from ._sniffio import remember_missing_sniffio
-
         remember_missing_sniffio()
-        super().__init__(config)
-        config = self._config
-        self._http = _lean(httpx.AsyncClient(transport=transport, **self._http_options()))
-        self._runtime = Runtime(
-            self,
-            send_sync=None,
-            send_async=self._send_for_lifecycle,
-            make_worker_sender=worker_sender_for_async(
-                config, transport, background_transport, self._http_options(), _send_async
-            ),
-            on_heartbeat_failure=on_heartbeat_failure,
-        )
-        self._runtime.replay_on_start()
+        super().__init__(config, on_heartbeat_failure)
+        options = http_options(self._config)
+        self._make_sender = worker_sender_for_async(self._config, transport, background_transport, options)
+        self._http = lean(httpx.AsyncClient(transport=transport, **options))
 
     async def _send_for_lifecycle(self, request: rq.HttpRequest, deadline_ms: int | None) -> CyclesResponse:
-        return await _send_async(
+        return await send_async(
             self._http, self._config, request, deadline_ms, scrub=self._scrub, default=self._default_attempt
         )
 
     async def send(self, request: rq.HttpRequest, *, deadline_ms: int | None = None) -> CyclesResponse:
         """Send one prepared request, bounded as a whole by ``connect + read`` timeout (or ``deadline_ms`` when
         tighter); the body is read up to ``max_response_bytes``."""
-        return await _send_async(
+        return await send_async(
             self._http, self._config, request, deadline_ms, scrub=self._scrub, default=self._default_attempt
         )
 
@@ -442,14 +320,18 @@ class AsyncCyclesClient(_ClientBase):
 
         Returns how many remain unresolved (their journal records are kept for a later replay).
         """
-        background = self._runtime.background
-        if background.pending == 0:
+        worker = self._worker
+        if worker.pending == 0:
             return 0
-        return await anyio.to_thread.run_sync(background.flush, self._flush_limit(timeout_ms))
+        return await anyio.to_thread.run_sync(worker.flush, self._flush_limit(timeout_ms))
 
     async def replay_journal(self) -> int:
-        """Resume this client's unresolved journal records in the background; returns how many."""
-        return await anyio.to_thread.run_sync(self._runtime.replay_records)
+        """Resume this client's unresolved journal records on its background worker; returns how many.
+
+        The journal is read in a worker thread, never on the event loop. Otherwise as
+        `CyclesClient.replay_journal`: a client also replays by itself on its first guarded call.
+        """
+        return await anyio.to_thread.run_sync(self._replay)
 
     async def create_reservation(
         self, request: ReservationCreateRequest | dict[str, Any], *, traceparent: str | None = None
@@ -544,9 +426,9 @@ class AsyncCyclesClient(_ClientBase):
 
     async def aclose(self) -> None:
         """Drain background settlements (bounded by ``flush_timeout_ms``) and close the connection pool."""
-        background = self._runtime.background
-        if background.started:
-            await anyio.to_thread.run_sync(background.close, self._config.flush_timeout_ms)
+        worker = self._worker
+        if worker.started:
+            await anyio.to_thread.run_sync(worker.close, self._config.flush_timeout_ms)
         await self._http.aclose()
 
     async def __aenter__(self) -> AsyncCyclesClient:

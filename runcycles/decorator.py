@@ -12,7 +12,7 @@ import anyio
 from . import _runtime
 from ._drivers import run_async, run_async_inline, run_sync, run_sync_inline
 from ._guard import Guard, options_from
-from ._lifecycle import Reserved, release_steps, reserve_steps, settle_steps
+from ._lifecycle import Reserved, release_steps, reserve_steps
 from .client import AsyncCyclesClient, CyclesClient
 from .context import CyclesContext, bind
 from .defaults import resolve_client
@@ -243,7 +243,7 @@ def _sync_wrapper(guard: Guard, fn: Callable[P, R], explicit: ClientOption) -> C
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         client: CyclesClient = slot.get(args, kwargs)
-        runtime = _runtime.of(client)
+        runtime = _runtime.for_sync_call(client)
         request = guard.plan(client.config, args, kwargs)
         reserved = run_sync_inline(reserve_steps(request), runtime.sync_env())
         if isinstance(reserved, DryRunResult):
@@ -251,18 +251,18 @@ def _sync_wrapper(guard: Guard, fn: Callable[P, R], explicit: ClientOption) -> C
         if reserved.reservation_id is None:
             return fn(*args, **kwargs)
         context = guard.context(reserved)
-        heartbeat = runtime.start_sync_heartbeat(reserved, context)
+        heartbeat = runtime.worker_heartbeat(reserved, context)
         try:
             with bind(context):
                 result = fn(*args, **kwargs)
         except BaseException:
-            heartbeat.cancel()
+            heartbeat.stop()
             if context.actual is not None:  # spend the function recorded before it failed: commit it
                 _settle_sync(guard, runtime, reserved, context, None, None)
             else:
                 run_sync(release_steps(reserved.reservation_id, FAILED_REASON), runtime.sync_env())
             raise
-        heartbeat.cancel()
+        heartbeat.stop()
         _settle_sync(guard, runtime, reserved, context, result, guard.options.actual)
         return result
 
@@ -282,7 +282,7 @@ def _settle_sync(
             reserved, context, result=result, actual=actual,
             elapsed_ms=runtime.monotonic() - reserved.received_at_ms,
         )
-        run_sync(settle_steps(record, runtime.policy, journal=runtime.journal_enabled), runtime.sync_env())
+        run_sync(runtime.settle_steps(record), runtime.sync_env())
     except MissingActualError:
         raise
     except Exception:
@@ -305,7 +305,7 @@ async def _settle_async(
                 reserved, context, result=result, actual=actual,
                 elapsed_ms=runtime.monotonic() - reserved.received_at_ms,
             )
-            await run_async(settle_steps(record, runtime.policy, journal=runtime.journal_enabled), runtime.async_env())
+            await run_async(runtime.settle_steps(record), runtime.async_env())
         except MissingActualError:
             raise
         except Exception:
@@ -323,7 +323,7 @@ def _async_wrapper(
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
         client: AsyncCyclesClient = slot.get(args, kwargs)
-        runtime = _runtime.of(client)
+        runtime = await _runtime.for_async_call(client)
         request = guard.plan(client.config, args, kwargs)
         env = runtime.async_env()
         reserved = await run_async_inline(reserve_steps(request), env)
@@ -334,21 +334,18 @@ def _async_wrapper(
         context = guard.context(reserved)
         failure: BaseException | None = None
         result: Any = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(runtime.run_async_heartbeat, reserved, context)
+        async with runtime.scoped_heartbeat(reserved, context) as heartbeat:
             try:
                 with bind(context):
                     result = await fn(*args, **kwargs)
             except BaseException as exc:  # re-raised below, after the heartbeat has stopped
                 failure = exc
-                tg.cancel_scope.cancel()
+                heartbeat.stop()
                 if context.actual is not None:  # spend the function recorded before it failed: commit it
                     await _settle_async(guard, runtime, reserved, context, None, None)
                 else:
                     with anyio.CancelScope(shield=True):
                         await run_async(release_steps(reserved.reservation_id, FAILED_REASON), env)
-            else:
-                tg.cancel_scope.cancel()
         if failure is not None:
             raise failure
         await _settle_async(guard, runtime, reserved, context, result, guard.options.actual)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ._error_codes import ErrorCode, error_code_from_string
+
 if TYPE_CHECKING:
-    from .models import ErrorCode
     from .response import CyclesResponse
 
 __all__ = [
@@ -229,8 +230,6 @@ _CODE_BY_STATUS: dict[int, str] = {
 
 
 def _code(value: object) -> ErrorCode | None:
-    from .validation import error_code_from_string
-
     if not isinstance(value, str) or not value:
         return None
     return error_code_from_string(value)
@@ -238,8 +237,6 @@ def _code(value: object) -> ErrorCode | None:
 
 def error_code_of(response: CyclesResponse) -> ErrorCode | None:
     """The response's error code: the body's ``error``, else one implied by the HTTP status."""
-    from .models import ErrorCode
-
     code = _code(response.get_body_attribute("error"))
     if code is not None:
         return code

@@ -8,8 +8,8 @@ are once-only: the first wins, under a lock, before any request is sent.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Generator, Mapping
-from contextlib import AsyncExitStack, ExitStack
+from collections.abc import Generator, Mapping
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, overload
 
@@ -18,7 +18,9 @@ import anyio
 from . import _runtime
 from ._drivers import DETACHED, Detached, run_async, run_async_inline, run_sync, run_sync_inline
 from ._guard import Guard, options_from
-from ._lifecycle import PendingSettlement, Reserved, Settlement, release_steps, reserve_steps, settle_steps
+from ._heartbeat_placement import Heartbeat, ScopedHeartbeat, no_heartbeat
+from ._journal import JournalRecord
+from ._lifecycle import Reserved, Settlement, release_steps, reserve_steps
 from ._protocol.effects import Steps
 from ._protocol.states import SettlementState, StrState
 from .client import AsyncCyclesClient, CyclesClient
@@ -41,10 +43,6 @@ STREAM_FAILED = "stream_failed"
 STREAM_RELEASED = "stream_released"
 
 
-def _nothing() -> None:
-    return None
-
-
 class _ExitPlan(StrState):
     """What leaving a stream block does."""
 
@@ -59,7 +57,7 @@ class _Handle:
     Slotted: assigning an attribute the handle does not have (``stream.actul = 5``) raises ``AttributeError``.
     """
 
-    __slots__ = ("_context", "_finalized", "_guard", "_lock", "_reserved", "_runtime", "_stop_heartbeat")
+    __slots__ = ("_context", "_finalized", "_guard", "_heartbeat", "_lock", "_reserved", "_runtime")
 
     def __init__(self, guard: Guard, runtime: _runtime.Runtime, reserved: Reserved) -> None:
         self._guard = guard
@@ -68,7 +66,16 @@ class _Handle:
         self._context = Guard.context(reserved)
         self._lock = threading.Lock()
         self._finalized = False
-        self._stop_heartbeat: Callable[[], None] = _nothing
+        self._heartbeat: Heartbeat = no_heartbeat
+
+    def _beat_on_worker(self) -> None:
+        """Start the heartbeat on the client's worker scheduler (a handle without a scope of its own)."""
+        self._heartbeat = self._runtime.worker_heartbeat(self._reserved, self._context)
+
+    def _beat_in_scope(self) -> ScopedHeartbeat:
+        """The heartbeat as a child task of a task group spanning a block: ``async with`` the result."""
+        heartbeat = self._heartbeat = self._runtime.scoped_heartbeat(self._reserved, self._context)
+        return heartbeat
 
     @property
     def actual(self) -> int | None:
@@ -126,12 +133,12 @@ class _Handle:
             if self._finalized:
                 return False
             self._finalized = True
-        self._stop_heartbeat()
+        self._heartbeat.stop()
         return True
 
     def _record(
         self, actual: int | None, metrics: CyclesMetrics | None, metadata: Mapping[str, object] | None
-    ) -> PendingSettlement:
+    ) -> JournalRecord:
         return self._guard.settlement(
             self._reserved,
             self._context,
@@ -144,8 +151,7 @@ class _Handle:
     def _settle_steps(
         self, actual: int | None, metrics: CyclesMetrics | None, metadata: Mapping[str, object] | None
     ) -> Steps[Settlement]:
-        record = self._record(actual, metrics, metadata)
-        return settle_steps(record, self._runtime.policy, journal=self._runtime.journal_enabled)
+        return self._runtime.settle_steps(self._record(actual, metrics, metadata))
 
     @staticmethod
     def _check(outcome: Settlement | Detached) -> None:
@@ -160,7 +166,7 @@ class _Handle:
         validate_amount("actual", actual)
         if not self._finalize():
             return False
-        self._runtime.background.submit(self._settle_steps(actual, metrics, None))
+        self._runtime.worker.submit(self._settle_steps(actual, metrics, None))
         return True
 
     def _already(self) -> CyclesError:
@@ -255,103 +261,101 @@ class StreamReservation(_Handle):
 
 class AsyncStreamStarter:
     """What `reserve_for_stream` returns for an `AsyncCyclesClient`: ``async with`` it (or ``await`` it) to
-    get an `AsyncStreamReservation`."""
+    get an `AsyncStreamReservation`.
+
+    Inside ``async with``, the heartbeat is a child task of a task group spanning the block; a handle obtained
+    by ``await`` has no block, so its heartbeat runs on the client's background worker until its terminal call
+    (commit, release or dispose) or the client's close."""
 
     def __init__(self, guard: Guard, client: CyclesClient | AsyncCyclesClient | None) -> None:
         self._guard = guard
         self._client = client
-        self._async_stack: AsyncExitStack | None = None
-        self._sync_stack: ExitStack | None = None
         self._handle: _Handle | None = None
+        self._heartbeat: ScopedHeartbeat | None = None
+        self._bound: AbstractContextManager[CyclesContext] | None = None
 
-    async def _reserve_async(self) -> tuple[AsyncStreamReservation, _runtime.Runtime]:
+    async def _reserve_async(self) -> AsyncStreamReservation:
         client = resolve_client(self._client, want_async=True)
-        runtime = _runtime.of(client)
+        assert isinstance(client, AsyncCyclesClient)
+        runtime = await _runtime.for_async_call(client)
         request = self._guard.plan(client.config, (), {})
         reserved = await run_async_inline(reserve_steps(request), runtime.async_env())
         if isinstance(reserved, DryRunResult) or reserved.reservation_id is None:  # pragma: no cover - observe mode
             raise CyclesError("the server did not create a reservation for the stream (observe mode?)")
-        return AsyncStreamReservation(self._guard, runtime, reserved), runtime
+        return AsyncStreamReservation(self._guard, runtime, reserved)
 
     def __await__(self) -> Generator[Any, None, AsyncStreamReservation]:
         return self._awaited().__await__()
 
     async def _awaited(self) -> AsyncStreamReservation:
-        handle, runtime = await self._reserve_async()
-        handle._stop_heartbeat = runtime.start_background_heartbeat(handle._reserved, handle._context)
+        handle = await self._reserve_async()
+        handle._beat_on_worker()
         return handle
 
     async def __aenter__(self) -> AsyncStreamReservation:
-        handle, runtime = await self._reserve_async()
-        stack = AsyncExitStack()
-        try:
-            tg = await stack.enter_async_context(anyio.create_task_group())
-            scope = anyio.CancelScope()
-
-            async def beat() -> None:
-                with scope:
-                    await runtime.run_async_heartbeat(handle._reserved, handle._context)
-
-            tg.start_soon(beat)
-            handle._stop_heartbeat = scope.cancel
-            stack.enter_context(bind(handle._context))
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._async_stack, self._handle = stack, handle
+        handle = await self._reserve_async()
+        heartbeat = handle._beat_in_scope()
+        await heartbeat.__aenter__()
+        self._handle, self._heartbeat = handle, heartbeat
+        self._bound = _bound(handle)
         return handle
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        handle = self._handle
-        stack = self._async_stack
-        assert isinstance(handle, AsyncStreamReservation) and stack is not None
+        handle, heartbeat, bound = self._handle, self._heartbeat, self._bound
+        assert isinstance(handle, AsyncStreamReservation) and heartbeat is not None and bound is not None
         try:
             await handle._exit(failed=exc_type is not None)
         finally:
-            handle._stop_heartbeat()
-            await stack.aclose()
+            bound.__exit__(None, None, None)
+            await heartbeat.__aexit__(None, None, None)
 
 
 class SyncStreamStarter:
-    """What `reserve_for_stream` returns for a `CyclesClient`: ``with`` it to get a `StreamReservation`."""
+    """What `reserve_for_stream` returns for a `CyclesClient`: ``with`` it to get a `StreamReservation` (its
+    heartbeat runs on the client's background worker scheduler)."""
 
     _guard: Guard
     _client: CyclesClient | AsyncCyclesClient | None
-    _sync_stack: ExitStack | None
     _handle: _Handle | None
+    _bound: AbstractContextManager[CyclesContext] | None
 
     def _open_sync(self) -> StreamReservation:
         """The sync counterpart of ``await reserve_for_stream(...)``: the caller owns commit/release."""
         client = resolve_client(self._client, want_async=False)
-        runtime = _runtime.of(client)
+        assert isinstance(client, CyclesClient)
+        runtime = _runtime.for_sync_call(client)
         request = self._guard.plan(client.config, (), {})
         reserved = run_sync_inline(reserve_steps(request), runtime.sync_env())
         if isinstance(reserved, DryRunResult) or reserved.reservation_id is None:  # pragma: no cover - observe mode
             raise CyclesError("the server did not create a reservation for the stream (observe mode?)")
         handle = StreamReservation(self._guard, runtime, reserved)
-        handle._stop_heartbeat = runtime.start_background_heartbeat(reserved, handle._context)
+        handle._beat_on_worker()
         return handle
 
     def __enter__(self) -> StreamReservation:
         handle = self._open_sync()
-        stack = ExitStack()
-        stack.enter_context(bind(handle._context))
-        self._sync_stack, self._handle = stack, handle
+        self._handle, self._bound = handle, _bound(handle)
         return handle
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        handle = self._handle
-        assert isinstance(handle, StreamReservation)
+        handle, bound = self._handle, self._bound
+        assert isinstance(handle, StreamReservation) and bound is not None
         try:
             handle._exit(failed=exc_type is not None)
         finally:
-            handle._stop_heartbeat()
-            assert self._sync_stack is not None
-            self._sync_stack.close()
+            handle._heartbeat.stop()
+            bound.__exit__(None, None, None)
+
+
+def _bound(handle: _Handle) -> AbstractContextManager[CyclesContext]:
+    """The handle's context made current (entered; the starter leaves it on exit)."""
+    bound = bind(handle._context)
+    bound.__enter__()
+    return bound
 
 
 class StreamStarter(AsyncStreamStarter, SyncStreamStarter):

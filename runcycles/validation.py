@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 
+from ._error_codes import ErrorCode, error_code_from_string
 from ._worded import Worded, int_between, int_range, string
 
 if TYPE_CHECKING:
-    from .models import Caps, CyclesMetrics, Decision, ErrorCode
+    from .models import Caps, CyclesMetrics, Decision
 
 __all__ = [
     "MAX_INT64",
@@ -229,21 +230,6 @@ def is_allowed(decision: Decision | str | None) -> bool:
 def is_denied(decision: Decision | str | None) -> bool:
     """``True`` for ``DENY``."""
     return _raw(decision) == "DENY"
-
-
-def error_code_from_string(value: str | None) -> ErrorCode | None:
-    """Map a wire error code to :class:`~runcycles.models.ErrorCode`: ``None`` stays ``None``, a known code
-    becomes its member, anything else becomes ``ErrorCode.UNKNOWN``."""
-    from .models import ErrorCode
-
-    if value is None:
-        return None
-    if isinstance(value, ErrorCode):
-        return value
-    try:
-        return ErrorCode(value)
-    except ValueError:
-        return ErrorCode.UNKNOWN
 
 
 def is_retryable_error_code(code: ErrorCode | str | None) -> bool:

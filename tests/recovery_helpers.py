@@ -449,8 +449,8 @@ def build_client(
     hold: _Waitable | None = None,
     wrap: Callable[[httpx.BaseTransport], httpx.BaseTransport] | None = None,
 ) -> Built:
-    """Server view, fault layer, ``wrap``, optional gate, recorder outermost; then the client (which replays
-    the journal on start)."""
+    """Server view, fault layer, ``wrap``, optional gate, recorder outermost; then the client, which resumes
+    the journal at once (``replay_journal()``, as a restarted service would)."""
     clock = OffsetClock(spec.clock_offset_ms)
     server = LocalCyclesServer(spec.world.db, admin_key=ADMIN_KEY, clock=clock)
     faults = FaultyTransport(server.transport())
@@ -464,6 +464,7 @@ def build_client(
         inner = Gate(inner, operation, forward=forward, reached=reached, hold=hold)
     recorder = Recorder(inner, spec.log_path)
     client = CyclesClient(spec.world.config(**dict(spec.config)), transport=recorder)
+    client.replay_journal()
     return Built(client=client, recorder=recorder, faults=faults, server=server, clock=clock)
 
 
@@ -528,8 +529,8 @@ def run_child(
 def run_replay_worker(
     spec: ClientSpec, barrier: _Waitable, reached: _Settable, hold: _Waitable, report: Any
 ) -> None:
-    """One of two independently constructed workers: waits at ``barrier``, builds its client (which replays
-    the journal on start), reports how many settlements it took on, flushes and reports again."""
+    """One of two independently constructed workers: waits at ``barrier``, builds its client (which resumes
+    the journal at once), reports how many settlements it took on, flushes and reports again."""
     barrier.wait(PARK_TIMEOUT_S)
     built = build_client(spec, reached=reached, hold=hold)
     report.put(("constructed", os.getpid(), built.client.pending_settlements))

@@ -32,7 +32,7 @@ async def test_lost_commit_is_settled_by_the_worker_over_its_own_connection_pool
 
 
 def test_the_worker_never_shares_a_network_pool() -> None:
-    from runcycles._runtime import worker_sender_for_async
+    from runcycles._http import worker_sender_for_async
 
     seen: list[object] = []
 

@@ -19,7 +19,6 @@ from raw_http import RawServer, Reply, raw_server
 
 from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig, CyclesTransportError, with_cycles
 from runcycles._protocol import requests as rq
-from runcycles._runtime import of
 
 API_KEY = "cyc_drip_test_key"
 BODY = json.dumps({"reservation_id": "r-drip", "status": "ACTIVE", "pad": "x" * 20}).encode()
@@ -110,7 +109,7 @@ def test_a_prompt_answer_is_read_whole(tmp_path: Path) -> None:
 
 
 def _journaled(client: CyclesClient | AsyncCyclesClient) -> list[str]:
-    return [record.reservation_id for record in of(client).journal.load().records]
+    return [record.reservation_id for record in client._journal_owner.journal.load().records]
 
 
 def test_sync_commit_cut_off_stays_journaled(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

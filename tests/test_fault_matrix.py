@@ -327,7 +327,9 @@ def test_unresolved_commit_is_kept_and_replayed_by_a_new_client(harness: Harness
     key = faults.keys("commit")[0]
     client.close()
 
-    fresh, replay = harness.sync_client()  # same journal dir: replays on construction
+    fresh, replay = harness.sync_client()  # same journal dir
+    assert replay.sequence() == []  # constructing a client resumes nothing
+    assert fresh.replay_journal() == 1
     assert fresh.flush() == 0
     assert replay.sequence() == ["commit"]
     assert replay.keys("commit") == [key]

@@ -22,8 +22,6 @@ from recovery_helpers import ClientSpec, build_client, make_world, run_child, se
 from runcycles import CyclesClient, CyclesConfig, with_cycles
 from runcycles._journal import GROUP, Journal, JournalBusyError, JournalRecord, journal_filename
 from runcycles._journal.locks import OWNERS_DIR
-from runcycles._lifecycle import PendingSettlement
-from runcycles._runtime import of
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -90,7 +88,7 @@ def _journal(tmp_path: Path, sync: str = "full") -> Journal:
 def _guarded_call(h: Harness, spy: FsyncSpy, **config: Any) -> tuple[Watch, Path]:
     watch = Watch(h.server.transport(), spy, Path())
     with CyclesClient(h.config(**config), transport=watch) as client:
-        watch.directory = of(client).journal.directory
+        watch.directory = client._journal_owner.journal.directory
         spy.calls.clear()
 
         @with_cycles(estimate=10, actual=5, client=client)
@@ -265,8 +263,8 @@ def test_a_dead_owners_record_is_claimable(tmp_path: Path) -> None:
 
 def test_runtime_release_clears_the_owner(harness: Harness) -> None:
     client, _ = harness.sync_client()
-    runtime = of(client)
-    pending = PendingSettlement(
+    runtime = client._journal_owner
+    pending = JournalRecord(
         reservation_id="r-rel", idempotency_key="k-rel", commit_body={"idempotency_key": "k-rel"}, event_body={}
     )
     runtime.journal_write(pending)
@@ -321,7 +319,7 @@ def world(tmp_path: Path) -> Iterator[Any]:
 
 def test_replay_in_another_process_never_settles_what_a_live_process_is_settling(world: Any, tmp_path: Path) -> None:
     """Two real processes: the child's commit is parked in its transport (its record owned, no lock file);
-    the parent's client replays on start and takes nothing; once the child is killed, it settles the record."""
+    the parent's client resumes the journal and takes nothing; once the child is killed, it settles the record."""
     reached = SPAWN.Event()
     spec = ClientSpec(world=world, log_path=str(tmp_path / "child.log"), gate=("commit", False))
     proc = SPAWN.Process(target=run_child, args=(spec, reached, True, None), daemon=True)

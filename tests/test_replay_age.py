@@ -24,8 +24,6 @@ from fixtures_local import TENANT, USD, Harness, harness, mode, uvicorn_switch  
 
 from runcycles import AsyncCyclesClient, CyclesClient
 from runcycles._journal import JournalRecord
-from runcycles._lifecycle import PendingSettlement
-from runcycles._runtime import of
 
 DAY_MS = 86_400_000
 TTL_MS = 60_000
@@ -74,13 +72,13 @@ def record(harness: Harness, rid: str, *, mode: str, age_ms: int, key: str | Non
 
 
 def replay(client: CyclesClient, journaled: JournalRecord) -> None:
-    of(client).journal.write(journaled)
+    client._journal_owner.journal.write(journaled)
     assert client.replay_journal() == 1
     assert client.flush(10_000) == 0
 
 
 def journal_dir(client: CyclesClient) -> Path:
-    return of(client).journal.directory
+    return client._journal_owner.journal.directory
 
 
 def quarantined(client: CyclesClient) -> list[str]:
@@ -89,7 +87,7 @@ def quarantined(client: CyclesClient) -> list[str]:
 
 
 def records(client: CyclesClient) -> list[JournalRecord]:
-    return of(client).journal.load().records
+    return client._journal_owner.journal.load().records
 
 
 def expire(harness: Harness) -> None:
@@ -191,7 +189,7 @@ async def test_async_old_event_record_is_quarantined(harness: Harness) -> None:
         )
         rid = response.body["reservation_id"]
         expire(harness)
-        journal = of(client).journal
+        journal = client._journal_owner.journal
         await anyio.to_thread.run_sync(journal.write, record(harness, rid, mode="event", age_ms=7 * DAY_MS))
         assert await client.replay_journal() == 1
         assert await client.flush(10_000) == 0
@@ -203,11 +201,11 @@ async def test_async_old_event_record_is_quarantined(harness: Harness) -> None:
 
 def test_rewrites_keep_the_first_journaling_time_and_an_event_switch_restarts_it(harness: Harness) -> None:
     client, _ = harness.sync_client()
-    runtime = of(client)
+    runtime = client._journal_owner
     clock = {"now": 1_000}
     runtime.wall = lambda: clock["now"]
     body: dict[str, Any] = {"idempotency_key": "k", "actual": {"unit": USD, "amount": ACTUAL}}
-    pending = PendingSettlement(reservation_id="r-age", idempotency_key="k", commit_body=body, event_body=body)
+    pending = JournalRecord(reservation_id="r-age", idempotency_key="k", commit_body=body, event_body=body)
     runtime.journal_write(pending)
     clock["now"] = 5_000
     runtime.journal_write(attrs.evolve(pending, attempts=1, not_before_ms=9_000))

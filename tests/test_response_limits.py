@@ -17,7 +17,6 @@ from raw_http import Reply, raw_server
 from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig, with_cycles
 from runcycles._protocol import requests as rq
 from runcycles._protocol.outcomes import OutcomeKind, classify
-from runcycles._runtime import of
 from runcycles._text import MAX_TEXT_CHARS, REDACTED, BodyReader, Scrubber, cap
 from runcycles.errors import CyclesProtocolError
 
@@ -123,7 +122,7 @@ def test_sync_commit_with_a_cut_body_stays_journaled(tmp_path: Path) -> None:
             return 1
 
         assert work() == 1
-        assert [r.reservation_id for r in of(client).journal.load().records] == ["r-1"]
+        assert [r.reservation_id for r in client._journal_owner.journal.load().records] == ["r-1"]
 
 
 def test_create_with_a_cut_body_raises_a_protocol_error() -> None:

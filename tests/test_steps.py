@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from runcycles._drivers import DETACHED, Detached, SyncEnv, run_sync
+from runcycles._journal import JournalRecord
 from runcycles._lifecycle import (
-    PendingSettlement,
     Reserved,
     RetryPolicy,
     Settlement,
@@ -113,8 +113,8 @@ def create_request(*, dry_run: bool = False) -> ReservationCreateRequest:
     )
 
 
-def pending() -> PendingSettlement:
-    return PendingSettlement(
+def pending() -> JournalRecord:
+    return JournalRecord(
         reservation_id="r-1",
         idempotency_key="k-1",
         commit_body={"idempotency_key": "k-1", "actual": {"unit": "USD_MICROCENTS", "amount": 7}},

@@ -6,10 +6,11 @@ import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 
+from .._protocol.states import SettleMode
 from ..errors import CyclesError, JournalError
 
 __all__ = [
@@ -32,8 +33,8 @@ JOURNAL_VERSION = 2
 _LEGACY_VERSION = 1
 _MAX_INT = 2**63 - 1
 
-Mode = Literal["commit", "event"]
-_MODES = ("commit", "event")
+Mode = SettleMode
+"""The record's settle mode (``commit`` or ``event``)."""
 
 
 class JournalBusyError(CyclesError):
@@ -55,65 +56,59 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_non_negative(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_INT:
-        raise ValueError(f"{attribute.name} must be a non-negative integer, got {value!r}")
+_non_empty_str = attrs.validators.and_(attrs.validators.instance_of(str), attrs.validators.min_len(1))
+def _not_bool(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    # What attrs.validators.not_(instance_of(bool)) says, without its exception per passing check (~10 us).
+    if isinstance(value, bool):
+        raise ValueError(f"'{attribute.name}' must be an integer, not a bool")
 
 
-def _check_optional_non_negative(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None:
-        _check_non_negative(inst, attribute, value)
+_count = attrs.validators.and_(  # an int, not a bool, in 0..2**63-1
+    attrs.validators.instance_of(int), _not_bool, attrs.validators.ge(0), attrs.validators.le(_MAX_INT)
+)
+_body = attrs.validators.instance_of(dict)
 
 
-def _check_non_empty_str(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{attribute.name} must be a non-empty string")
-
-
-def _check_mode(_inst: object, _attribute: attrs.Attribute[Any], value: object) -> None:
-    if value not in _MODES:
-        raise ValueError(f"mode must be 'commit' or 'event', got {value!r}")
-
-
-def _check_dict(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, dict):
-        raise ValueError(f"{attribute.name} must be a dict")
-
-
-def _check_optional_dict(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None:
-        _check_dict(inst, attribute, value)
-
-
-def _check_version(_inst: object, _attribute: attrs.Attribute[Any], value: object) -> None:
-    if value != JOURNAL_VERSION or not _is_int(value):
-        raise ValueError(f"version must be {JOURNAL_VERSION}, got {value!r}")
+def _settle_mode(value: Any) -> Any:
+    """``commit`` / ``event`` as `SettleMode`; anything else is left for the validator to reject by name."""
+    if value.__class__ is SettleMode:
+        return value
+    try:
+        return SettleMode(value)
+    except (TypeError, ValueError):
+        return value
 
 
 @attrs.frozen(kw_only=True)
 class JournalRecord:
-    """One unsettled spend.
+    """One unsettled spend: what a settlement, its retries and a replay need, never the API key.
 
-    ``commit_body`` is the exact commit request body as sent; ``event_body`` the event-fallback body (same
-    idempotency key, the original subject, action, actual, metrics and metadata plus recovery markers).
-    ``mode`` is ``"event"`` once the reservation was found expired. ``not_before_ms`` is the absolute
-    wall-clock time before which no retry may be sent (from a 429). Update with ``attrs.evolve`` and
-    :meth:`Journal.update`.
+    The lifecycle's settle steps carry it (``attrs.evolve`` for the next attempt) and the journal persists
+    it as is. ``commit_body`` is the exact commit request body as sent; ``event_body`` the event-fallback
+    body (same idempotency key, the original subject, action, actual, metrics and metadata plus recovery
+    markers). ``mode`` is ``event`` once the reservation was found expired. ``not_before_ms`` is the
+    absolute wall-clock time before which no retry may be sent (from a 429). ``base_url`` and
+    ``recorded_at_ms`` are filled by the journal owner when the record is first written.
     """
 
-    reservation_id: str = attrs.field(validator=_check_non_empty_str)
-    mode: Mode = attrs.field(default="commit", validator=_check_mode)
-    idempotency_key: str = attrs.field(validator=_check_non_empty_str)
-    commit_body: dict[str, Any] = attrs.field(validator=_check_dict)
-    event_body: dict[str, Any] | None = attrs.field(default=None, validator=_check_optional_dict)
-    base_url: str = attrs.field(validator=attrs.validators.instance_of(str))
-    recorded_at_ms: int = attrs.field(factory=now_ms, validator=_check_non_negative)
-    not_before_ms: int | None = attrs.field(default=None, validator=_check_optional_non_negative)
-    attempts: int = attrs.field(default=0, validator=_check_non_negative)
-    version: int = attrs.field(default=JOURNAL_VERSION, validator=_check_version)
+    reservation_id: str = attrs.field(validator=_non_empty_str)
+    mode: SettleMode = attrs.field(
+        default=SettleMode.COMMIT, converter=_settle_mode, validator=attrs.validators.in_(tuple(SettleMode))
+    )
+    idempotency_key: str = attrs.field(validator=_non_empty_str)
+    commit_body: dict[str, Any] = attrs.field(validator=_body)
+    event_body: dict[str, Any] | None = attrs.field(default=None, validator=attrs.validators.optional(_body))
+    base_url: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    recorded_at_ms: int = attrs.field(factory=now_ms, validator=_count)
+    not_before_ms: int | None = attrs.field(default=None, validator=attrs.validators.optional(_count))
+    attempts: int = attrs.field(default=0, validator=_count)
+    version: int = attrs.field(
+        default=JOURNAL_VERSION,
+        validator=attrs.validators.and_(attrs.validators.instance_of(int), attrs.validators.in_((JOURNAL_VERSION,))),
+    )
 
     def __attrs_post_init__(self) -> None:
-        if self.mode == "event" and self.event_body is None:
+        if self.mode is SettleMode.EVENT and self.event_body is None:
             raise ValueError("event_body is required in event mode")
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -121,7 +116,7 @@ class JournalRecord:
         return {
             "version": JOURNAL_VERSION,
             "reservation_id": self.reservation_id,
-            "mode": self.mode,
+            "mode": self.mode.value,
             "idempotency_key": self.idempotency_key,
             "base_url": self.base_url,
             "commit_body": self.commit_body,
@@ -163,82 +158,49 @@ def decode(raw: bytes) -> dict[str, Any]:
     return data
 
 
-def _field_str(data: Mapping[str, Any], name: str, *, non_empty: bool = True) -> str:
-    value = data.get(name)
-    if not isinstance(value, str) or (non_empty and not value):
-        raise InvalidRecord(f"{name} must be a {'non-empty ' if non_empty else ''}string")
-    return value
-
-
-def _field_int(data: Mapping[str, Any], name: str, *, optional: bool = False) -> int | None:
-    value = data.get(name)
-    if value is None and optional:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_INT:
-        raise InvalidRecord(f"{name} must be a non-negative integer")
-    return value
-
-
-def _field_body(data: Mapping[str, Any], name: str) -> dict[str, Any] | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise InvalidRecord(f"{name} must be an object or null")
-    return value
-
-
 def parse_record(data: Mapping[str, Any]) -> JournalRecord:
     """Build a record from either on-disk format; raises ``InvalidRecord``."""
     version = data.get("version")
     if not _is_int(version) or version not in (_LEGACY_VERSION, JOURNAL_VERSION):
         raise InvalidRecord(f"unsupported record version {version!r}")
-    reservation_id = _field_str(data, "reservation_id")
-    base_url = _field_str(data, "base_url", non_empty=False)
-    if version == JOURNAL_VERSION:
-        mode = data.get("mode")
-        commit_body = _field_body(data, "commit_body")
-        event_body = _field_body(data, "event_body")
-        idempotency_key = _field_str(data, "idempotency_key")
-        attempts = _field_int(data, "attempts")
-    else:
-        # Legacy format: absent mode means commit; the key lives in the bodies; no attempt counter.
-        mode = data.get("mode", "commit")
-        commit_body = _field_body(data, "commit_body")
-        event_body = _field_body(data, "event_fallback_body")
-        key: object = None
-        for body in (commit_body, event_body):
-            if body is not None and isinstance(body.get("idempotency_key"), str) and body["idempotency_key"]:
-                key = body["idempotency_key"]
-                break
-        if not isinstance(key, str):
-            raise InvalidRecord("no idempotency_key in the record bodies")
-        idempotency_key = key
-        attempts = 0
-        if mode == "event" and commit_body is None:
-            commit_body = {}
-    if mode not in _MODES:
-        raise InvalidRecord(f"unknown mode {mode!r}")
-    if commit_body is None:
-        raise InvalidRecord("commit_body is required")
-    if mode == "event" and event_body is None:
-        raise InvalidRecord("event mode requires an event body")
-    recorded_at_ms = _field_int(data, "recorded_at_ms")
-    not_before_ms = _field_int(data, "not_before_ms", optional=True)
+    fields = _v2_fields(data) if version == JOURNAL_VERSION else _legacy_fields(data)
+    for name in ("reservation_id", "base_url", "recorded_at_ms", "not_before_ms"):
+        fields[name] = data.get(name)
     try:
-        return JournalRecord(
-            reservation_id=reservation_id,
-            mode=mode,
-            idempotency_key=idempotency_key,
-            commit_body=commit_body,
-            event_body=event_body,
-            base_url=base_url,
-            recorded_at_ms=recorded_at_ms if recorded_at_ms is not None else 0,
-            not_before_ms=not_before_ms,
-            attempts=attempts if attempts is not None else 0,
-        )
+        return JournalRecord(**fields)
     except (TypeError, ValueError) as exc:
         raise InvalidRecord(str(exc)) from exc
+
+
+def _v2_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "mode": data.get("mode"),
+        "idempotency_key": data.get("idempotency_key"),
+        "commit_body": data.get("commit_body"),
+        "event_body": data.get("event_body"),
+        "attempts": data.get("attempts"),
+    }
+
+
+def _legacy_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Version 1: an absent mode means commit; the key lives in the bodies; no attempt counter."""
+    mode = data.get("mode", "commit")
+    commit_body = data.get("commit_body")
+    event_body = data.get("event_fallback_body")
+    bodies = [body for body in (commit_body, event_body) if isinstance(body, dict)]
+    keys = [body["idempotency_key"] for body in bodies if isinstance(body.get("idempotency_key"), str)]
+    keys = [key for key in keys if key]
+    if not keys:
+        raise InvalidRecord("no idempotency_key in the record bodies")
+    if mode == "event" and commit_body is None:
+        commit_body = {}
+    return {
+        "mode": mode,
+        "idempotency_key": keys[0],
+        "commit_body": commit_body,
+        "event_body": event_body,
+        "attempts": 0,
+    }
 
 
 def encode(record: JournalRecord, *, owner: str | None = None) -> bytes:
