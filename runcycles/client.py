@@ -119,6 +119,11 @@ class _ClientBase:
     def _replay(self) -> int:
         return self._journal_owner.replay(self._worker.submit)
 
+    def _replay_if_due(self) -> None:
+        owner = self._journal_owner
+        if owner.replay_due:
+            owner.replay_once(self._worker.submit)
+
     @property
     def pending_settlements(self) -> int:
         """How many settlements are being retried in the background right now."""
@@ -154,8 +159,11 @@ class CyclesClient(_ClientBase):
     def flush(self, timeout_ms: int | None = None) -> int:
         """Wait up to ``timeout_ms`` (default ``flush_timeout_ms``) for background settlements.
 
-        Returns how many remain unresolved (their journal records are kept for a later replay).
+        A client that has not replayed its journal partition yet (no guarded call, no ``replay_journal()``)
+        resumes it first, so the flush also settles what an earlier process left. Returns how many remain
+        unresolved (their journal records are kept for a later replay).
         """
+        self._replay_if_due()
         return self._worker.flush(self._flush_limit(timeout_ms))
 
     def replay_journal(self) -> int:
@@ -318,8 +326,11 @@ class AsyncCyclesClient(_ClientBase):
     async def flush(self, timeout_ms: int | None = None) -> int:
         """Wait up to ``timeout_ms`` (default ``flush_timeout_ms``) for background settlements.
 
-        Returns how many remain unresolved (their journal records are kept for a later replay).
+        As `CyclesClient.flush`, journal replay included (read in a worker thread). Returns how many remain
+        unresolved (their journal records are kept for a later replay).
         """
+        if self._journal_owner.replay_due:
+            await anyio.to_thread.run_sync(self._replay_if_due)
         worker = self._worker
         if worker.pending == 0:
             return 0
