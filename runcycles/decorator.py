@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, cast, overlo
 import anyio
 
 from . import _runtime
-from ._drivers import run_async, run_async_inline, run_sync, run_sync_inline
+from ._drivers import Beside, run_async, run_async_inline, run_sync, run_sync_inline
 from ._guard import Guard, options_from
 from ._lifecycle import Reserved, release_steps, reserve_steps, settle_steps
 from .client import AsyncCyclesClient, CyclesClient
@@ -334,21 +334,21 @@ def _async_wrapper(
         context = guard.context(reserved)
         failure: BaseException | None = None
         result: Any = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(runtime.run_async_heartbeat, reserved, context)
+        # The heartbeat gets a task only if the call is still running when its first beat is due.
+        async with Beside(runtime._heartbeat(reserved, context), env, "heartbeat") as heartbeat:
             try:
                 with bind(context):
                     result = await fn(*args, **kwargs)
             except BaseException as exc:  # re-raised below, after the heartbeat has stopped
                 failure = exc
-                tg.cancel_scope.cancel()
+                heartbeat.cancel()
                 if context.actual is not None:  # spend the function recorded before it failed: commit it
                     await _settle_async(guard, runtime, reserved, context, None, None)
                 else:
                     with anyio.CancelScope(shield=True):
                         await run_async(release_steps(reserved.reservation_id, FAILED_REASON), env)
             else:
-                tg.cancel_scope.cancel()
+                heartbeat.cancel()
         if failure is not None:
             raise failure
         await _settle_async(guard, runtime, reserved, context, result, guard.options.actual)
