@@ -245,6 +245,7 @@ class Beside:
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._group: Any = None  # an anyio task group, when the steps run in one
+        self._scope: anyio.CancelScope | None = None  # the steps' scope in that group
         self._first: object = None
 
     async def __aenter__(self) -> Beside:
@@ -266,10 +267,16 @@ class Beside:
         elif loop is not None:
             self._start_task(loop)
         else:
+            self._scope = anyio.CancelScope()  # the child's own: cancelling the group's would cancel the block
             self._group = anyio.create_task_group()
             await self._group.__aenter__()
-            self._group.start_soon(self._drive)
+            self._group.start_soon(self._drive_in_scope)
         return self
+
+    async def _drive_in_scope(self) -> None:
+        assert self._scope is not None
+        with self._scope:
+            await self._drive()
 
     def _start_task(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
@@ -292,8 +299,8 @@ class Beside:
             self._timer = None
         if self._task is not None:
             self._task.cancel()
-        elif self._group is not None:
-            self._group.cancel_scope.cancel()
+        elif self._scope is not None:
+            self._scope.cancel()
         elif self._steps is not None:
             steps, self._steps = self._steps, None
             steps.close()
