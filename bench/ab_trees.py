@@ -4,8 +4,8 @@
 
 ``--a`` / ``--b`` are directories holding a ``runcycles`` package (put first on ``PYTHONPATH``). Each rep runs
 A then B (then B then A on the next rep, so neither always goes first) in fresh processes and prints, per side,
-the median over reps of the per-call median and of CPU per call, and B/A ratios. On a shared machine compare
-ratios, never single figures.
+the median over reps of the per-call median, 10th percentile (the steadiest on a busy machine) and CPU per
+call, and B/A ratios. On a shared machine compare ratios, never single figures.
 """
 
 from __future__ import annotations
@@ -44,11 +44,14 @@ def main() -> None:
             results[name].append(_run(tree, extra))
     summary = {}
     for name, runs in results.items():
-        summary[name] = {key: statistics.median(r[key] for r in runs) for key in ("median_us", "cpu_us")}
-        print(f"{name}: median {summary[name]['median_us']:8.1f} us/call   cpu {summary[name]['cpu_us']:8.1f} us/call")
+        summary[name] = {key: statistics.median(r[key] for r in runs) for key in ("median_us", "p10_us", "cpu_us")}
+        print(f"{name}: median {summary[name]['median_us']:8.1f} us/call   p10 {summary[name]['p10_us']:8.1f} us/call"
+              f"   cpu {summary[name]['cpu_us']:8.1f} us/call")
     ratios = [b["median_us"] / a["median_us"] for a, b in zip(results["A"], results["B"], strict=True)]
     cpu_ratios = [b["cpu_us"] / a["cpu_us"] for a, b in zip(results["A"], results["B"], strict=True)]
-    print(f"B/A: median {statistics.median(ratios):.3f}  cpu {statistics.median(cpu_ratios):.3f}  "
+    p10_ratios = [b["p10_us"] / a["p10_us"] for a, b in zip(results["A"], results["B"], strict=True)]
+    print(f"B/A: median {statistics.median(ratios):.3f}  p10 {statistics.median(p10_ratios):.3f}  "
+          f"cpu {statistics.median(cpu_ratios):.3f}  "
           f"(per-rep median ratios {min(ratios):.2f}..{max(ratios):.2f})  args: {' '.join(extra)}")
 
 

@@ -6,9 +6,9 @@
 One `with_cycles` call (estimate 1000, actual 700) in a loop, against either the fake server of
 `_rawhttp.py` (started in its own process, over loopback HTTP) or the embedded server in process
 (`LocalCyclesServer().transport()`); ``--raw`` measures the raw floor instead (create + commit with the wire
-client). Prints the median and the mean per call (µs) and CPU per call; ``--cprofile N`` prints the N
-functions with the most own time over the timed calls. To compare two source trees, run this script with
-``PYTHONPATH`` pointing at each, alternating.
+client). Prints the median, mean, minimum and 10th percentile per call (µs) and CPU per call;
+``--cprofile N`` prints the N functions with the most own time over the timed calls. To compare two source
+trees, see `ab_trees.py`.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def _report(samples: list[float], cpu: float, profile: cProfile.Profile | None, 
         "median_us": round(statistics.median(samples) * 1e6, 1),
         "mean_us": round(statistics.fmean(samples) * 1e6, 1),
         "min_us": round(min(samples) * 1e6, 1),
+        "p10_us": round(sorted(samples)[len(samples) // 10] * 1e6, 1),
         "cpu_us": round(cpu / len(samples) * 1e6, 1),
     }), flush=True)
     if profile is not None:
