@@ -134,22 +134,24 @@ def to_wire(value: Any) -> dict[str, Any]:
 
 
 def _compile_writer(cls: type) -> Callable[[Any], dict[str, Any]]:
-    plan: list[tuple[str, str, _Encoder | None]] = []
-    for field in attrs.fields(cls):
+    """The writer of ``cls`` as one generated function: per wire field, skip ``None``, else encode and store."""
+    namespace: dict[str, Any] = {}
+    lines = ["def write(value):", "    out = {}"]
+    for i, field in enumerate(attrs.fields(cls)):
         spec = wire_spec(field)
-        if spec is not None:
-            plan.append((field.name, spec.name or field.name, _encoder(spec, f"{cls.__name__}.{field.name}")))
-    steps = tuple(plan)
-
-    def write(value: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for attr, wire_name, encode in steps:
-            item = getattr(value, attr)
-            if item is None:
-                continue
-            out[wire_name] = item if encode is None else encode(item, value)
-        return out
-
+        if spec is None:
+            continue
+        encode = _encoder(spec, f"{cls.__name__}.{field.name}")
+        lines.append(f"    item = value.{field.name}")
+        lines.append("    if item is not None:")
+        if encode is None:
+            lines.append(f"        out[{spec.name or field.name!r}] = item")
+        else:
+            namespace[f"_encode{i}"] = encode
+            lines.append(f"        out[{spec.name or field.name!r}] = _encode{i}(item, value)")
+    lines.append("    return out")
+    exec(compile("\n".join(lines), f"<runcycles wire writer of {cls.__qualname__}>", "exec"), namespace)
+    write: Callable[[Any], dict[str, Any]] = namespace["write"]
     return write
 
 
