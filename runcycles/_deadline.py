@@ -6,6 +6,10 @@ an httpcore network backend whose streams clamp every connect, read and write ti
 current attempt's budget (a contextvar set by `CyclesClient.send` around the request) and raise httpcore's
 timeout error once it is spent; httpx turns that into its own ``TimeoutException``. Outside an attempt the
 streams behave as plain sockets.
+
+`AttemptSlots` is the async client's counterpart for queueing: a request beyond the connection pool's size
+waits for a slot *before* its attempt's clock starts, so a burst of our own requests never fails on the
+attempt deadline (or httpx's pool timeout) merely for queueing behind itself.
 """
 
 from __future__ import annotations
@@ -16,11 +20,15 @@ from collections.abc import Iterable
 from contextvars import ContextVar, Token
 from typing import Any
 
+import anyio
 import attrs
 import httpcore
 import httpx
 
-__all__ = ["default_transport", "end_attempt", "start_attempt"]
+__all__ = ["POOL_CONNECTIONS", "AttemptSlots", "default_transport", "end_attempt", "start_attempt"]
+
+POOL_CONNECTIONS = 100
+"""httpx's default connection pool size (``httpx.Limits.max_connections`` of ``DEFAULT_LIMITS``)."""
 
 
 @attrs.frozen
@@ -135,7 +143,7 @@ def default_transport() -> httpx.HTTPTransport:
     pool = httpcore.ConnectionPool(
         ssl_context=httpx.create_ssl_context(),
         # httpx's DEFAULT_LIMITS and keep-alive expiry.
-        max_connections=100,
+        max_connections=POOL_CONNECTIONS,
         max_keepalive_connections=20,
         keepalive_expiry=5.0,
         network_backend=_DeadlineBackend(httpcore.SyncBackend()),
@@ -143,3 +151,28 @@ def default_transport() -> httpx.HTTPTransport:
     transport._pool.close()
     transport._pool = pool
     return transport
+
+
+class AttemptSlots:
+    """At most ``limit`` attempts of one async client in flight; the others wait here, unbounded by any
+    attempt deadline (each attempt in flight is bounded by its own, so a slot always comes free).
+
+    The semaphore is made on first use, in the event loop that uses it; a free slot is taken without a
+    checkpoint (no extra trip through the event loop per request)."""
+
+    def __init__(self, limit: int = POOL_CONNECTIONS) -> None:
+        self._limit = limit
+        self._semaphore: anyio.Semaphore | None = None
+
+    async def __aenter__(self) -> None:
+        semaphore = self._semaphore
+        if semaphore is None:
+            semaphore = self._semaphore = anyio.Semaphore(self._limit)
+        try:
+            semaphore.acquire_nowait()
+        except anyio.WouldBlock:
+            await semaphore.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._semaphore is not None
+        self._semaphore.release()

@@ -407,6 +407,7 @@ class AsyncCyclesClient(_ClientBase):
         and replays outlive the caller's loop). By default the worker uses a fresh ``httpx.AsyncHTTPTransport``
         when ``transport`` is None or one, and ``transport`` itself otherwise (in-process and mock transports
         are not bound to an event loop)."""
+        from ._deadline import AttemptSlots
         from ._runtime import Runtime, worker_sender_for_async
         from ._sniffio import remember_missing_sniffio
 
@@ -414,6 +415,8 @@ class AsyncCyclesClient(_ClientBase):
         super().__init__(config)
         config = self._config
         self._http = _lean(httpx.AsyncClient(transport=transport, **self._http_options()))
+        # Requests beyond the pool's connections queue here, before their attempt's clock starts.
+        self._slots = AttemptSlots()
         self._runtime = Runtime(
             self,
             send_sync=None,
@@ -426,16 +429,19 @@ class AsyncCyclesClient(_ClientBase):
         self._runtime.replay_on_start()
 
     async def _send_for_lifecycle(self, request: rq.HttpRequest, deadline_ms: int | None) -> CyclesResponse:
-        return await _send_async(
-            self._http, self._config, request, deadline_ms, scrub=self._scrub, default=self._default_attempt
-        )
+        async with self._slots:
+            return await _send_async(
+                self._http, self._config, request, deadline_ms, scrub=self._scrub, default=self._default_attempt
+            )
 
     async def send(self, request: rq.HttpRequest, *, deadline_ms: int | None = None) -> CyclesResponse:
         """Send one prepared request, bounded as a whole by ``connect + read`` timeout (or ``deadline_ms`` when
-        tighter); the body is read up to ``max_response_bytes``."""
-        return await _send_async(
-            self._http, self._config, request, deadline_ms, scrub=self._scrub, default=self._default_attempt
-        )
+        tighter); the body is read up to ``max_response_bytes``. Beyond the connection pool's 100 requests in
+        flight, a request first waits for a free one, and its budget starts once it has it."""
+        async with self._slots:
+            return await _send_async(
+                self._http, self._config, request, deadline_ms, scrub=self._scrub, default=self._default_attempt
+            )
 
     async def flush(self, timeout_ms: int | None = None) -> int:
         """Wait up to ``timeout_ms`` (default ``flush_timeout_ms``) for background settlements.
