@@ -90,7 +90,7 @@ class _Mock:
         return httpx.MockTransport(answer)
 
 
-def _report(samples: list[float], cpu: float, profile: cProfile.Profile | None, top: int) -> None:
+def _report(samples: list[float], cpu: float, profile: cProfile.Profile | None, top: int, dump: str | None) -> None:
     print(json.dumps({
         "median_us": round(statistics.median(samples) * 1e6, 1),
         "mean_us": round(statistics.fmean(samples) * 1e6, 1),
@@ -102,7 +102,8 @@ def _report(samples: list[float], cpu: float, profile: cProfile.Profile | None, 
         out = io.StringIO()
         pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(top)
         print(out.getvalue())
-        profile.dump_stats("/tmp/profile_call.pstats")
+        if dump:
+            profile.dump_stats(dump)
 
 
 def _timed(calls: int, profile: cProfile.Profile | None) -> Callable[[Callable[[], Any]], tuple[list[float], float]]:
@@ -134,6 +135,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--cprofile", type=int, default=0, metavar="N", help="print the top N functions by own time")
+    parser.add_argument("--dump", metavar="PATH", help="with --cprofile: also write the pstats file here")
     args = parser.parse_args()
 
     import anyio
@@ -218,7 +220,7 @@ def main() -> None:
                 return samples, cpu
 
             samples, cpu = anyio.run(run_async, backend=args.backend)
-        _report(samples, cpu, profile, args.cprofile)
+        _report(samples, cpu, profile, args.cprofile, args.dump)
     finally:
         if fake is not None:
             fake.terminate()
