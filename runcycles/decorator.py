@@ -335,7 +335,8 @@ def _async_wrapper(
         failure: BaseException | None = None
         result: Any = None
         # The heartbeat gets a task only if the call is still running when its first beat is due.
-        async with Beside(runtime._heartbeat(reserved, context), env, "heartbeat") as heartbeat:
+        what = f"heartbeat of reservation {reserved.reservation_id}"
+        async with Beside(runtime._heartbeat(reserved, context), env, what) as heartbeat:
             try:
                 with bind(context):
                     result = await fn(*args, **kwargs)
