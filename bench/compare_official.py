@@ -246,9 +246,12 @@ def main() -> None:
         f"| {ratio(imports['official'], imports['ours'])} | | | | | | |"
     )
     print()
-    print("raw floor (create+commit, own wire client):")
+    print("raw floor (create+commit, own wire client), and guarded / raw floor in CPU per call (steadier than wall")
+    print("time on a busy machine):")
     for label, row in rows:
-        print(f"  {label}: official {fmt_time(row['official_raw']['time'])}, ours {fmt_time(row['ours_raw']['time'])}")
+        o, b, orw, brw = row["official"], row["ours"], row["official_raw"], row["ours_raw"]
+        print(f"  {label}: official {fmt_time(orw['time'])}, ours {fmt_time(brw['time'])}; CPU ratio official "
+              f"{ratio(o['cpu'], orw['cpu'])}, ours {ratio(b['cpu'], brw['cpu'])}")
 
 
 if __name__ == "__main__":

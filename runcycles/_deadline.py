@@ -6,6 +6,10 @@ an httpcore network backend whose streams clamp every connect, read and write ti
 current attempt's budget (a contextvar set by `CyclesClient.send` around the request) and raise httpcore's
 timeout error once it is spent; httpx turns that into its own ``TimeoutException``. Outside an attempt the
 streams behave as plain sockets.
+
+`AttemptSlots` is the async client's counterpart for queueing: a request beyond the connection pool's size
+waits for a slot *before* its attempt's clock starts, so a burst of our own requests never fails on the
+attempt deadline (or httpx's pool timeout) merely for queueing behind itself.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any
 import attrs
 import httpcore
 import httpx
+
+from ._slots import POOL_CONNECTIONS
 
 __all__ = ["default_transport", "end_attempt", "start_attempt"]
 
@@ -135,7 +141,7 @@ def default_transport() -> httpx.HTTPTransport:
     pool = httpcore.ConnectionPool(
         ssl_context=httpx.create_ssl_context(),
         # httpx's DEFAULT_LIMITS and keep-alive expiry.
-        max_connections=100,
+        max_connections=POOL_CONNECTIONS,
         max_keepalive_connections=20,
         keepalive_expiry=5.0,
         network_backend=_DeadlineBackend(httpcore.SyncBackend()),

@@ -3,14 +3,19 @@
 A driver performs each effect a generator yields and sends the answer back. ``Detach`` ends inline driving:
 the generator is handed to the client's background worker, and the driver returns `DETACHED`.
 Clocks and the sync driver's sleep come from the environment, so tests run these drivers on a fake clock.
+
+`Beside` drives steps (a heartbeat) next to the current task for as long as a block runs, starting a task only
+when the steps first have something to do (see its docstring).
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
+from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import anyio
@@ -35,6 +40,7 @@ from .response import CyclesResponse
 __all__ = [
     "DETACHED",
     "AsyncEnv",
+    "Beside",
     "Detached",
     "SyncEnv",
     "monotonic_ms",
@@ -218,3 +224,140 @@ async def _off_loop(fn: Callable[[Any], None] | None, arg: Any) -> BaseException
     with anyio.CancelScope(shield=True):
         result = await anyio.to_thread.run_sync(_journal_call, fn, arg)
     return result
+
+
+class Beside:
+    """Drive ``steps`` beside the current task while an ``async with`` block runs; nothing outlives the block.
+
+    The generator is advanced to its first effect on entry. When that is a ``SleepUntil`` (a heartbeat's wait
+    for its first beat) and the event loop is asyncio, no task is started: a loop timer starts one when the beat
+    is due, so a call that ends before then costs a timer, not a task (a task started and cancelled costs about
+    0.2 ms). Otherwise (trio, or steps with work to do at once) a task group hosts the steps from the start.
+    `cancel` stops the steps without waiting; leaving the block cancels them and waits until they have ended.
+    An exception of the steps is logged (``what``) and never reaches the block; one of the block passes through
+    unchanged.
+    """
+
+    def __init__(self, steps: Steps[Any], env: AsyncEnv, what: str = "background steps") -> None:
+        self._steps: Steps[Any] | None = steps
+        self._env = env
+        self._what = what
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._group: Any = None  # an anyio task group, when the steps run in one
+        self._scope: anyio.CancelScope | None = None  # the steps' scope in that group
+        self._first: object = None
+
+    async def __aenter__(self) -> Beside:
+        steps = self._steps
+        assert steps is not None
+        try:
+            self._first = steps.send(None)
+        except StopIteration:
+            self._steps = None
+            return self
+        except Exception:
+            self._steps = None
+            log.exception("%s failed", self._what)
+            return self
+        loop = _asyncio_loop()
+        if loop is not None and isinstance(self._first, SleepUntil):
+            delay = max(0.0, (self._first.at_ms - self._env.monotonic()) / 1000.0)
+            self._timer = loop.call_later(delay, self._start_task, loop)
+        elif loop is not None:
+            self._start_task(loop)
+        else:
+            self._scope = anyio.CancelScope()  # the child's own: cancelling the group's would cancel the block
+            self._group = anyio.create_task_group()
+            await self._group.__aenter__()
+            self._group.start_soon(self._drive_in_scope)
+        return self
+
+    async def _drive_in_scope(self) -> None:
+        assert self._scope is not None
+        with self._scope:
+            await self._drive()
+
+    def _start_task(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        if self._steps is not None:
+            self._task = loop.create_task(self._drive())
+
+    async def _drive(self) -> None:
+        steps = self._steps
+        if steps is None:  # pragma: no cover - cancelled before the task ran
+            return
+        try:
+            await run_async(_resumed(self._first, steps), self._env)
+        except Exception:
+            log.exception("%s failed", self._what)
+
+    def cancel(self) -> None:
+        """Stop the steps (a task running them is cancelled; leaving the block waits for it to end)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is not None:
+            self._task.cancel()
+        elif self._scope is not None:
+            self._scope.cancel()
+        elif self._steps is not None:
+            steps, self._steps = self._steps, None
+            steps.close()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.cancel()
+        task, group, steps = self._task, self._group, self._steps
+        self._task = self._group = self._steps = None
+        try:
+            if task is not None:
+                with anyio.CancelScope(shield=True):
+                    await asyncio.wait((task,))
+            elif group is not None:
+                # Not shielded: a scope entered here would not nest around the group's own (entered earlier).
+                await group.__aexit__(None, None, None)
+        finally:
+            if steps is not None:  # a task cancelled before it ever ran has not closed them
+                steps.close()
+
+
+_UNSET: Any = object()
+_sniffio: Any = _UNSET
+
+
+def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop when the current task is an asyncio one (``None`` under trio)."""
+    global _sniffio
+    if _sniffio is _UNSET:
+        try:
+            import sniffio as _found
+        except ImportError:  # not installed (see runcycles._sniffio): anyio 4 then has asyncio only
+            _sniffio = None
+        else:
+            _sniffio = _found
+    if _sniffio is not None:
+        try:
+            if _sniffio.current_async_library() != "asyncio":
+                return None
+        except _sniffio.AsyncLibraryNotFoundError:  # pragma: no cover - only ever called from async code
+            return None
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # pragma: no cover - as above
+        return None
+
+
+def _resumed(first: object, steps: Steps[T]) -> Generator[Any, Any, T]:
+    """``steps`` again from its already-yielded effect ``first``."""
+    try:
+        answer = yield first
+        while True:
+            try:
+                effect = steps.send(answer)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            answer = yield effect
+    finally:
+        steps.close()

@@ -78,7 +78,7 @@ def heartbeat_steps(
         expires_at_ms=created.expires_at_ms,
         remaining_ttl_ms=created.remaining_ttl_ms,
     )
-    key = key_factory()
+    key = ""  # drawn when the first beat is due (most calls end before)
     noted: set[str] = set()
     while True:
         if beat.note and beat.note not in noted:
@@ -91,7 +91,7 @@ def heartbeat_steps(
             report(HeartbeatEvent(reservation_id=reservation_id, disposition=stopped, reason=message))
             return
         yield from sleep_until(beat.due_at_ms)
-        if beat.fresh_key:
+        if beat.fresh_key or not key:
             key = key_factory()
         request = rq.extend(reservation_id, {"idempotency_key": key, "extend_by_ms": ttl_ms})
         sent = yield from send(request, deadline_ms=_deadline(schedule))

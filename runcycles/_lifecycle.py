@@ -8,7 +8,6 @@ effect the driver performs.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -76,7 +75,7 @@ log = logging.getLogger("runcycles.lifecycle")
 
 def new_key() -> str:
     """A fresh idempotency key."""
-    return str(uuid.uuid4())
+    return rq.new_idempotency_key()
 
 
 KeyFactory = Callable[[], str]

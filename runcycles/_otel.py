@@ -82,6 +82,9 @@ class _Instruments:
     denials: Any
     settlement_retries: Any
     journal_backlog: Any
+    idle: Callable[[], bool] = attrs.field(default=lambda: False)
+    """Whether no SDK would see anything right now (no-op or unset providers): then only the caller's
+    ``traceparent`` needs carrying."""
 
 
 _UNSET: Any = object()
@@ -113,6 +116,7 @@ def _build() -> _Instruments | None:
     return _Instruments(
         trace=trace,
         tracer=tracer,
+        idle=_idle_check(trace, metrics, tracer_provider, meter_provider),
         reservations=meter.create_counter(
             "cycles.reservations", unit="{reservation}", description="Reservations the server granted"
         ),
@@ -128,6 +132,60 @@ def _build() -> _Instruments | None:
             description="Settlement records this process journaled that are not yet settled",
         ),
     )
+
+
+def _idle_check(trace: Any, metrics: Any, tracer_provider: Any, meter_provider: Any) -> Callable[[], bool]:
+    """A cheap "is nothing listening?": true while both providers in effect are no-ops or unset proxies.
+
+    The global providers can be set once, later than our first call, so they are looked at each time until
+    one of them is real (a configured provider is judged once). The API's getters read ``os.environ`` on every
+    call while no provider is set (about 2 µs each), so the API's module globals are read instead when they
+    exist; a provider named by ``OTEL_PYTHON_*_PROVIDER`` is loaded here, once, as the getter would."""
+    # None: an unset global, as the API's module holds it.
+    idle_tracers: tuple[type, ...] = (trace.NoOpTracerProvider, trace.ProxyTracerProvider, type(None))
+    idle_meters: tuple[type, ...] = (metrics.NoOpMeterProvider, type(None))
+    meter_module: Any = None
+    try:
+        from opentelemetry.metrics import _internal as meter_module
+        from opentelemetry.metrics._internal import _ProxyMeterProvider
+    except ImportError:  # pragma: no cover - another API version: an unset meter provider then counts as real
+        pass
+    else:
+        idle_meters = (*idle_meters, _ProxyMeterProvider)
+    if tracer_provider is not None and not isinstance(tracer_provider, idle_tracers):
+        return _never_idle
+    if meter_provider is not None and not isinstance(meter_provider, idle_meters):
+        return _never_idle
+    current_tracers = _global_provider(trace, "_TRACER_PROVIDER", trace.get_tracer_provider)
+    current_meters = _global_provider(meter_module, "_METER_PROVIDER", metrics.get_meter_provider)
+    real = [False]
+
+    def idle() -> bool:
+        if real[0]:
+            return False
+        if tracer_provider is None and not isinstance(current_tracers(), idle_tracers):
+            real[0] = True  # a global provider, once set, stays set
+        elif meter_provider is None and not isinstance(current_meters(), idle_meters):
+            real[0] = True
+        return not real[0]
+
+    return idle
+
+
+def _global_provider(module: Any, name: str, getter: Callable[[], Any]) -> Callable[[], Any]:
+    """The global provider as ``module.<name>`` holds it (``None`` while unset), else through ``getter``."""
+    getter()  # loads a provider named in the environment, as the first real use would
+    if module is None or not hasattr(module, name):  # pragma: no cover - another API version
+        return getter
+
+    def current() -> Any:
+        return getattr(module, name)
+
+    return current
+
+
+def _never_idle() -> bool:
+    return False
 
 
 def configure(*, tracer_provider: Any = None, meter_provider: Any = None) -> None:
@@ -179,12 +237,38 @@ def traced(fn: Callable[P, Generator[Any, Any, T]]) -> Callable[P, Generator[Any
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> Generator[Any, Any, T]:
         steps = fn(*args, **kwargs)
         state = _load()
-        if state is None and not log.isEnabledFor(logging.DEBUG):
-            return steps
-        parent = state.trace.set_span_in_context(state.trace.get_current_span()) if state is not None else None
-        return _Traced(state, parent).run(steps)
+        debug = log.isEnabledFor(logging.DEBUG)
+        if state is None:
+            return _Traced(None, None).run(steps) if debug else steps
+        current = state.trace.get_current_span()
+        if not debug and state.idle():
+            # No SDK: no span is recorded and no counter counts; requests only carry the caller's context.
+            traceparent = _format_traceparent(current.get_span_context())
+            return steps if traceparent is None else _with_traceparent(steps, traceparent)
+        return _Traced(state, state.trace.set_span_in_context(current)).run(steps)
 
     return wrapper
+
+
+def _with_header(send: Send, name: str, value: str) -> Send:
+    request = send.request
+    return attrs.evolve(send, request=attrs.evolve(request, headers={**request.headers, name: value}))
+
+
+def _with_traceparent(steps: Generator[Any, Any, T], traceparent: str) -> Generator[Any, Any, T]:
+    """``steps`` with ``traceparent`` on every request that has none (drivers only ever ``send``)."""
+    answer: Any = None
+    try:
+        while True:
+            try:
+                effect = steps.send(answer)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            if type(effect) is Send and "traceparent" not in effect.request.headers:
+                effect = _with_header(effect, "traceparent", traceparent)
+            answer = yield effect
+    finally:
+        steps.close()
 
 
 _backlog: set[str] = set()
@@ -269,8 +353,7 @@ class _Traced:
             if "traceparent" not in request.headers:
                 traceparent = _format_traceparent(span.get_span_context())
                 if traceparent is not None:
-                    send = attrs.evolve(send, request=attrs.evolve(request, headers={**request.headers,
-                                                                                       "traceparent": traceparent}))
+                    send = _with_header(send, "traceparent", traceparent)
         sent: Any = None
         try:
             sent = yield send
@@ -279,58 +362,91 @@ class _Traced:
         return sent
 
     def _finish(self, send: Send, sent: Sent | None, span: Any, retry: int) -> None:
-        request = send.request
-        operation = request.operation
-        response = sent.response if isinstance(sent, Sent) else None
-        body = response.body if response is not None else None
-        reservation_id = _reservation_id_of(send, body)
+        operation = send.request.operation
+        answer = _Answer.of(sent.response if isinstance(sent, Sent) else None)
+        reservation_id = _reservation_id_of(send, answer.body)
         self.reservation_id = reservation_id or self.reservation_id
-        status = response.status if response is not None else None
-        error_code = body.get("error") if isinstance(body, Mapping) and status is not None and status >= 300 else None
-        decision = body.get("decision") if isinstance(body, Mapping) else None
-        denied = decision == "DENY" or (isinstance(error_code, str) and error_code in _DENIAL_CODES)
-        if response is None:
-            outcome = "cancelled"
-        elif response.is_transport_error:
-            outcome = "transport_error"
-        elif denied:
-            outcome = "denied"
-        elif response.is_success:
-            outcome = "success"
-        else:
-            outcome = "error"
         state = self.state
         if state is not None:
-            if operation is Operation.CREATE and response is not None:
-                if denied:
-                    reason = body.get("reason_code") if isinstance(body, Mapping) else None
-                    state.denials.add(1, {"cycles.reason_code": str(reason or error_code or "")})
-                elif outcome == "success" and isinstance(decision, str):
-                    state.reservations.add(1, {"cycles.decision": decision})
-            if retry and operation in (Operation.COMMIT, Operation.EVENT):
-                state.settlement_retries.add(1, {"cycles.operation": _STEP_NAMES[operation]})
+            _count(state, operation, answer, retry)
         if span is not None:
             if span.is_recording():
-                _describe(span, state, send, response, body, reservation_id, outcome, retry, error_code, decision)
+                _describe(span, state, send, answer, reservation_id, retry)
             span.end()
         log.debug(
             "cycles %s: reservation_id=%s status=%s outcome=%s retry=%d",
-            _STEP_NAMES.get(operation, operation.value), reservation_id, status, outcome, retry,
+            _STEP_NAMES.get(operation, operation.value), reservation_id, answer.status, answer.outcome, retry,
         )
 
 
+@attrs.frozen
+class _Answer:
+    """What one request's answer says, as the spans, counters and log line see it."""
+
+    response: Any  # CyclesResponse, or None when the request was cancelled
+    body: Any  # the decoded body (any JSON value, or None)
+    fields: Mapping[str, Any]  # the body when it is an object, else empty
+    error_code: Any  # the body's ``error`` on a non-2xx answer
+    decision: Any
+    denied: bool
+    outcome: str  # cancelled | transport_error | denied | success | error
+
+    @property
+    def status(self) -> int | None:
+        return self.response.status if self.response is not None else None
+
+    @classmethod
+    def of(cls, response: Any) -> _Answer:
+        body = response.body if response is not None else None
+        fields: Mapping[str, Any] = body if isinstance(body, Mapping) else {}
+        status = response.status if response is not None else None
+        error_code = fields.get("error") if status is not None and status >= 300 else None
+        decision = fields.get("decision")
+        denied = decision == "DENY" or (isinstance(error_code, str) and error_code in _DENIAL_CODES)
+        return cls(response, body, fields, error_code, decision, denied, _outcome(response, denied))
+
+
+def _outcome(response: Any, denied: bool) -> str:
+    if response is None:
+        return "cancelled"
+    if response.is_transport_error:
+        return "transport_error"
+    if denied:
+        return "denied"
+    return "success" if response.is_success else "error"
+
+
+def _count(state: _Instruments, operation: Operation, answer: _Answer, retry: int) -> None:
+    if operation is Operation.CREATE and answer.response is not None:
+        if answer.denied:
+            reason = answer.fields.get("reason_code")
+            state.denials.add(1, {"cycles.reason_code": str(reason or answer.error_code or "")})
+        elif answer.outcome == "success" and isinstance(answer.decision, str):
+            state.reservations.add(1, {"cycles.decision": answer.decision})
+    if retry and operation in (Operation.COMMIT, Operation.EVENT):
+        state.settlement_retries.add(1, {"cycles.operation": _STEP_NAMES[operation]})
+
+
+_FAILED = frozenset({"transport_error", "error", "cancelled"})
+
+
 def _describe(
-    span: Any,
-    state: Any,
-    send: Send,
-    response: Any,
-    body: Any,
-    reservation_id: str | None,
-    outcome: str,
-    retry: int,
-    error_code: Any,
-    decision: Any,
+    span: Any, state: Any, send: Send, answer: _Answer, reservation_id: str | None, retry: int
 ) -> None:
+    attributes = _request_attributes(send, reservation_id, answer.outcome, retry)
+    response = answer.response
+    if response is not None and not response.is_transport_error:
+        attributes["http.response.status_code"] = response.status
+    _add_answer_attributes(attributes, answer)
+    failed = answer.outcome in _FAILED
+    if failed:
+        attributes["error.type"] = _error_type(answer)
+    span.set_attributes(attributes)
+    if failed and state is not None:
+        span.set_status(state.trace.Status(state.trace.StatusCode.ERROR, response.error_message if response else None))
+
+
+def _request_attributes(send: Send, reservation_id: str | None, outcome: str, retry: int) -> dict[str, Any]:
     request = send.request
     request_body = request.body or {}
     attributes: dict[str, Any] = {
@@ -344,8 +460,6 @@ def _describe(
     key = request.headers.get("X-Idempotency-Key")
     if key:
         attributes["cycles.idempotency_key"] = key
-    if response is not None and not response.is_transport_error:
-        attributes["http.response.status_code"] = response.status
     for name in ("estimate", "actual"):
         source: Any = request_body.get(name)
         amount = _amount(source)
@@ -354,31 +468,33 @@ def _describe(
             attributes["cycles.unit"] = str(source.get("unit"))
     if request_body.get("dry_run") is True:
         attributes["cycles.dry_run"] = True
-    if isinstance(body, Mapping):
-        if isinstance(decision, str):
-            attributes["cycles.decision"] = decision
+    return attributes
+
+
+def _add_answer_attributes(attributes: dict[str, Any], answer: _Answer) -> None:
+    if isinstance(answer.body, Mapping):
+        if isinstance(answer.decision, str):
+            attributes["cycles.decision"] = answer.decision
         for name in ("scope_path", "reason_code"):
-            value = body.get(name)
+            value = answer.fields.get(name)
             if isinstance(value, str):
                 attributes[f"cycles.{name}"] = value
         for name in ("reserved", "charged", "released"):
-            amount = _amount(body.get(name))
+            amount = _amount(answer.fields.get(name))
             if amount is not None:
                 attributes[f"cycles.amount.{name}"] = amount
-    if isinstance(error_code, str):
-        attributes["cycles.error_code"] = error_code
-    failed = outcome in ("transport_error", "error", "cancelled")
-    if failed:
-        if response is None:
-            attributes["error.type"] = "cancelled"
-        elif response.is_transport_error:
-            exc = response.transport_error
-            attributes["error.type"] = type(exc).__qualname__ if exc is not None else "transport_error"
-        else:
-            attributes["error.type"] = error_code if isinstance(error_code, str) else str(response.status)
-    span.set_attributes(attributes)
-    if failed and state is not None:
-        span.set_status(state.trace.Status(state.trace.StatusCode.ERROR, response.error_message if response else None))
+    if isinstance(answer.error_code, str):
+        attributes["cycles.error_code"] = answer.error_code
+
+
+def _error_type(answer: _Answer) -> str:
+    response = answer.response
+    if response is None:
+        return "cancelled"
+    if response.is_transport_error:
+        exc = response.transport_error
+        return type(exc).__qualname__ if exc is not None else "transport_error"
+    return answer.error_code if isinstance(answer.error_code, str) else str(response.status)
 
 
 # --------------------------------------------------------------------------- GenAI spans (provider clients)

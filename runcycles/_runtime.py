@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from ._drivers import AsyncEnv, SyncEnv, monotonic_ms, run_async
+from ._drivers import AsyncEnv, SyncEnv, monotonic_ms
 from ._heartbeat import heartbeat_steps
 from ._heartbeat_placement import ScopedHeartbeat, WorkerHeartbeat
 from ._journal import JournalRecord
@@ -121,15 +121,9 @@ class Runtime:
             log.exception("on_heartbeat_failure callback raised")
 
     def scoped_heartbeat(self, reserved: Reserved, context: CyclesContext) -> ScopedHeartbeat:
-        """The async placement: a child task of a task group spanning the guarded work (``async with`` it)."""
-
-        async def run() -> None:
-            try:
-                await run_async(self._heartbeat(reserved, context), self.async_env())
-            except Exception:
-                log.exception("heartbeat crashed: reservation_id=%s", reserved.reservation_id)
-
-        return ScopedHeartbeat(run)
+        """The async placement: beside the guarded work, structured by it (``async with`` it)."""
+        what = f"heartbeat of reservation {reserved.reservation_id}"
+        return ScopedHeartbeat(self._heartbeat(reserved, context), self.async_env(), what)
 
     def worker_heartbeat(self, reserved: Reserved, context: CyclesContext) -> WorkerHeartbeat:
         """The sync placement (and that of a handle without a scope): on the client's worker scheduler."""

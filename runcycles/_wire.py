@@ -134,22 +134,24 @@ def to_wire(value: Any) -> dict[str, Any]:
 
 
 def _compile_writer(cls: type) -> Callable[[Any], dict[str, Any]]:
-    plan: list[tuple[str, str, _Encoder | None]] = []
-    for field in attrs.fields(cls):
+    """The writer of ``cls`` as one generated function: per wire field, skip ``None``, else encode and store."""
+    namespace: dict[str, Any] = {}
+    lines = ["def write(value):", "    out = {}"]
+    for i, field in enumerate(attrs.fields(cls)):
         spec = wire_spec(field)
-        if spec is not None:
-            plan.append((field.name, spec.name or field.name, _encoder(spec, f"{cls.__name__}.{field.name}")))
-    steps = tuple(plan)
-
-    def write(value: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for attr, wire_name, encode in steps:
-            item = getattr(value, attr)
-            if item is None:
-                continue
-            out[wire_name] = item if encode is None else encode(item, value)
-        return out
-
+        if spec is None:
+            continue
+        encode = _encoder(spec, f"{cls.__name__}.{field.name}")
+        lines.append(f"    item = value.{field.name}")
+        lines.append("    if item is not None:")
+        if encode is None:
+            lines.append(f"        out[{spec.name or field.name!r}] = item")
+        else:
+            namespace[f"_encode{i}"] = encode
+            lines.append(f"        out[{spec.name or field.name!r}] = _encode{i}(item, value)")
+    lines.append("    return out")
+    exec(compile("\n".join(lines), f"<runcycles wire writer of {cls.__qualname__}>", "exec"), namespace)
+    write: Callable[[Any], dict[str, Any]] = namespace["write"]
     return write
 
 
@@ -237,67 +239,83 @@ def _json_type(value: object) -> str:
 
 
 def _compile_reader(cls: type) -> Callable[[object, str], Any]:
-    fields = attrs.fields(cls)
-    # (wire name, attribute, exact type taken as is, decoder, required, lenient)
-    plan: list[tuple[str, str, type | None, _Decoder, bool, bool]] = []
-    defaults: dict[str, Any] = {}  # every attribute's value when the wire leaves it out
-    factories: list[tuple[str, Callable[[], Any]]] = []
+    """The reader of ``cls`` as one generated function: straight-line code per field, no per-field loop.
+
+    For each wire field it reads ``data.get(name)``: a plain value of the field's exact type (a string, an
+    integer, a boolean) is taken as is; ``None`` (absent or null) is an error for a required field and the
+    default otherwise; anything else goes through the field's decoder (a lenient field's malformed value goes
+    to ``extra``). Attributes that are not on the wire get their defaults; an enum decoder may set its raw
+    string (``values``). The instance is made without ``__init__`` (readers apply no validators).
+    """
+    namespace: dict[str, Any] = {
+        "Mapping": Mapping, "ResponseFormatError": ResponseFormatError, "_fail": _fail, "_new": object.__new__,
+        "_set": object.__setattr__, "_cls": cls,
+    }
+    lines = [
+        "def read(data, path):",
+        "    if not isinstance(data, Mapping):",
+        "        raise _fail(path, 'an object', data)",
+        "    extra = {} if _known.issuperset(data) else {str(k): v for k, v in data.items() if k not in _known}",
+        "    values = {}",
+        "    get = data.get",
+        "    inst = _new(_cls)",
+    ]
+    known: set[str] = set()
     has_extra = False
-    for field in fields:
+    for i, field in enumerate(attrs.fields(cls)):
         spec = wire_spec(field)
         required = field.default is attrs.NOTHING
-        if spec is not None:
-            lenient = spec.lenient and not required
-            plan.append((spec.name or field.name, field.name, _EXACT.get(spec.kind), _decoder(spec), required, lenient))
         if field.name == "extra":
             has_extra = True
-        elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
-            factory = field.default.factory
-            if field.default.takes_self:  # pragma: no cover - no model does this
-                raise TypeError(f"{cls.__name__}.{field.name}: a self-taking default cannot be read")
-            factories.append((field.name, factory))
+            continue
+        factory = isinstance(field.default, attrs.Factory)  # type: ignore[arg-type]
+        if factory and field.default.takes_self:  # pragma: no cover - no model does this
+            raise TypeError(f"{cls.__name__}.{field.name}: a self-taking default cannot be read")
+        if factory:
+            namespace[f"_factory{i}"] = field.default.factory
+            default = f"_factory{i}()"
         else:
-            defaults[field.name] = None if required else field.default
-    steps = tuple(plan)
-    known = frozenset(wire_name for wire_name, *_ in steps)
-    made = tuple(factories)
-    new = object.__new__
-    set_attr = object.__setattr__
-
-    def read(data: object, path: str) -> Any:
-        if not isinstance(data, Mapping):
-            raise _fail(path, "an object", data)
-        values = defaults.copy()
-        for name, factory in made:
-            values[name] = factory()
-        extra: dict[str, Any] = {}
-        if not known.issuperset(data):
-            for key, raw in data.items():
-                if key not in known:
-                    extra[str(key)] = raw
-        for wire_name, attr, exact, decode, required, lenient in steps:
-            raw = data.get(wire_name)
-            if type(raw) is exact:  # the common case of a plain string, integer or boolean
-                values[attr] = raw
-                continue
-            if raw is None:
-                if required:
-                    reason = "is required" if wire_name not in data else "must not be null"
-                    raise ResponseFormatError(f"{path}.{wire_name} {reason}")
-                continue  # absent (or null) optional field: the attribute's default
-            try:
-                values[attr] = decode(raw, f"{path}.{wire_name}", values)
-            except ResponseFormatError:
-                if not lenient:
-                    raise
-                extra[wire_name] = raw  # a malformed optional extension: kept aside, the rest is still read
-        if has_extra:
-            values["extra"] = extra
-        instance: Any = new(cls)
-        for name, value in values.items():
-            set_attr(instance, name, value)
-        return instance
-
+            namespace[f"_default{i}"] = None if required else field.default
+            default = f"_default{i}"
+        attr = field.name
+        if spec is None:
+            lines.append(f"    _set(inst, {attr!r}, {default})")
+            continue
+        wire_name = spec.name or field.name
+        known.add(wire_name)
+        namespace[f"_decode{i}"] = _decoder(spec)
+        exact = _EXACT.get(spec.kind)
+        lines.append(f"    raw = get({wire_name!r})")
+        if exact is not None:
+            namespace[f"_exact{i}"] = exact
+            lines.append(f"    if type(raw) is _exact{i}:")
+            lines.append("        value = raw")
+            lines.append("    elif raw is None:")
+        else:
+            lines.append("    if raw is None:")
+        if required:
+            lines.append(f"        reason = 'is required' if {wire_name!r} not in data else 'must not be null'")
+            lines.append(f"        raise ResponseFormatError(path + {'.' + wire_name!r} + ' ' + reason)")
+        else:
+            lines.append(f"        value = {default}")
+        lines.append("    else:")
+        if spec.lenient and not required:
+            lines.append("        try:")
+            lines.append(f"            value = _decode{i}(raw, path + {'.' + wire_name!r}, values)")
+            lines.append("        except ResponseFormatError:")
+            lines.append(f"            extra[{wire_name!r}] = raw")
+            lines.append(f"            value = {default}")
+        else:
+            lines.append(f"        value = _decode{i}(raw, path + {'.' + wire_name!r}, values)")
+        lines.append(f"    _set(inst, {attr!r}, value)")
+    lines.append("    for name, value in values.items():")
+    lines.append("        _set(inst, name, value)")
+    if has_extra:
+        lines.append("    _set(inst, 'extra', extra)")
+    lines.append("    return inst")
+    namespace["_known"] = frozenset(known)
+    exec(compile("\n".join(lines), f"<runcycles wire reader of {cls.__qualname__}>", "exec"), namespace)
+    read: Callable[[object, str], Any] = namespace["read"]
     return read
 
 

@@ -33,6 +33,7 @@ from ._http import (
 )
 from ._journal_owner import JournalOwner
 from ._protocol import requests as rq
+from ._slots import AttemptSlots
 from ._sniffio import remember_missing_sniffio
 from ._text import Scrubber
 from .config import CyclesConfig
@@ -310,18 +311,23 @@ class AsyncCyclesClient(_ClientBase):
         options = http_options(self._config)
         self._make_sender = worker_sender_for_async(self._config, transport, background_transport, options)
         self._http = lean(httpx.AsyncClient(transport=transport, **options))
+        # Requests beyond the pool's connections queue here, before their attempt's clock starts.
+        self._slots = AttemptSlots()
 
     async def _send_for_lifecycle(self, request: rq.HttpRequest, deadline_ms: int | None) -> CyclesResponse:
-        return await send_async(
-            self._http, self._config, request, deadline_ms, scrub=self._scrub, default=self._default_attempt
-        )
+        async with self._slots:
+            return await send_async(
+                self._http, self._config, request, deadline_ms, scrub=self._scrub, default=self._default_attempt
+            )
 
     async def send(self, request: rq.HttpRequest, *, deadline_ms: int | None = None) -> CyclesResponse:
         """Send one prepared request, bounded as a whole by ``connect + read`` timeout (or ``deadline_ms`` when
-        tighter); the body is read up to ``max_response_bytes``."""
-        return await send_async(
-            self._http, self._config, request, deadline_ms, scrub=self._scrub, default=self._default_attempt
-        )
+        tighter); the body is read up to ``max_response_bytes``. Beyond the connection pool's 100 requests in
+        flight, a request first waits for a free one, and its budget starts once it has it."""
+        async with self._slots:
+            return await send_async(
+                self._http, self._config, request, deadline_ms, scrub=self._scrub, default=self._default_attempt
+            )
 
     async def flush(self, timeout_ms: int | None = None) -> int:
         """Wait up to ``timeout_ms`` (default ``flush_timeout_ms``) for background settlements.

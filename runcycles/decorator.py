@@ -346,6 +346,8 @@ def _async_wrapper(
                 else:
                     with anyio.CancelScope(shield=True):
                         await run_async(release_steps(reserved.reservation_id, FAILED_REASON), env)
+            else:
+                heartbeat.stop()
         if failure is not None:
             raise failure
         await _settle_async(guard, runtime, reserved, context, result, guard.options.actual)

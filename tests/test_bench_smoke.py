@@ -77,3 +77,17 @@ def test_compare_official() -> None:
         assert re.fullmatch(r"\d+\.\d+ m?s", ours), rows[label]
     official_present = "WARNING" not in out
     assert ("n/a" not in rows["sync, journal off"].split("|")[2]) is official_present, out
+
+
+def test_profile_call() -> None:
+    for flavour in ("sync", "async"):
+        out = run("profile_call.py", "--server", "mock", "--flavour", flavour, "--calls", "5", "--warmup", "2",
+                  "--cprofile", "3")
+        assert re.search(r'"median_us": \d+(\.\d+)?', out), out
+        assert "function calls" in out, out
+
+
+def test_ab_trees() -> None:
+    out = run("ab_trees.py", "--a", ".", "--b", ".", "--reps", "2", "--", "--server", "mock", "--calls", "5",
+              "--warmup", "2")
+    assert re.search(r"B/A: median \d+\.\d+ +p10 \d+\.\d+ +cpu \d+\.\d+", out), out

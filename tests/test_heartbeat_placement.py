@@ -37,7 +37,7 @@ async def test_async_with_stream_beats_in_a_task_of_its_block_and_starts_no_work
             heartbeat = stream._heartbeat
             assert isinstance(heartbeat, ScopedHeartbeat)
             stream.actual = 5
-        assert heartbeat._scope.cancel_called  # stopped with the block
+        assert heartbeat.stopped  # stopped with the block
         assert not client._worker.started
 
         @with_cycles(estimate=100, actual=5, client=client)

@@ -371,3 +371,73 @@ def test_import_runcycles_does_not_import_opentelemetry() -> None:
     code = "import sys, runcycles; print(any(m.startswith('opentelemetry') for m in sys.modules))"
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert completed.stdout.strip() == "False", completed.stderr
+
+
+# --------------------------------------------------------------------------- the API without an SDK
+
+API_ONLY = """
+import json, httpx
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from runcycles import CyclesClient, CyclesConfig, with_cycles
+from runcycles._lifecycle import reserve_steps
+from runcycles.local import LocalCyclesServer
+
+server = LocalCyclesServer(admin_key="a")
+server.create_tenant("acme")
+key = server.create_api_key("acme")
+server.create_budget("tenant:acme", "USD_MICROCENTS", 10**6)
+inner = server.transport()
+seen = []
+
+class Recording(httpx.BaseTransport):
+    def handle_request(self, request):
+        seen.append(request.headers.get("traceparent"))
+        return inner.handle_request(request)
+
+client = CyclesClient(CyclesConfig(base_url="http://x", api_key=key, tenant="acme", journal_enabled=False),
+                      transport=Recording())
+
+@with_cycles(estimate=10, client=client)
+def work():
+    return "ok"
+
+plain = reserve_steps(None).gi_code.co_name == "reserve_steps"
+work()
+remote = SpanContext(trace_id=0xABC, span_id=0xDEF, is_remote=True, trace_flags=TraceFlags(1))
+with trace.use_span(NonRecordingSpan(remote)):
+    work()
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+work()
+client.close()
+print(json.dumps({
+    "plain": plain,
+    "headers": seen[:4],
+    "sdk_header_set": seen[4] is not None and seen[4] != seen[2],
+    "spans_after_sdk": [s.name for s in exporter.get_finished_spans()],
+}))
+"""
+
+
+def test_without_an_sdk_nothing_is_recorded_the_callers_context_is_carried_and_a_later_sdk_is_seen() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(API_ONLY)], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    remote = f"00-{0xABC:032x}-{0xDEF:016x}-01"
+    assert result == {
+        "plain": True,  # no SDK and no current span: the steps are not wrapped at all
+        "headers": [None, None, remote, remote],
+        "sdk_header_set": True,
+        "spans_after_sdk": ["cycles.reserve", "cycles.commit"],
+    }

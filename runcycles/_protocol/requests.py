@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -30,6 +31,7 @@ __all__ = [
     "extend",
     "get_reservation",
     "list_reservations",
+    "new_idempotency_key",
     "next_cursor",
     "parse_response",
     "release",
@@ -84,6 +86,15 @@ class HttpRequest:
     headers: Mapping[str, str] = attrs.field(factory=dict)
     content: bytes | None = None
     body: Mapping[str, Any] | None = None
+
+
+def new_idempotency_key() -> str:
+    """A fresh random (version 4) UUID as text: what ``str(uuid.uuid4())`` gives, without building a `UUID`."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def dumps(body: Mapping[str, Any]) -> bytes:

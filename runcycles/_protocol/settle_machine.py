@@ -152,7 +152,13 @@ class SettleMachine:
 
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
-        self._retrying = policy.retrying()
+        self._policy_retrying: tenacity.Retrying | None = None  # built on the first unknown outcome only
+
+    @property
+    def _retrying(self) -> tenacity.Retrying:
+        if self._policy_retrying is None:
+            self._policy_retrying = self.policy.retrying()
+        return self._policy_retrying
 
     def on_outcome(self, outcome: Outcome, state: AttemptState) -> SettleDecision:
         """The decision for the answer to one commit (or event) attempt."""
