@@ -202,3 +202,30 @@ async def test_async_replay_journal_resumes_without_a_guarded_call(harness: Harn
         assert await client.flush(10_000) == 0
         assert _stored(harness) == []
     harness.assert_ledger(spent=ACTUAL)
+
+
+def test_flush_of_a_client_that_never_replayed_settles_what_an_earlier_process_left(harness: Harness) -> None:
+    rid = _leave_a_record(harness)
+    client, faults = harness.sync_client()
+    assert _stored(harness) == [rid]
+    assert client.flush(10_000) == 0  # a restarted service's shutdown flush, with no guarded call before it
+    assert _stored(harness) == [] and faults.ops() == ["commit"]
+    harness.assert_ledger(spent=ACTUAL)
+    assert client.replay_journal() == 0  # nothing left to resume
+
+
+@pytest.mark.anyio
+async def test_async_flush_of_a_client_that_never_replayed_settles_the_earlier_records(harness: Harness) -> None:
+    rid = _leave_a_record(harness)
+    client, _ = _async_client(harness)
+    async with client:
+        assert _stored(harness) == [rid]
+        assert await client.flush(10_000) == 0
+        assert _stored(harness) == []
+    harness.assert_ledger(spent=ACTUAL)
+
+
+def test_flush_with_the_journal_off_reads_no_file(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    client, _ = harness.sync_client(journal_enabled=False)
+    monkeypatch.setattr(os, "scandir", lambda *a: pytest.fail("no journal to scan"))
+    assert client.flush(1_000) == 0
