@@ -268,6 +268,7 @@ class Runtime:
         if not self.journal_enabled:
             return False
         from ._journal import default_journal_root, fallback_root, journal_fingerprint
+        from ._journal.spares import holds_record
 
         config = self.config
         fingerprint = journal_fingerprint(config.base_url, tenant=config.tenant, api_key=config.api_key)
@@ -275,7 +276,7 @@ class Runtime:
         for root in roots:
             try:
                 with os.scandir(root / fingerprint) as entries:
-                    if any(e.name.endswith(".json") for e in entries):
+                    if any(holds_record(e) for e in entries):
                         return True
             except OSError:
                 continue

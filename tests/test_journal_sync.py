@@ -259,6 +259,7 @@ async def test_concurrent_async_settlements_without_spares_share_directory_barri
 def test_concurrent_sync_writers_share_directory_fsyncs(tmp_path: Path, fsyncs: FsyncSpy, no_spares: None) -> None:
     j = _journal(tmp_path)
     _ = j.directory
+    fsyncs.calls.clear()  # creating the directory synced its parents
     n = 8
     first_in = threading.Event()
     release = threading.Event()

@@ -32,7 +32,7 @@ from .locks import process_owner
 from .paths import FILE_MODE
 from .writer import fsync_dir
 
-__all__ = ["SPARE_NAME", "SPARE_SUFFIX", "SparePool", "fill", "pool_for", "spare_owner"]
+__all__ = ["SPARE_NAME", "SPARE_SUFFIX", "SparePool", "fill", "holds_record", "pool_for", "spare_owner"]
 
 logger = logging.getLogger("runcycles.journal")
 
@@ -48,6 +48,20 @@ def spare_owner(name: str) -> str | None:
     """The owner token in a spare file's name (``None``: not a spare's name)."""
     match = SPARE_NAME.match(name)
     return match.group(1) if match else None
+
+
+def holds_record(entry: os.DirEntry[str]) -> bool:
+    """Whether a journal directory entry may hold a record: a ``.json`` file, or a spare that is not empty
+    (a record whose rename a crash or power cut undid). Cheap: no lock, no read, nothing created."""
+    name = entry.name
+    if name.endswith(".json"):
+        return True
+    if not name.endswith(SPARE_SUFFIX):
+        return False
+    try:
+        return entry.stat(follow_symlinks=False).st_size > 0
+    except OSError:
+        return False
 
 
 def _datasync(fd: int) -> None:
