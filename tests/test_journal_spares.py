@@ -313,3 +313,17 @@ def test_a_process_that_exits_removes_its_unused_spares(tmp_path: Path) -> None:
     assert [p.name for p in _spares(j.directory) if p.name.startswith(f"spare-{proc.pid}-")] == []
     assert j.path_for("r1").exists()
     assert journal_filename("r1") in os.listdir(j.directory)
+
+
+def test_the_first_refill_sweeps_the_empty_spares_of_gone_processes(tmp_path: Path) -> None:
+    j = _journal(tmp_path, "process")  # process mode: nothing prepared in the background
+    directory = j.directory
+    gone = "999999-00000000deadbeef"
+    empty = directory / f"spare-{gone}-{'1' * 16}.spare"
+    empty.write_bytes(b"")
+    holding = directory / f"spare-{gone}-{'2' * 16}.spare"
+    holding.write_bytes(json.dumps(_record("r1").to_json_dict()).encode())
+    pool_for(directory).refill()
+    assert not empty.exists()
+    assert holding.exists()  # a record: moved by a load, under its claim
+    assert [r.reservation_id for r in j.load().records] == ["r1"]

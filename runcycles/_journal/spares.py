@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from .locks import process_owner
+from .locks import is_own_token, owner_alive, process_owner
 from .paths import FILE_MODE
 from .writer import fsync_dir
 
@@ -42,6 +42,7 @@ SPARE_NAME = re.compile(r"^spare-(\d+-[0-9a-f]{16})-[0-9a-f]{16}\.spare$")
 _INITIAL_TARGET = 8
 _MAX_TARGET = 256
 _RETRY_AFTER_FAILURE_S = 30.0
+_DISCARD_WAIT_S = 2.0
 
 
 def spare_owner(name: str) -> str | None:
@@ -105,6 +106,8 @@ class SparePool:
         self._target = _INITIAL_TARGET
         self._requested = False
         self._failed_at: float | None = None
+        self._swept = False
+        self._closed = False
         self.created = 0
         self.directory_syncs = 0
 
@@ -145,10 +148,14 @@ class SparePool:
                 self._target = min(_MAX_TARGET, max(self._target, at_least))
                 need = self._target - len(self._ready)
                 failed_at = self._failed_at
-            if need <= 0 or os.getpid() != self.pid:
+                closed = self._closed
+            if need <= 0 or closed or os.getpid() != self.pid:
                 return
             if failed_at is not None and time.monotonic() - failed_at < _RETRY_AFTER_FAILURE_S:
                 return
+            if not self._swept:
+                self._swept = True
+                self._sweep()
             created: list[Path] = []
             try:
                 token = process_owner(self.directory)
@@ -177,15 +184,44 @@ class SparePool:
                 self.created += len(created)
                 self.directory_syncs += 1
 
-    def discard(self) -> None:
-        """Remove the spares that are ready (at exit: a leftover is harmless, a later load removes it)."""
-        with self._lock:
-            ready, self._ready = self._ready, []
-        if os.getpid() != self.pid:
+    def _sweep(self) -> None:
+        """Remove the empty spares of processes that are gone (those holding a record are left to a load)."""
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
             return
-        for path in ready:
+        alive: dict[str, bool] = {}
+        for name in names:
+            token = spare_owner(name)
+            if token is None:
+                continue
+            if token not in alive:
+                alive[token] = is_own_token(self.directory, token) or owner_alive(self.directory, token)
+            if alive[token]:
+                continue
+            path = self.directory / name
             with contextlib.suppress(OSError):
-                os.unlink(path)
+                if os.lstat(path).st_size == 0:
+                    os.unlink(path)
+
+    def discard(self) -> None:
+        """Stop refilling and remove the spares that are ready (at exit; a leftover is harmless: the next
+        refill or load in this directory removes it)."""
+        with self._lock:
+            self._closed = True
+        # Let a refill in flight finish (it publishes what it made), so that none of its files is left behind.
+        waited = self._refill_lock.acquire(timeout=_DISCARD_WAIT_S)
+        try:
+            with self._lock:
+                ready, self._ready = self._ready, []
+            if os.getpid() != self.pid:
+                return
+            for path in ready:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        finally:
+            if waited:
+                self._refill_lock.release()
 
 
 class _Refiller:
