@@ -31,8 +31,9 @@ from .paths import FILE_MODE, fsync_dir
 __all__ = ["GROUP", "TEMP_SUFFIX", "GroupCommit", "Job", "SyncMode", "fsync_dir", "run_async", "write_file"]
 
 SyncMode = Literal["full", "process"]
-"""``full``: fsync file and directory before a write counts as done (survives power loss and OS crashes);
-``process``: no fsync (survives the crash of this process, not of the machine)."""
+"""``full``: a write counts as done once durable (one barrier for a fresh record in a spare file, else the file
+and its directory are fsynced; survives power loss and OS crashes); ``process``: no fsync (survives the crash
+of this process, not of the machine)."""
 
 TEMP_SUFFIX = ".tmp"
 
