@@ -1,6 +1,6 @@
 """What the settlement journal costs per guarded call, by sync mode (prints figures, asserts nothing).
 
-    python bench/bench_journal.py [--calls 300] [--concurrent 100] [--reps 3] [--writes 200]
+    python bench/bench_journal.py [--calls 300] [--concurrent 100] [--reps 3] [--writes 200] [--journal-only]
 
 Against the in-process embedded server: one guarded call at a time, sync and async (asyncio), with the
 journal off, ``journal_sync="process"``, ``"full"`` (the default: a fresh record goes into a pre-synced spare
@@ -202,10 +202,15 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=100)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--writes", type=int, default=200)
+    parser.add_argument("--journal-only", action="store_true", help="only the journal-alone part")
     args = parser.parse_args()
     calls, concurrent, REPS = args.calls, args.concurrent, args.reps
-    server, key = setup()
     journal_dir = tempfile.mkdtemp(prefix="runcycles-bench-journal-")
+    if args.journal_only:
+        print(f"journal under {journal_dir}; modes alternate in each of {REPS} rounds, medians over rounds")
+        journal_writes(journal_dir, args.writes, concurrent)
+        return
+    server, key = setup()
 
     def config(**options: Any) -> CyclesConfig:
         return CyclesConfig(base_url="http://local", api_key=key, tenant="bench", journal_dir=journal_dir, **options)

@@ -77,7 +77,7 @@ def fill(spare: Path, target: Path, data: bytes) -> None:
     The rename is not synced: until the next directory sync, a power loss may leave the record under the
     spare's name, where a load finds it. On error the spare is removed and ``OSError`` raised.
     """
-    flags = os.O_WRONLY | os.O_TRUNC | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_WRONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)  # empty: made and held here
     try:
         fd = os.open(spare, flags)
         try:
