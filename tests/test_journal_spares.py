@@ -213,13 +213,17 @@ def test_spares_are_private_and_refilled_in_one_directory_sync(tmp_path: Path, m
     assert {p.stat().st_size for p in spares} == {0}
     token = journal_locks.process_owner(j.directory)
     assert all(p.name.startswith(f"spare-{token}-") for p in spares)
+    from runcycles._journal import spares as spares_module
+
+    monkeypatch.setattr(spares_module._REFILLER, "submit", lambda pool: None)  # refills only when asked here
     disk = DiskModel(monkeypatch)
     syncs = pool.directory_syncs
     while pool.ready:
         assert pool.take() is not None
-    assert pool.take() is None  # ran dry: the pool grows
+    assert pool.take() is None  # ran dry: the pool grows by what was missing
+    assert pool.take() is None
     pool.refill()
-    assert pool.ready >= 16 and pool.directory_syncs == syncs + 1
+    assert pool.ready == len(spares) + 2 and pool.directory_syncs == syncs + 1
     assert disk.barriers.count("dir") == 1
 
 
@@ -327,3 +331,31 @@ def test_the_first_refill_sweeps_the_empty_spares_of_gone_processes(tmp_path: Pa
     assert not empty.exists()
     assert holding.exists()  # a record: moved by a load, under its claim
     assert [r.reservation_id for r in j.load().records] == ["r1"]
+
+
+def test_discard_at_exit_waits_for_a_refill_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runcycles._journal import spares
+
+    directory = _journal(tmp_path, "process").directory
+    pool = SparePool(directory)
+    in_sync, go_on = threading.Event(), threading.Event()
+    real = spares.fsync_dir
+
+    def slow_sync(path: Path) -> None:
+        in_sync.set()
+        assert go_on.wait(30)
+        real(path)
+
+    monkeypatch.setattr(spares, "fsync_dir", slow_sync)
+    refill = threading.Thread(target=pool.refill)
+    refill.start()
+    assert in_sync.wait(30)  # spare files exist, not yet published
+    assert _spares(directory)
+    discard = threading.Thread(target=pool.discard)
+    discard.start()
+    go_on.set()
+    refill.join(30)
+    discard.join(30)
+    assert _spares(directory) == []  # none left behind
+    pool.refill()
+    assert pool.ready == 0  # and no refill after the discard

@@ -121,8 +121,8 @@ class SparePool:
         """A durable spare for one fresh record (``None``: none ready); asks for a refill when running low."""
         with self._lock:
             spare = self._ready.pop() if self._ready else None
-            if spare is None:
-                self._target = min(_MAX_TARGET, self._target * 2)
+            if spare is None:  # one more than it held was wanted at once: hold one more from now on
+                self._target = min(_MAX_TARGET, self._target + 1)
             refill = len(self._ready) <= self._target // 2 and not self._requested
             if refill:
                 self._requested = True
