@@ -123,10 +123,12 @@ class Figures:
         self.n += len(samples)
 
     def line(self, what: str, label: str, unit: str = "ms/call", scale: float = 1.0) -> str:
-        return (f"{what} {label:7}: {statistics.median(self.ms) * scale:8.3f} {unit} "
-                f"(rounds {', '.join(f'{m * scale:.3f}' for m in self.ms)}), "
-                f"{self.fsyncs / max(1, self.n):.2f} fsyncs/call on the critical path, "
-                f"{self.background / max(1, self.n):.2f} in the background")
+        return (
+            f"{what} {label:7}: {statistics.median(self.ms) * scale:8.3f} {unit}, "
+            f"{self.fsyncs / max(1, self.n):.2f} fsyncs/call on the critical path, "
+            f"{self.background / max(1, self.n):.2f} in the background "
+            f"(rounds {', '.join(f'{m * scale:.3f}' for m in self.ms)})"
+        )
 
 
 def journal_writes(journal_dir: str, writes: int, concurrent: int) -> None:
