@@ -9,7 +9,7 @@ rewrite, or a fresh record when no spare is ready, is fsynced and its directory 
 
 Modules: `record` (the value type and its JSON), `paths` (fingerprint, roots, file names), `locks` (claims
 and owner locks), `writer` (atomic writes and the group commit), `spares` (pre-synced spare files),
-`store` (the `Journal` of one partition).
+`orphans` (spares left by a process that is gone), `store` (the `Journal` of one partition).
 """
 
 from __future__ import annotations

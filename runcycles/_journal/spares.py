@@ -138,18 +138,21 @@ class SparePool:
             self._requested = True
         _REFILLER.submit(self)
 
-    def refill(self, at_least: int = 0) -> None:
+    def refill(self, at_least: int = 0, *, when_low: bool = False) -> None:
         """Create spares up to the pool's target (raised to ``at_least``) and sync the directory once for all
-        of them (blocking). Errors are logged, not raised: without spares, fresh records take two barriers.
+        of them (blocking); ``when_low``: only if at most half the target is ready (a background refill asked
+        for earlier may find the pool full meanwhile). Errors are logged, not raised: without spares, fresh
+        records take two barriers.
         """
         with self._refill_lock:
             with self._lock:
                 self._requested = False
                 self._target = min(_MAX_TARGET, max(self._target, at_least))
                 need = self._target - len(self._ready)
+                low = len(self._ready) <= self._target // 2
                 failed_at = self._failed_at
                 closed = self._closed
-            if need <= 0 or closed or os.getpid() != self.pid:
+            if need <= 0 or closed or os.getpid() != self.pid or (when_low and not low):
                 return
             if failed_at is not None and time.monotonic() - failed_at < _RETRY_AFTER_FAILURE_S:
                 return
@@ -248,7 +251,7 @@ class _Refiller:
                     self._cond.wait()
                 pool = self._queue.pop(0)
             try:
-                pool.refill()
+                pool.refill(when_low=True)
             except Exception:  # never let the refiller die; fresh records fall back to two barriers
                 logger.exception("spare journal file refill failed in %s", pool.directory)
 

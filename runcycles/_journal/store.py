@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import JournalError
-from .locks import LOCK_SUFFIX, Lock, hold, is_own_token, owner_alive, process_owner, sweep_owners, try_lock, unhold
+from .locks import LOCK_SUFFIX, Lock, hold, owner_alive, process_owner, sweep_owners, try_lock, unhold
+from .orphans import load_spare
 from .paths import V2_NAME, journal_filename, journal_fingerprint, legacy_filename, makedirs, resolve_partition
 from .record import (
     JOURNAL_VERSION,
@@ -34,7 +35,7 @@ from .record import (
     parse_record,
     read_json,
 )
-from .spares import SPARE_SUFFIX, fill, pool_for, spare_owner
+from .spares import SPARE_SUFFIX, fill, pool_for
 from .writer import GROUP, TEMP_SUFFIX, Job, SyncMode, fsync_dir, write_file
 
 __all__ = ["Journal"]
@@ -388,7 +389,7 @@ class Journal:
             if name.endswith(TEMP_SUFFIX):
                 self._remove_stale_temp(path)
             elif name.endswith(SPARE_SUFFIX):
-                record = self._load_spare(path, quarantined)
+                record = load_spare(self, path, quarantined)
                 if record is not None and record.base_url == self._base_url:
                     records.append(record)
             elif name.endswith(LOCK_SUFFIX):
@@ -463,50 +464,6 @@ class Journal:
             return existing
         except JournalBusyError:
             return None  # a live process owns the standard record; a later load sees the result
-        finally:
-            lock.release(remove=not target.exists())
-
-    def _load_spare(self, path: Path, quarantined: list[Path]) -> JournalRecord | None:
-        """A spare of a process that is gone: removed when empty, moved to its record's standard name when it
-        holds a valid record (the record was durable, its rename was lost), quarantined when malformed."""
-        token = spare_owner(path.name)
-        directory = path.parent
-        if token is None or is_own_token(directory, token) or owner_alive(directory, token):
-            return None  # not a spare's name, or its process may still be using it
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            logger.error("cannot read spare journal file %s: %s", path, exc)
-            return None
-        if not raw.strip():
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            return None
-        try:
-            record = parse_record(decode(raw))
-        except InvalidRecord as exc:
-            self._quarantine_unless_changed(path, raw, str(exc), quarantined)
-            return None
-        reservation_id = record.reservation_id
-        target = self.path_for(reservation_id)
-        lock = self._lock(target)
-        if lock is None:
-            return None  # being worked on elsewhere; a later load sees the result
-        try:
-            existing = self._read_claimed(reservation_id, target, quarantined, legacy=False)
-            if not os.path.lexists(path):
-                return existing  # another load moved it while we waited for the claim
-            if existing is None:
-                self.write(record)
-                logger.info("recovered journal record %s from spare file %s", target, path)
-            os.unlink(path)  # the standard record is authoritative; the spare is a stale copy of it
-            return existing if existing is not None else record
-        except JournalBusyError:
-            return None
-        except OSError as exc:
-            raise JournalError(f"cannot move spare journal file {path} to {target}: {exc}") from exc
         finally:
             lock.release(remove=not target.exists())
 
