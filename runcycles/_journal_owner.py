@@ -21,6 +21,7 @@ import attrs
 from ._drivers import AsyncEnv, monotonic_ms, wall_ms
 from ._journal import GROUP, Journal, JournalBusyError, JournalError, JournalRecord, run_async_job
 from ._journal.paths import default_journal_root, fallback_root, journal_fingerprint
+from ._journal.spares import holds_record
 from ._journal.writer import Job
 from ._protocol.effects import JournalDelete, JournalQuarantine, JournalRelease, JournalWrite, Steps
 from ._protocol.requests import HttpRequest
@@ -176,7 +177,7 @@ class JournalOwner:
         for root in roots:
             try:
                 with os.scandir(root / fingerprint) as entries:
-                    if any(e.name.endswith(".json") for e in entries):
+                    if any(holds_record(e) for e in entries):
                         return True
             except OSError:
                 continue

@@ -139,11 +139,13 @@ class World:
     # ---- the journal, read from disk
 
     def journal_files(self) -> list[Path]:
-        """The record files of every partition (quarantined files excluded)."""
+        """The record files of every partition (quarantined files excluded), with the spare files that hold a
+        record (written, not yet renamed to its standard name)."""
         root = Path(self.journal_dir)
         if not root.exists():
             return []
-        return sorted(p for p in root.glob("*/*.json") if p.is_file())
+        spares = [p for p in root.glob("*/*.spare") if p.is_file() and p.stat().st_size > 0]
+        return sorted([p for p in root.glob("*/*.json") if p.is_file()] + spares)
 
     def journal_records(self) -> list[dict[str, Any]]:
         """The stored records, as JSON."""

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from runcycles import AsyncCyclesClient, CyclesConfig
-from runcycles._slots import POOL_CONNECTIONS, AttemptSlots
 from runcycles._protocol import requests as rq
+from runcycles._slots import POOL_CONNECTIONS, AttemptSlots
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 

@@ -28,10 +28,21 @@ from runcycles._journal import (
 )
 from runcycles._journal import locks as journal_locks
 from runcycles._journal import paths as journal_paths
+from runcycles._journal.locks import OWNERS_DIR
+from runcycles._journal.spares import SPARE_SUFFIX, SparePool, pool_for
 from runcycles.errors import CyclesError
 
 BASE = "http://localhost:7878"
 SECRET = "sk-live-SECRET-key-0123456789"
+
+
+def entries(directory: Path) -> list[str]:
+    """The directory's entries, without this process's owner directory and the empty spare files."""
+    return sorted(
+        p.name
+        for p in directory.iterdir()
+        if p.name != OWNERS_DIR and not (p.name.endswith(SPARE_SUFFIX) and p.stat().st_size == 0)
+    )
 
 
 def make_record(rid: str = "res-1", **changes: Any) -> JournalRecord:
@@ -195,7 +206,7 @@ def test_filename_is_sha256_of_exact_utf8_id(tmp_path: Path) -> None:
         assert json.loads((j.directory / expected).read_text("utf-8"))["reservation_id"] == rid
         names.add(expected)
     assert len(names) == len(ids)  # distinct ids never share a file
-    assert sorted(p.name for p in j.directory.iterdir()) == sorted(names)
+    assert entries(j.directory) == sorted(names)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]  # nothing escaped the directory
     assert sorted(r.reservation_id for r in j.load().records) == sorted(ids)
 
@@ -257,11 +268,11 @@ def test_failed_rename_keeps_old_record_and_raises_journal_error(
     monkeypatch.undo()
 
     assert j.path_for("r1").read_bytes() == before
-    assert [p.name for p in j.directory.iterdir()] == [journal_filename("r1")]
+    assert entries(j.directory) == [journal_filename("r1")]
     assert j.load().records == [original]
 
 
-def test_write_fsyncs_file_and_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_without_a_spare_fsyncs_file_and_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     j = make_journal(tmp_path)
     _ = j.directory
     synced: list[str] = []
@@ -271,7 +282,10 @@ def test_write_fsyncs_file_and_directory(tmp_path: Path, monkeypatch: pytest.Mon
         synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
         real_fsync(fd)
 
+    monkeypatch.setattr(SparePool, "take", lambda self: None)
+    pool_for(j.directory).refill()  # the background refill is done (its directory sync is not counted)
     monkeypatch.setattr(os, "fsync", spy)
+    monkeypatch.setattr(os, "fdatasync", spy, raising=False)
     j.write(make_record("r1"))
     assert synced == ["file", "dir"]
 
@@ -477,7 +491,7 @@ def test_claim_yields_fresh_record_and_cleans_lock_after_delete(tmp_path: Path) 
     with j.claim("r1") as rec:
         assert rec is None
     assert not lock.exists()
-    assert list(j.directory.iterdir()) == []
+    assert entries(j.directory) == []
 
 
 def test_lock_file_is_removed_by_delete_outside_a_claim(tmp_path: Path) -> None:
@@ -533,7 +547,7 @@ def test_owner_holds_claim_while_settling_so_replay_skips_it(tmp_path: Path) -> 
             pass
         owner.delete("r1")  # settled
     assert replayer.load().records == []
-    assert list(owner.directory.iterdir()) == []
+    assert entries(owner.directory) == []
 
 
 def test_exception_inside_claim_releases_it(tmp_path: Path) -> None:
@@ -667,7 +681,7 @@ def test_unserializable_body_raises_journal_error(tmp_path: Path) -> None:
     j = make_journal(tmp_path)
     with pytest.raises(JournalError, match="not JSON"):
         j.write(make_record("r1", commit_body={"idempotency_key": "k", "bad": object()}))
-    assert list(j.directory.iterdir()) == []
+    assert entries(j.directory) == []
 
 
 def test_unreadable_entry_does_not_stop_the_others(tmp_path: Path) -> None:

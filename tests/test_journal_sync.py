@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import signal
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from recovery_helpers import ClientSpec, build_client, make_world, run_child, se
 from runcycles import CyclesClient, CyclesConfig, with_cycles
 from runcycles._journal import GROUP, Journal, JournalBusyError, JournalRecord, journal_filename
 from runcycles._journal.locks import OWNERS_DIR
+from runcycles._journal.spares import SPARE_SUFFIX, SparePool, pool_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,14 +37,19 @@ def mode() -> str:
 
 
 class FsyncSpy:
-    """Counts ``os.fsync``/``os.fdatasync`` calls by kind (file or directory)."""
+    """Counts ``os.fsync``/``os.fdatasync`` calls by kind (file or directory), except those of the thread that
+    prepares spare files in the background (off every settlement's critical path)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[str] = []
+        self.background = 0
         real = os.fsync
 
         def spy(fd: int) -> None:
-            self.calls.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+            if threading.current_thread().name == "runcycles-journal-spares":
+                self.background += 1
+            else:
+                self.calls.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
             real(fd)
 
         monkeypatch.setattr(os, "fsync", spy)
@@ -56,6 +63,17 @@ class FsyncSpy:
 @pytest.fixture
 def fsyncs(monkeypatch: pytest.MonkeyPatch) -> FsyncSpy:
     return FsyncSpy(monkeypatch)
+
+
+@pytest.fixture
+def no_spares(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fresh records take the two-barrier path (as when no spare file is ready)."""
+    monkeypatch.setattr(SparePool, "take", lambda self: None)
+
+
+def ready_spares(directory: Path, at_least: int = 0) -> None:
+    """Make the spare pool of ``directory`` ready now (normally a background thread does it)."""
+    pool_for(directory).refill(at_least)
 
 
 class Watch(httpx.BaseTransport):
@@ -89,6 +107,7 @@ def _guarded_call(h: Harness, spy: FsyncSpy, **config: Any) -> tuple[Watch, Path
     watch = Watch(h.server.transport(), spy, Path())
     with CyclesClient(h.config(**config), transport=watch) as client:
         watch.directory = client._journal_owner.journal.directory
+        ready_spares(watch.directory)
         spy.calls.clear()
 
         @with_cycles(estimate=10, actual=5, client=client)
@@ -120,14 +139,24 @@ def test_journal_sync_defaults_to_full_and_reads_the_environment() -> None:
 def test_full_mode_one_barrier_before_the_commit_and_none_after(harness: Harness, fsyncs: FsyncSpy) -> None:
     watch, directory = _guarded_call(harness, fsyncs)
     [(synced_before_commit, entries)] = watch.at_commit
-    # The record's data and its directory entry were synced, in one batch, before the commit left ...
-    assert fsyncs.calls[:synced_before_commit] == ["file", "dir"]
+    # The record's data was synced into a spare file whose directory entry was durable already: one barrier ...
+    assert fsyncs.calls[:synced_before_commit] == ["file"]
     # ... with no lock file and no temp file around: the writing process owns the record without one.
-    assert [e for e in entries if e != OWNERS_DIR] == [e for e in entries if e.startswith("v2-")]
+    assert [e for e in entries if e not in (OWNERS_DIR,) and not e.endswith(SPARE_SUFFIX)] == [
+        e for e in entries if e.startswith("v2-")
+    ]
     assert len([e for e in entries if e.startswith("v2-")]) == 1
     # Deleting the settled record synced nothing.
     assert len(fsyncs.calls) == synced_before_commit
     assert not [p for p in directory.iterdir() if p.name.endswith((".json", ".lock", ".tmp"))]
+
+
+def test_full_mode_without_a_spare_two_barriers_before_the_commit(
+    harness: Harness, fsyncs: FsyncSpy, no_spares: None
+) -> None:
+    watch, _ = _guarded_call(harness, fsyncs)
+    [(synced_before_commit, _)] = watch.at_commit
+    assert fsyncs.calls[:synced_before_commit] == ["file", "dir"]  # data, then its new directory entry
 
 
 def test_process_mode_performs_no_fsync(harness: Harness, fsyncs: FsyncSpy) -> None:
@@ -180,6 +209,39 @@ async def test_concurrent_async_settlements_share_barriers(harness: Harness, fsy
             await all_here.wait()  # every call settles in the same burst
             return 1
 
+        ready_spares(client._journal_owner.journal.directory, n)
+        batches = GROUP.batches
+        fsyncs.calls.clear()
+        async with anyio.create_task_group() as tg:
+            for _ in range(n):
+                tg.start_soon(work)
+        batches = GROUP.batches - batches
+    harness.assert_ledger(spent=5 * n)
+    # One data barrier per record in a spare, no directory barrier, and the thread hop is shared by each batch.
+    assert fsyncs.count("file") == n
+    assert fsyncs.count("dir") == 0
+    assert batches < n // 2
+
+
+@pytest.mark.anyio
+async def test_concurrent_async_settlements_without_spares_share_directory_barriers(
+    harness: Harness, fsyncs: FsyncSpy, no_spares: None
+) -> None:
+    n = 40
+    client, _ = harness.async_client()
+    arrived = 0
+    all_here = anyio.Event()
+    async with client:
+
+        @with_cycles(estimate=10, actual=5, client=client)
+        async def work() -> int:
+            nonlocal arrived
+            arrived += 1
+            if arrived == n:
+                all_here.set()
+            await all_here.wait()
+            return 1
+
         batches = GROUP.batches
         fsyncs.calls.clear()
         async with anyio.create_task_group() as tg:
@@ -192,11 +254,10 @@ async def test_concurrent_async_settlements_share_barriers(harness: Harness, fsy
     assert 1 <= fsyncs.count("dir") <= batches < n // 2
 
 
-def test_concurrent_sync_writers_share_directory_fsyncs(tmp_path: Path, fsyncs: FsyncSpy) -> None:
-    import threading
-
+def test_concurrent_sync_writers_share_directory_fsyncs(tmp_path: Path, fsyncs: FsyncSpy, no_spares: None) -> None:
     j = _journal(tmp_path)
     _ = j.directory
+    fsyncs.calls.clear()  # creating the directory synced its parents
     n = 8
     first_in = threading.Event()
     release = threading.Event()
@@ -309,7 +370,8 @@ def test_another_process_skips_a_record_its_live_writer_owns(tmp_path: Path, end
     with j.claim("r1") as record:  # its owner is gone, however it ended
         assert record is not None
     j.load()
-    assert list((j.directory / OWNERS_DIR).iterdir()) == []  # the dead owner's lock file was swept
+    left = [p.name for p in (j.directory / OWNERS_DIR).iterdir() if not p.name.startswith(f"{os.getpid()}-")]
+    assert left == []  # the dead owner's lock file was swept
 
 
 @pytest.fixture
@@ -348,7 +410,9 @@ def test_replay_in_another_process_never_settles_what_a_live_process_is_settling
     assert status == 200 and detail["status"] == "COMMITTED"
 
 
-def test_a_failed_directory_sync_fails_the_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_directory_sync_fails_the_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_spares: None
+) -> None:
     from runcycles._journal import writer
     from runcycles.errors import JournalError
 

@@ -1,12 +1,15 @@
 """Durable settlement journal: one record per unsettled spend, written before the request leaves.
 
 The journal implements the durable part of the client recovery profile: a record is persisted atomically
-(temp file, rename; in ``full`` sync mode the file and its directory are fsynced) before the first commit
-or event request is sent, survives process restarts, retry exhaustion and authentication failures, and is
-deleted only after a valid settlement or an understood terminal rejection.
+(written whole under another name, then renamed) before the first commit or event request is sent, survives
+process restarts, retry exhaustion and authentication failures, and is deleted only after a valid settlement
+or an understood terminal rejection. In ``full`` sync mode the record is durable first: a fresh record is
+written into a spare file whose directory entry was synced ahead of time and fdatasynced (one barrier); a
+rewrite, or a fresh record when no spare is ready, is fsynced and its directory too (two barriers).
 
 Modules: `record` (the value type and its JSON), `paths` (fingerprint, roots, file names), `locks` (claims
-and owner locks), `writer` (atomic writes and the group commit), `store` (the `Journal` of one partition).
+and owner locks), `writer` (atomic writes and the group commit), `spares` (pre-synced spare files),
+`orphans` (spares left by a process that is gone), `store` (the `Journal` of one partition).
 """
 
 from __future__ import annotations

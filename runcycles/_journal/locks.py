@@ -30,6 +30,7 @@ __all__ = [
     "OWNERS_DIR",
     "Lock",
     "hold",
+    "is_own_token",
     "owner_alive",
     "pid_alive",
     "process_owner",
@@ -260,3 +261,10 @@ def sweep_owners(directory: Path) -> None:
         if name.endswith(LOCK_SUFFIX):
             with contextlib.suppress(OSError):
                 owner_alive(directory, name[: -len(LOCK_SUFFIX)])
+
+
+def is_own_token(directory: Path, token: str) -> bool:
+    """Whether ``token`` is this process's owner token for ``directory``."""
+    with _owners_lock:
+        known = _owners.get(str(directory))
+    return known is not None and known[0] == os.getpid() and known[1] == token

@@ -22,6 +22,7 @@ __all__ = [
     "V2_NAME",
     "default_journal_root",
     "fallback_root",
+    "fsync_dir",
     "journal_filename",
     "journal_fingerprint",
     "legacy_filename",
@@ -131,8 +132,23 @@ def warn_fallback_once(preferred: Path, fallback: Path, exc: BaseException) -> N
 
 
 
+def fsync_dir(directory: Path) -> None:
+    """Make ``directory``'s entries (creations, renames) durable; a no-op where directories cannot be synced."""
+    if os.name == "nt":
+        return
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
 def makedirs(path: Path) -> None:
-    """Create ``path`` and any missing parents with mode 0700 (chmod'ed, so the umask cannot widen it)."""
+    """Create ``path`` and any missing parents with mode 0700 (chmod'ed, so the umask cannot widen it); each
+    directory it creates is made durable in its parent (records synced inside it must not vanish with it)."""
     missing: list[Path] = []
     current = path
     while not current.exists():
@@ -149,6 +165,8 @@ def makedirs(path: Path) -> None:
             continue
         with contextlib.suppress(OSError):
             os.chmod(directory, DIR_MODE)
+        with contextlib.suppress(OSError):  # best effort: e.g. a parent we may not open
+            fsync_dir(directory.parent)
     if not path.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(path))
 

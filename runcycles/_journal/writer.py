@@ -13,7 +13,6 @@ so that their file fsyncs overlap.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import secrets
 import threading
@@ -27,31 +26,18 @@ import attrs
 from anyio.lowlevel import RunVar
 
 from ..errors import JournalError
-from .paths import FILE_MODE
+from .paths import FILE_MODE, fsync_dir
 
 __all__ = ["GROUP", "TEMP_SUFFIX", "GroupCommit", "Job", "SyncMode", "fsync_dir", "run_async", "write_file"]
 
 SyncMode = Literal["full", "process"]
-"""``full``: fsync file and directory before a write counts as done (survives power loss and OS crashes);
-``process``: no fsync (survives the crash of this process, not of the machine)."""
+"""``full``: a write counts as done once durable (one barrier for a fresh record in a spare file, else the file
+and its directory are fsynced; survives power loss and OS crashes); ``process``: no fsync (survives the crash
+of this process, not of the machine)."""
 
 TEMP_SUFFIX = ".tmp"
 
 Job = Callable[[], "Path | None"]
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make ``directory``'s entries (creations, renames) durable; a no-op where directories cannot be synced."""
-    if os.name == "nt":
-        return
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
 
 
 def write_file(target: Path, data: bytes, *, sync: bool) -> None:

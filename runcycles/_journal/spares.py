@@ -1,0 +1,297 @@
+"""Spare record files: directory entries made durable ahead of time, so a fresh record costs one barrier.
+
+A fresh record written the usual way needs two sync barriers before it counts as durable: the file's data,
+then the directory entry its rename created. A *spare* is an empty file (0600) that this process created in
+the journal directory earlier and whose directory entry it already synced, off the critical path. Writing
+a fresh record into a spare (`fill`) needs one barrier (``fdatasync``: the data is durable under a name that
+already is), then a rename to the record's standard name whose durability is folded into the next
+directory sync (if power is lost first, the record is still on disk under the spare's name).
+
+Spares are named ``spare-<owner token>-<random>.spare`` after the owner token of the process that made them
+(see `locks.process_owner`): while that process lives, nobody else touches them. When it is gone, a load
+(see `Journal.load`) removes its empty spares, moves a spare holding a valid record to the record's
+standard name and quarantines a malformed one. Each journal directory has one `SparePool` per process; a
+background thread refills it (create several spares, one directory sync for all) when it runs low, and its
+size adapts to the largest number of records written at once. When no spare is ready (first use, a burst
+larger than the pool), a fresh record takes the two-barrier path.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from pathlib import Path
+
+from .locks import is_own_token, owner_alive, process_owner
+from .paths import FILE_MODE
+from .writer import fsync_dir
+
+__all__ = ["SPARE_NAME", "SPARE_SUFFIX", "SparePool", "fill", "holds_record", "pool_for", "spare_owner"]
+
+logger = logging.getLogger("runcycles.journal")
+
+SPARE_SUFFIX = ".spare"
+SPARE_NAME = re.compile(r"^spare-(\d+-[0-9a-f]{16})-[0-9a-f]{16}\.spare$")
+
+_INITIAL_TARGET = 8
+_MAX_TARGET = 256
+_RETRY_AFTER_FAILURE_S = 30.0
+_DISCARD_WAIT_S = 2.0
+
+
+def spare_owner(name: str) -> str | None:
+    """The owner token in a spare file's name (``None``: not a spare's name)."""
+    match = SPARE_NAME.match(name)
+    return match.group(1) if match else None
+
+
+def holds_record(entry: os.DirEntry[str]) -> bool:
+    """Whether a journal directory entry may hold a record: a ``.json`` file, or a spare that is not empty
+    (a record whose rename a crash or power cut undid). Cheap: no lock, no read, nothing created."""
+    name = entry.name
+    if name.endswith(".json"):
+        return True
+    if not name.endswith(SPARE_SUFFIX):
+        return False
+    try:
+        return entry.stat(follow_symlinks=False).st_size > 0
+    except OSError:
+        return False
+
+
+def _datasync(fd: int) -> None:
+    # Looked up per call (not bound at import) so that tests can observe the barrier.
+    sync = getattr(os, "fdatasync", None)
+    (sync or os.fsync)(fd)
+
+
+def fill(spare: Path, target: Path, data: bytes) -> None:
+    """Write ``data`` into the empty ``spare``, make it durable (one barrier), rename it to ``target``.
+
+    The rename is not synced: until the next directory sync, a power loss may leave the record under the
+    spare's name, where a load finds it. On error the spare is removed and ``OSError`` raised.
+    """
+    flags = os.O_WRONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)  # empty: made and held here
+    try:
+        fd = os.open(spare, flags)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            _datasync(fd)
+        finally:
+            os.close(fd)
+        os.replace(spare, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(spare)
+        raise
+
+
+class SparePool:
+    """This process's durable spares in one journal directory; thread-safe."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.pid = os.getpid()
+        self._lock = threading.Lock()
+        self._refill_lock = threading.Lock()
+        self._ready: list[Path] = []
+        self._target = _INITIAL_TARGET
+        self._requested = False
+        self._failed_at: float | None = None
+        self._swept = False
+        self._closed = False
+        self.created = 0
+        self.directory_syncs = 0
+
+    @property
+    def ready(self) -> int:
+        """How many spares are ready now."""
+        with self._lock:
+            return len(self._ready)
+
+    def take(self) -> Path | None:
+        """A durable spare for one fresh record (``None``: none ready); asks for a refill when running low."""
+        with self._lock:
+            spare = self._ready.pop() if self._ready else None
+            if spare is None:  # one more than it held was wanted at once: hold one more from now on
+                self._target = min(_MAX_TARGET, self._target + 1)
+            refill = len(self._ready) <= self._target // 2 and not self._requested
+            if refill:
+                self._requested = True
+        if refill:
+            _REFILLER.submit(self)
+        return spare
+
+    def request_refill(self) -> None:
+        """Refill in the background (no-op when a refill is already asked for)."""
+        with self._lock:
+            if self._requested:
+                return
+            self._requested = True
+        _REFILLER.submit(self)
+
+    def refill(self, at_least: int = 0, *, when_low: bool = False) -> None:
+        """Create spares up to the pool's target (raised to ``at_least``) and sync the directory once for all
+        of them (blocking); ``when_low``: only if at most half the target is ready (a background refill asked
+        for earlier may find the pool full meanwhile). Errors are logged, not raised: without spares, fresh
+        records take two barriers.
+        """
+        with self._refill_lock:
+            with self._lock:
+                self._requested = False
+                self._target = min(_MAX_TARGET, max(self._target, at_least))
+                need = self._target - len(self._ready)
+                low = len(self._ready) <= self._target // 2
+                failed_at = self._failed_at
+                closed = self._closed
+            if need <= 0 or closed or os.getpid() != self.pid or (when_low and not low):
+                return
+            if failed_at is not None and time.monotonic() - failed_at < _RETRY_AFTER_FAILURE_S:
+                return
+            if not self._swept:
+                self._swept = True
+                self._sweep()
+            created: list[Path] = []
+            try:
+                token = process_owner(self.directory)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+                for _ in range(need):
+                    path = self.directory / f"spare-{token}-{secrets.token_hex(8)}{SPARE_SUFFIX}"
+                    fd = os.open(path, flags, FILE_MODE)
+                    created.append(path)
+                    try:
+                        if hasattr(os, "fchmod"):
+                            os.fchmod(fd, FILE_MODE)
+                    finally:
+                        os.close(fd)
+                fsync_dir(self.directory)
+            except OSError as exc:
+                for path in created:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                with self._lock:
+                    self._failed_at = time.monotonic()
+                logger.warning("cannot prepare spare journal files in %s: %s", self.directory, exc)
+                return
+            with self._lock:
+                self._failed_at = None
+                self._ready.extend(created)
+                self.created += len(created)
+                self.directory_syncs += 1
+
+    def _sweep(self) -> None:
+        """Remove the empty spares of processes that are gone (those holding a record are left to a load)."""
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return
+        alive: dict[str, bool] = {}
+        for name in names:
+            token = spare_owner(name)
+            if token is None:
+                continue
+            if token not in alive:
+                alive[token] = is_own_token(self.directory, token) or owner_alive(self.directory, token)
+            if alive[token]:
+                continue
+            path = self.directory / name
+            with contextlib.suppress(OSError):
+                if os.lstat(path).st_size == 0:
+                    os.unlink(path)
+
+    def discard(self) -> None:
+        """Stop refilling and remove the spares that are ready (at exit; a leftover is harmless: the next
+        refill or load in this directory removes it)."""
+        with self._lock:
+            self._closed = True
+        # Let a refill in flight finish (it publishes what it made), so that none of its files is left behind.
+        waited = self._refill_lock.acquire(timeout=_DISCARD_WAIT_S)
+        try:
+            with self._lock:
+                ready, self._ready = self._ready, []
+            if os.getpid() != self.pid:
+                return
+            for path in ready:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        finally:
+            if waited:
+                self._refill_lock.release()
+
+
+class _Refiller:
+    """One daemon thread, started on first use, that refills the pools that ask for it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: list[SparePool] = []
+        self._thread: threading.Thread | None = None
+
+    def submit(self, pool: SparePool) -> None:
+        with self._cond:
+            if pool not in self._queue:
+                self._queue.append(pool)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="runcycles-journal-spares", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                pool = self._queue.pop(0)
+            try:
+                pool.refill(when_low=True)
+            except Exception:  # never let the refiller die; fresh records fall back to two barriers
+                logger.exception("spare journal file refill failed in %s", pool.directory)
+
+    def reset(self) -> None:
+        """After a fork: the parent's thread and queue are not the child's."""
+        self._cond = threading.Condition()
+        self._queue = []
+        self._thread = None
+
+
+_REFILLER = _Refiller()
+_pools: dict[str, SparePool] = {}
+_pools_lock = threading.Lock()
+
+
+def pool_for(directory: Path) -> SparePool:
+    """This process's spare pool for ``directory``."""
+    key = str(directory)
+    pid = os.getpid()
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None or pool.pid != pid:
+            pool = _pools[key] = SparePool(directory)
+        return pool
+
+
+def _reset_after_fork() -> None:
+    global _pools_lock
+    _pools_lock = threading.Lock()
+    _pools.clear()  # the parent's spares belong to the parent's owner token
+    _REFILLER.reset()
+
+
+def _discard_all() -> None:
+    with _pools_lock:
+        pools = list(_pools.values())
+    for pool in pools:
+        pool.discard()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+atexit.register(_discard_all)
