@@ -276,6 +276,54 @@ def test_other_4xx_stops_without_rotating_the_key() -> None:
     assert later.is_stop and later == beat
 
 
+def _after_zero_beat() -> tuple[LeaseSchedule, Beat]:
+    return _primary(budget=7000, remaining=18500)  # lead 17000 = retry reserve: an immediate fresh beat
+
+
+def _failed_once(now_ms: float) -> tuple[LeaseSchedule, Beat]:
+    schedule, _ = _primary()
+    return schedule, schedule.on_extend_failure(now_ms=now_ms, kind=FailureKind.TRANSPORT)
+
+
+_PERMANENT = "the reservation can no longer be extended (permanent error)"
+_REJECTED = "extend rejected by the server; not retried with a new key"
+_NO_WINDOW = "no safe retry window left before the lease ends"
+_ZERO_WINDOW_AGAIN = "the immediate retry allowed by a zero retry window failed too"
+_NO_PROGRESS = "no progress between consecutive failed extend attempts"
+_NO_RETRY_AFTER = "rate limited without a usable Retry-After; the lease cannot be safely renewed"
+_BEYOND_WINDOW = "rate limited beyond the safe retry window; the lease cannot be safely renewed"
+_AFTER_ZERO = "no time left for a retry after an immediate extension failed"
+
+# case: (schedule factory, failure now, kind, Retry-After, the exact stop reason)
+_FAILURE_STOPS = {
+    "permanent": (_primary, 39000, FailureKind.PERMANENT, None, _PERMANENT),
+    "other 4xx": (_primary, 39000, FailureKind.OTHER_4XX, None, _REJECTED),
+    "negative window": (_primary, 48600, FailureKind.AMBIGUOUS, None, _NO_WINDOW),
+    "zero window retried": (lambda: _failed_once(48500), 48500, FailureKind.TRANSPORT, None, _ZERO_WINDOW_AGAIN),
+    "no progress": (lambda: _failed_once(39000), 39000, FailureKind.SERVER_ERROR, None, _NO_PROGRESS),
+    "429 without Retry-After": (_primary, 39000, FailureKind.RATE_LIMITED, None, _NO_RETRY_AFTER),
+    "429 with a boolean Retry-After": (_primary, 39000, FailureKind.RATE_LIMITED, True, _NO_RETRY_AFTER),
+    "429 beyond the window": (_primary, 39000, FailureKind.RATE_LIMITED, 10, _BEYOND_WINDOW),
+    "zero delay after a zero beat": (_after_zero_beat, 8500, FailureKind.TRANSPORT, None, _AFTER_ZERO),
+    "429 of 0 s after a zero beat": (_after_zero_beat, 3000, FailureKind.RATE_LIMITED, 0, _AFTER_ZERO),
+}
+
+
+@pytest.mark.parametrize("case", list(_FAILURE_STOPS))
+def test_every_failure_stop_has_its_own_reason(case: str) -> None:
+    make, now_ms, kind, retry_after_s, reason = _FAILURE_STOPS[case]
+    schedule, _ = make()
+    beat = schedule.on_extend_failure(now_ms=now_ms, kind=kind, retry_after_s=retry_after_s)
+    assert beat.is_stop and not beat.fresh_key and beat.reason == reason
+    assert schedule.due_at_ms is None and schedule.last_beat is beat
+
+
+def test_429_of_0_s_is_an_immediate_same_key_retry() -> None:
+    schedule, _ = _primary()
+    beat = schedule.on_extend_failure(now_ms=39000, kind=FailureKind.RATE_LIMITED, retry_after_s=0)
+    assert beat.is_extend and not beat.fresh_key and beat.delay_ms == 0 and beat.due_at_ms == 39000
+
+
 # -- adaptive deadline --------------------------------------------------------------------------------
 
 
@@ -531,6 +579,29 @@ def test_modes_switch_when_the_field_appears_and_disappears() -> None:
     )
     assert schedule.mode is LeaseMode.PRIMARY
     assert beat.delay_ms == 60000 - 100 - (2 * 7000 + 3000)
+
+
+def test_fallback_create_with_unreliable_timing_beats_at_once() -> None:
+    schedule = _new(60000, 7000, False)
+    beat = schedule.on_create_success(sent_at_ms=100, received_at_ms=50, expires_at_ms=10**6, remaining_ttl_ms=None)
+    assert schedule.mode is LeaseMode.FALLBACK and schedule.max_rtt_ms == 0
+    assert beat.is_extend and beat.fresh_key and beat.delay_ms == 0 and beat.due_at_ms == 50
+
+
+def test_fallback_extend_with_unreliable_timing_still_measures_the_grant() -> None:
+    schedule, first = _fallback()
+    assert first.delay_ms == 30000
+    beat = schedule.on_extend_success(
+        sent_at_ms=30050, received_at_ms=math.nan, expires_at_ms=1_000_000 + 120000, remaining_ttl_ms=None
+    )
+    # The grant (60000) is still measured and classified, but the delay is 0: an immediate fresh beat.
+    assert schedule.regime is Regime.NORMAL and schedule.max_rtt_ms == 50
+    assert beat.is_extend and beat.fresh_key and beat.delay_ms == 0
+    # A second success with no positive delay stops (zero-delay guard).
+    again = schedule.on_extend_success(
+        sent_at_ms=30100, received_at_ms=30000, expires_at_ms=1_000_000 + 180000, remaining_ttl_ms=None
+    )
+    assert again.is_stop and again.reason == STOP_SHORT_LEASE
 
 
 # -- properties ---------------------------------------------------------------------------------------

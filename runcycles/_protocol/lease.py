@@ -112,6 +112,9 @@ _UNBOUNDED_DEADLINE_MS = 30000
 STOP_SHORT_LEASE = "lease is shorter than the retry-safety budget"
 
 
+_STOP_PERMANENT = "the reservation can no longer be extended (permanent error)"
+_STOP_REJECTED = "extend rejected by the server; not retried with a new key"
+
 _TRANSIENT = frozenset(
     {FailureKind.TRANSPORT, FailureKind.SERVER_ERROR, FailureKind.RATE_LIMITED, FailureKind.AMBIGUOUS}
 )
@@ -127,6 +130,16 @@ def _floor(value: float) -> float:
 
 def _safety_margin(max_rtt_ms: float) -> float:
     return _ceil(max(float(_MIN_BUDGET_MS), 2.0 * max_rtt_ms))
+
+
+def _rate_limited_delay(retry_after_s: int | None, window: float) -> tuple[int, str | None]:
+    """The same-key retry delay after a 429 (Retry-After, in seconds), or why there is none."""
+    if retry_after_s is None or isinstance(retry_after_s, bool) or retry_after_s < 0:
+        return 0, "rate limited without a usable Retry-After; the lease cannot be safely renewed"
+    retry_after_ms = 1000 * retry_after_s
+    if retry_after_ms > window:
+        return 0, "rate limited beyond the safe retry window; the lease cannot be safely renewed"
+    return int(retry_after_ms), None
 
 
 def extend_deadline_ms(lead_ms: float, configured_budget_ms: float | None, max_rtt_ms: float) -> int:
@@ -232,33 +245,22 @@ class LeaseSchedule:
         """Decide after an extend attempt that did not succeed: same-key retry or stop."""
         if self._beat is not None and self._beat.is_stop:
             return self._beat
-        if kind is FailureKind.PERMANENT:
-            return self._stop("the reservation can no longer be extended (permanent error)")
         if kind not in _TRANSIENT:
-            return self._stop("extend rejected by the server; not retried with a new key")
+            return self._stop(_STOP_PERMANENT if kind is FailureKind.PERMANENT else _STOP_REJECTED)
         estimate = self.current_lead_estimate(now_ms)
         window = estimate - self.attempt_budget_ms - self.safety_margin_ms
-        if not window >= 0:
-            return self._stop("no safe retry window left before the lease ends")
-        previous = self._last_failure
-        if previous is not None:
-            previous_now, previous_window = previous
-            if previous_window == 0:
-                return self._stop("the immediate retry allowed by a zero retry window failed too")
-            if not (now_ms > previous_now or window < previous_window):
-                return self._stop("no progress between consecutive failed extend attempts")
+        refusal = self._retry_refusal(now_ms, window)
+        if refusal is not None:
+            return self._stop(refusal)
         self._last_failure = (now_ms, window)
         if kind is FailureKind.RATE_LIMITED:
-            if retry_after_s is None or isinstance(retry_after_s, bool) or retry_after_s < 0:
-                return self._stop("rate limited without a usable Retry-After; the lease cannot be safely renewed")
-            retry_after_ms = 1000 * retry_after_s
-            if retry_after_ms > window:
-                return self._stop("rate limited beyond the safe retry window; the lease cannot be safely renewed")
-            delay = int(retry_after_ms)
+            delay, refusal = _rate_limited_delay(retry_after_s, window)
         else:
             delay = int(_floor(min(float(_MAX_RETRY_DELAY_MS), estimate / 4, window)))
-        if delay == 0 and self._last_beat_zero:
-            return self._stop("no time left for a retry after an immediate extension failed")
+        if refusal is None and delay == 0 and self._last_beat_zero:
+            refusal = "no time left for a retry after an immediate extension failed"
+        if refusal is not None:
+            return self._stop(refusal)
         return self._extend(now_ms, delay, fresh_key=False)
 
     # -- derived values ------------------------------------------------------------------------------
@@ -357,35 +359,23 @@ class LeaseSchedule:
         if timing_ok:
             self._max_rtt = max(self._max_rtt, rtt)
         self._last_failure = None
-        grant: int | None = None
-        if not is_create:
-            if expires_at is not None and self._last_expires is not None:
-                grant = expires_at - self._last_expires
-                self._grants += grant
-            self._last_grant = grant if grant is not None else self._last_grant
-            self._last_extend_sent_at = sent_at
+        grant = None if is_create else self._record_extend(sent_at, expires_at)
         elapsed_since_previous = None if self._last_success_at is None else received_at - self._last_success_at
         if expires_at is not None:
             self._last_expires = expires_at
         self._last_success_at = received_at
         note: str | None = None
         if remaining is not None:
-            self._mode = LeaseMode.PRIMARY
-            lead_floor = max(0, math.floor(remaining - rtt)) if timing_ok else 0
-            self._lead_floor, self._established_at = lead_floor, received_at
-            self._base_lead, self._base_at, self._grants = float(lead_floor), received_at, 0
-            self._update_deadline(lead_floor)
-            delay = _floor(max(0.0, lead_floor - self.retry_reserve_ms)) if timing_ok else 0
+            delay = self._primary_delay(remaining, rtt, received_at, timing_ok=timing_ok)
         else:
             self._mode = LeaseMode.FALLBACK
+            self._update_deadline(self.current_lead_estimate(received_at))
             if is_create:
-                self._update_deadline(self.current_lead_estimate(received_at))
-                delay = self._fallback_first_delay(rtt) if timing_ok else 0
+                delay = self._fallback_first_delay(rtt)
             else:
-                self._update_deadline(self.current_lead_estimate(received_at))
                 delay, note = self._fallback_delay(grant, elapsed_since_previous, received_at)
-                if not timing_ok:
-                    delay = 0
+            if not timing_ok:
+                delay = 0
         if delay == 0:
             if self._zero_success or self._last_beat_zero:
                 return self._stop(STOP_SHORT_LEASE)
@@ -393,6 +383,39 @@ class LeaseSchedule:
         else:
             self._zero_success = False
         return self._extend(received_at, int(delay), fresh_key=True, note=note)
+
+    def _retry_refusal(self, now_ms: float, window: float) -> str | None:
+        """Why a failed extend gets no same-key retry at all (``None``: it may get one)."""
+        if not window >= 0:
+            return "no safe retry window left before the lease ends"
+        previous = self._last_failure
+        if previous is None:
+            return None
+        previous_now, previous_window = previous
+        if previous_window == 0:
+            return "the immediate retry allowed by a zero retry window failed too"
+        if not (now_ms > previous_now or window < previous_window):
+            return "no progress between consecutive failed extend attempts"
+        return None
+
+    def _record_extend(self, sent_at: float, expires_at: int | None) -> int | None:
+        """Fallback bookkeeping of one extend success; its measured grant (``None``: not measurable)."""
+        grant: int | None = None
+        if expires_at is not None and self._last_expires is not None:
+            grant = expires_at - self._last_expires
+            self._grants += grant
+            self._last_grant = grant
+        self._last_extend_sent_at = sent_at
+        return grant
+
+    def _primary_delay(self, remaining: int, rtt: float, received_at: float, *, timing_ok: bool) -> float:
+        """The normative next delay from a ``remaining_ttl_ms`` response alone (re-basing the fallback on it)."""
+        self._mode = LeaseMode.PRIMARY
+        lead_floor = max(0, math.floor(remaining - rtt)) if timing_ok else 0
+        self._lead_floor, self._established_at = lead_floor, received_at
+        self._base_lead, self._base_at, self._grants = float(lead_floor), received_at, 0
+        self._update_deadline(lead_floor)
+        return _floor(max(0.0, lead_floor - self.retry_reserve_ms)) if timing_ok else 0
 
     def _held_cadence(self) -> int:
         return max(_MIN_CADENCE_MS, min(self._ttl // 2, _HELD_CADENCE_CAP_MS))

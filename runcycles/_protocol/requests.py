@@ -271,6 +271,19 @@ def next_cursor(response: CyclesResponse, previous: str | None) -> str | None:
     return cursor
 
 
+def _error_message(status: int, body: Any, reason: str, cut_at: int | None) -> str:
+    """The message of a cut body (any status) or of a complete non-2xx answer (the body's, else the reason)."""
+    if cut_at is not None:
+        message = f"response body larger than {cut_at} bytes (not read past the limit)"
+        return message if 200 <= status < 300 else f"{reason or f'HTTP {status}'}; {message}"
+    if isinstance(body, Mapping):
+        for field in ("message", "error"):
+            text = body.get(field)
+            if isinstance(text, str) and text:
+                return text
+    return reason or f"HTTP {status}"
+
+
 def parse_response(
     status: int,
     headers: httpx.Headers,
@@ -298,18 +311,8 @@ def parse_response(
         # absent from the body too: the walk through every value is only needed otherwise.
         if body is not None and (kept is not content or b"\\" in content):
             body = scrub.data(body)
-    message: str | None = None
-    if cut_at is not None:
-        message = f"response body larger than {cut_at} bytes (not read past the limit)"
-        if not 200 <= status < 300:
-            message = f"{reason or f'HTTP {status}'}; {message}"
-    elif not 200 <= status < 300:
-        if isinstance(body, Mapping) and isinstance(body.get("message"), str) and body["message"]:
-            message = body["message"]
-        elif isinstance(body, Mapping) and isinstance(body.get("error"), str) and body["error"]:
-            message = body["error"]
-        else:
-            message = reason or f"HTTP {status}"
+    # The common case, a complete 2xx, carries no message and pays for no further call.
+    message = None if cut_at is None and 200 <= status < 300 else _error_message(status, body, reason, cut_at)
     return CyclesResponse(
         status=status,
         body=body,
