@@ -111,6 +111,15 @@ def obj(
     ``one_of_required`` means at least one of those names must be present (``message`` overrides the error).
     """
     known = dict(props or {})
+    counted = min_props is not None or max_props is not None or bool(one_of_required)
+
+    def check_counts(value: dict[str, Any], path: str) -> None:
+        if min_props is not None and len(value) < min_props:
+            raise SchemaError(message or f"{_name(path)} must have at least {min_props} properties")
+        if max_props is not None and len(value) > max_props:
+            raise SchemaError(f"{_name(path)} must have at most {max_props} properties")
+        if one_of_required and not any(key in value for key in one_of_required):
+            raise SchemaError(message or f"{_name(path)} needs one of {', '.join(one_of_required)}")
 
     def check(value: Any, path: str) -> None:
         if not isinstance(value, dict):
@@ -118,12 +127,8 @@ def obj(
         for key in required:
             if key not in value:
                 raise SchemaError(f"{_join(path, key)} is required")
-        if min_props is not None and len(value) < min_props:
-            raise SchemaError(message or f"{_name(path)} must have at least {min_props} properties")
-        if max_props is not None and len(value) > max_props:
-            raise SchemaError(f"{_name(path)} must have at most {max_props} properties")
-        if one_of_required and not any(key in value for key in one_of_required):
-            raise SchemaError(message or f"{_name(path)} needs one of {', '.join(one_of_required)}")
+        if counted:
+            check_counts(value, path)
         for key, item in value.items():
             sub = known.get(key)
             if sub is not None:
