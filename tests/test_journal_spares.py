@@ -228,19 +228,27 @@ def test_spares_are_private_and_refilled_in_one_directory_sync(tmp_path: Path, m
     assert disk.barriers.count("dir") == 1
 
 
+def _place(path: Path, data: bytes) -> None:
+    """Put a file in a journal directory whole (written beside it, then renamed in), as a gone process left it:
+    the directory's background refill may sweep it at any moment, and must never see it half written."""
+    beside = path.parent.parent / f"{path.name}.staging"
+    beside.write_bytes(data)
+    os.replace(beside, path)
+
+
 def test_load_recovers_removes_and_quarantines_spares_of_a_gone_process(tmp_path: Path) -> None:
     j = _journal(tmp_path)
     directory = j.directory
     gone = "999999-00000000deadbeef"
     valid = directory / f"spare-{gone}-{'1' * 16}.spare"
-    valid.write_bytes(json.dumps(_record("r1").to_json_dict() | {"owner": gone}).encode())
+    _place(valid, json.dumps(_record("r1").to_json_dict() | {"owner": gone}).encode())
     empty = directory / f"spare-{gone}-{'2' * 16}.spare"
-    empty.write_bytes(b"")
+    _place(empty, b"")
     broken = directory / f"spare-{gone}-{'3' * 16}.spare"
-    broken.write_bytes(b'{"version": 2, "reserv')
+    _place(broken, b'{"version": 2, "reserv')
     stale = directory / f"spare-{gone}-{'4' * 16}.spare"  # a copy of a record whose rename was synced later
     j.write(_record("r2", attempts=3))
-    stale.write_bytes(json.dumps(_record("r2").to_json_dict()).encode())
+    _place(stale, json.dumps(_record("r2").to_json_dict()).encode())
 
     result = j.load()
     assert [r.reservation_id for r in result.records] == ["r1", "r2"]
@@ -262,11 +270,11 @@ def test_load_leaves_the_spares_of_a_live_process_and_its_own_alone(tmp_path: Pa
     assert lock is not None  # stands for another process that is alive
     try:
         in_flight = directory / f"spare-{live}-{'1' * 16}.spare"
-        in_flight.write_bytes(json.dumps(_record("r1").to_json_dict()).encode())
+        _place(in_flight, json.dumps(_record("r1").to_json_dict()).encode())
         idle = directory / f"spare-{live}-{'2' * 16}.spare"
-        idle.write_bytes(b"")
+        _place(idle, b"")
         own = directory / f"spare-{journal_locks.process_owner(directory)}-{'3' * 16}.spare"
-        own.write_bytes(json.dumps(_record("r3").to_json_dict()).encode())
+        _place(own, json.dumps(_record("r3").to_json_dict()).encode())
         assert j.load().records == []
         assert in_flight.exists() and idle.exists() and own.exists()
     finally:
@@ -325,7 +333,7 @@ def test_the_first_refill_sweeps_the_empty_spares_of_gone_processes(tmp_path: Pa
     directory = j.directory
     gone = "999999-00000000deadbeef"
     empty = directory / f"spare-{gone}-{'1' * 16}.spare"
-    empty.write_bytes(b"")
+    _place(empty, b"")
     holding = directory / f"spare-{gone}-{'2' * 16}.spare"
     holding.write_bytes(json.dumps(_record("r1").to_json_dict()).encode())
     pool_for(directory).refill()
