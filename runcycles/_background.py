@@ -18,14 +18,14 @@ import itertools
 import logging
 import math
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 import anyio
 from anyio.from_thread import BlockingPortal
 
-from ._drivers import AsyncEnv, run_async
+from ._drivers import AsyncEnv, resumed, run_async
 from ._protocol.effects import SleepUntil, Steps
 
 __all__ = ["Background"]
@@ -123,14 +123,14 @@ class Background:
             log.exception("runcycles background step failed")
             return _nothing
         if not isinstance(first, SleepUntil):
-            future = self.submit(_resumed(first, steps), settlement=False)
+            future = self.submit(resumed(first, steps), settlement=False)
 
             def cancel() -> None:
                 future.cancel()
 
             return cancel
         portal = self._start()
-        timer = _Timer(_resumed(first, steps))
+        timer = _Timer(resumed(first, steps))
         with self._lock:
             assert self._env is not None
             self._idle_ms = min(max(_MIN_IDLE_MS, first.at_ms - self._env.monotonic()), _MAX_IDLE_MS)
@@ -285,17 +285,3 @@ class _Timer:
 
 def _nothing() -> None:
     return None
-
-
-def _resumed(first: Any, steps: Steps[Any]) -> Generator[Any, Any, Any]:
-    """``steps`` again from its already-yielded effect ``first``."""
-    try:
-        answer = yield first
-        while True:
-            try:
-                effect = steps.send(answer)
-            except StopIteration as stop:
-                return stop.value
-            answer = yield effect
-    finally:
-        steps.close()

@@ -44,6 +44,7 @@ __all__ = [
     "Detached",
     "SyncEnv",
     "monotonic_ms",
+    "resumed",
     "run_async",
     "run_async_inline",
     "run_sync",
@@ -288,7 +289,7 @@ class Beside:
         if steps is None:  # pragma: no cover - cancelled before the task ran
             return
         try:
-            await run_async(_resumed(self._first, steps), self._env)
+            await run_async(resumed(self._first, steps), self._env)
         except Exception:
             log.exception("%s failed", self._what)
 
@@ -349,7 +350,7 @@ def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _resumed(first: object, steps: Steps[T]) -> Generator[Any, Any, T]:
+def resumed(first: object, steps: Steps[T]) -> Generator[Any, Any, T]:
     """``steps`` again from its already-yielded effect ``first``."""
     try:
         answer = yield first
