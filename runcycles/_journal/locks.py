@@ -205,6 +205,7 @@ def unhold(path: Path) -> None:
 OWNERS_DIR = "owners"
 _owners: dict[str, tuple[int, str, Lock]] = {}
 _owners_lock = threading.Lock()
+_probe_lock = threading.Lock()
 
 
 def process_owner(directory: Path) -> str:
@@ -242,13 +243,17 @@ def owner_alive(directory: Path, token: object) -> bool:
     if known is not None and known[0] == os.getpid() and known[1] == token:
         return False
     path = directory / OWNERS_DIR / f"{token}{LOCK_SUFFIX}"
-    if not path.exists():
+    # Another process's owner lock is taken in this process only by probes like this one. Two concurrent
+    # probes must not see each other as the owner (a replay would skip a dead process's records), so they
+    # take turns, and bypass the in-process claim registry that would report the other probe as a holder.
+    with _probe_lock:
+        if not path.exists():
+            return False
+        lock = _os_lock(path)
+        if lock is None:
+            return True
+        lock.release(remove=True)
         return False
-    lock = try_lock(path)
-    if lock is None:
-        return True
-    lock.release(remove=True)
-    return False
 
 
 def sweep_owners(directory: Path) -> None:
@@ -261,6 +266,15 @@ def sweep_owners(directory: Path) -> None:
         if name.endswith(LOCK_SUFFIX):
             with contextlib.suppress(OSError):
                 owner_alive(directory, name[: -len(LOCK_SUFFIX)])
+
+
+def _reset_probe_lock() -> None:
+    global _probe_lock
+    _probe_lock = threading.Lock()  # a probe in another thread at fork time never ends in the child
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_probe_lock)
 
 
 def is_own_token(directory: Path, token: str) -> bool:
