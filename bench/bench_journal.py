@@ -46,7 +46,15 @@ except ImportError:  # before spare files
     SparePool = None  # type: ignore[assignment,misc]
     MODES = [m for m in MODES if m[0] != "full-2b"]
 
-_SPARES_THREAD = "runcycles-journal-spares"
+_SPARES_THREAD = "runcycles-journal-spares"  # before the refill moved to the journal's I/O threads
+
+
+def _refilling() -> bool:
+    try:
+        from runcycles._journal.spares import refilling
+    except ImportError:
+        return threading.current_thread().name == _SPARES_THREAD
+    return refilling()
 
 
 @contextlib.contextmanager
@@ -76,7 +84,7 @@ class FsyncCounter:
     def __enter__(self) -> FsyncCounter:
         def wrap(real: Callable[[int], None]) -> Callable[[int], None]:
             def counting(fd: int) -> None:
-                if threading.current_thread().name == _SPARES_THREAD:
+                if _refilling():
                     self.background += 1
                 else:
                     self.count += 1

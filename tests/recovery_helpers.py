@@ -199,6 +199,7 @@ class Recorder(httpx.BaseTransport):
         self.inner = inner
         self._lock = threading.Lock()
         self._entries: list[dict[str, Any]] = []
+        self._requests = 0
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600) if path else None
 
     def note(self, **fields: Any) -> None:
@@ -207,10 +208,13 @@ class Recorder(httpx.BaseTransport):
 
     def _write(self, line: dict[str, Any]) -> None:
         with self._lock:
-            self._entries.append(line)
-            if self._fd is not None:
-                # One write(2) per line: whole lines survive a SIGKILL (the kernel has them).
-                os.write(self._fd, (json.dumps(line) + "\n").encode())
+            self._write_locked(line)
+
+    def _write_locked(self, line: dict[str, Any]) -> None:
+        self._entries.append(line)
+        if self._fd is not None:
+            # One write(2) per line: whole lines survive a SIGKILL (the kernel has them).
+            os.write(self._fd, (json.dumps(line) + "\n").encode())
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Log, then forward to the inner transport; log the status (or the exception) it ends with."""
@@ -219,10 +223,7 @@ class Recorder(httpx.BaseTransport):
         key = request.headers.get("x-idempotency-key")
         if key is None and isinstance(body, Mapping):
             key = body.get("idempotency_key")
-        with self._lock:
-            seq = len([e for e in self._entries if "operation" in e])
         entry = {
-            "seq": seq,
             "pid": os.getpid(),
             "wall_ms": wall_ms(),
             "operation": operation_of(request.method, request.url.path),
@@ -230,7 +231,12 @@ class Recorder(httpx.BaseTransport):
             "key": key,
             "body": body,
         }
-        self._write(entry)
+        with self._lock:
+            # Numbered and written in one step: concurrent requests (a replay settles several records at once)
+            # must never share a number, or an outcome line would be folded into the wrong request.
+            seq = entry["seq"] = self._requests
+            self._requests += 1
+            self._write_locked(entry)
         try:
             response = self.inner.handle_request(request)
         except httpx.HTTPError as exc:

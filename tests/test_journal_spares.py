@@ -25,6 +25,7 @@ from fixtures_local import Harness, harness, uvicorn_switch  # noqa: F401
 from runcycles import CyclesClient, with_cycles
 from runcycles._journal import Journal, JournalRecord, journal_filename
 from runcycles._journal import locks as journal_locks
+from runcycles._journal import spares as spares_module
 from runcycles._journal.spares import SPARE_NAME, SPARE_SUFFIX, SparePool, pool_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -89,7 +90,7 @@ class DiskModel:
             with self._lock:
                 path = self.paths[fd]
                 is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
-                if threading.current_thread().name != "runcycles-journal-spares":  # off the critical path
+                if not spares_module.refilling():  # off the critical path
                     self.barriers.append("dir" if is_dir else "file")
                 if is_dir:
                     self.entries[path] = {e.name: e.inode() for e in os.scandir(path) if e.is_file()}
@@ -214,9 +215,8 @@ def test_spares_are_private_and_refilled_in_one_directory_sync(tmp_path: Path, m
     assert {p.stat().st_size for p in spares} == {0}
     token = journal_locks.process_owner(j.directory)
     assert all(p.name.startswith(f"spare-{token}-") for p in spares)
-    from runcycles._journal import spares as spares_module
 
-    monkeypatch.setattr(spares_module._REFILLER, "submit", lambda pool: None)  # refills only when asked here
+    monkeypatch.setattr(spares_module, "_submit", lambda pool: None)  # refills only when asked here
     disk = DiskModel(monkeypatch)
     syncs = pool.directory_syncs
     while pool.ready:

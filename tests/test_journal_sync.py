@@ -22,6 +22,7 @@ from recovery_helpers import ClientSpec, build_client, make_world, run_child, se
 
 from runcycles import CyclesClient, CyclesConfig, with_cycles
 from runcycles._journal import GROUP, Journal, JournalBusyError, JournalRecord, journal_filename
+from runcycles._journal import spares as spares_module
 from runcycles._journal.locks import OWNERS_DIR
 from runcycles._journal.spares import SPARE_SUFFIX, SparePool, pool_for
 
@@ -46,7 +47,7 @@ class FsyncSpy:
         real = os.fsync
 
         def spy(fd: int) -> None:
-            if threading.current_thread().name == "runcycles-journal-spares":
+            if spares_module.refilling():
                 self.background += 1
             else:
                 self.calls.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")

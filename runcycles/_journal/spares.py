@@ -10,10 +10,11 @@ directory sync (if power is lost first, the record is still on disk under the sp
 Spares are named ``spare-<owner token>-<random>.spare`` after the owner token of the process that made them
 (see `locks.process_owner`): while that process lives, nobody else touches them. When it is gone, a load
 (see `Journal.load`) removes its empty spares, moves a spare holding a valid record to the record's
-standard name and quarantines a malformed one. Each journal directory has one `SparePool` per process; a
-background thread refills it (create several spares, one directory sync for all) when it runs low, and its
-size adapts to the largest number of records written at once. When no spare is ready (first use, a burst
-larger than the pool), a fresh record takes the two-barrier path.
+standard name and quarantines a malformed one. Each journal directory has one `SparePool` per process;
+the journal's I/O threads (`writer.io_pool`) refill it in the background (create several spares, one
+directory sync for all) when it runs low, and its size adapts to the largest number of records written at
+once. When no spare is ready (first use, a burst larger than the pool), a fresh record takes the two-barrier
+path.
 """
 
 from __future__ import annotations
@@ -30,9 +31,18 @@ from pathlib import Path
 
 from .locks import is_own_token, owner_alive, process_owner
 from .paths import FILE_MODE
-from .writer import fsync_dir
+from .writer import fsync_dir, io_pool
 
-__all__ = ["SPARE_NAME", "SPARE_SUFFIX", "SparePool", "fill", "holds_record", "pool_for", "spare_owner"]
+__all__ = [
+    "SPARE_NAME",
+    "SPARE_SUFFIX",
+    "SparePool",
+    "fill",
+    "holds_record",
+    "pool_for",
+    "refilling",
+    "spare_owner",
+]
 
 logger = logging.getLogger("runcycles.journal")
 
@@ -127,7 +137,7 @@ class SparePool:
             if refill:
                 self._requested = True
         if refill:
-            _REFILLER.submit(self)
+            _submit(self)
         return spare
 
     def request_refill(self) -> None:
@@ -136,7 +146,12 @@ class SparePool:
             if self._requested:
                 return
             self._requested = True
-        _REFILLER.submit(self)
+        _submit(self)
+
+    def cancel_request(self) -> None:
+        """Forget a refill asked for that will not run."""
+        with self._lock:
+            self._requested = False
 
     def refill(self, at_least: int = 0, *, when_low: bool = False) -> None:
         """Create spares up to the pool's target (raised to ``at_least``) and sync the directory once for all
@@ -227,42 +242,32 @@ class SparePool:
                 self._refill_lock.release()
 
 
-class _Refiller:
-    """One daemon thread, started on first use, that refills the pools that ask for it."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._queue: list[SparePool] = []
-        self._thread: threading.Thread | None = None
-
-    def submit(self, pool: SparePool) -> None:
-        with self._cond:
-            if pool not in self._queue:
-                self._queue.append(pool)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="runcycles-journal-spares", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue:
-                    self._cond.wait()
-                pool = self._queue.pop(0)
-            try:
-                pool.refill(when_low=True)
-            except Exception:  # never let the refiller die; fresh records fall back to two barriers
-                logger.exception("spare journal file refill failed in %s", pool.directory)
-
-    def reset(self) -> None:
-        """After a fork: the parent's thread and queue are not the child's."""
-        self._cond = threading.Condition()
-        self._queue = []
-        self._thread = None
+_refilling = threading.local()
 
 
-_REFILLER = _Refiller()
+def refilling() -> bool:
+    """Whether the current thread is preparing spares in the background (off every settlement's path)."""
+    return getattr(_refilling, "active", False)
+
+
+def _refill_in_background(pool: SparePool) -> None:
+    _refilling.active = True
+    try:
+        pool.refill(when_low=True)
+    except Exception:  # fresh records fall back to two barriers
+        logger.exception("spare journal file refill failed in %s", pool.directory)
+    finally:
+        _refilling.active = False
+
+
+def _submit(pool: SparePool) -> None:
+    """Refill ``pool`` on the journal's I/O threads (none at interpreter shutdown: records take two barriers)."""
+    try:
+        io_pool().submit(_refill_in_background, pool)
+    except RuntimeError:
+        pool.cancel_request()
+
+
 _pools: dict[str, SparePool] = {}
 _pools_lock = threading.Lock()
 
@@ -282,7 +287,6 @@ def _reset_after_fork() -> None:
     global _pools_lock
     _pools_lock = threading.Lock()
     _pools.clear()  # the parent's spares belong to the parent's owner token
-    _REFILLER.reset()
 
 
 def _discard_all() -> None:

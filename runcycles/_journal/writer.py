@@ -6,8 +6,8 @@ change counts as done (``None``: nothing to sync). `GroupCommit` runs jobs in ba
 then one directory fsync per directory for the whole batch, so concurrent settlements share that barrier
 (group commit). Whoever arrives when no batch is running leads the next one on its own thread, so a lone
 sync caller pays no thread hop; async callers of one event loop hand their batch to one worker thread. A
-batch of several jobs runs them in up to four lanes (three pool threads, started on the first such batch)
-so that their file fsyncs overlap.
+batch of several jobs runs them in up to four lanes (three threads of the journal's `io_pool`, which also
+prepares spare files in the background) so that their file fsyncs overlap.
 """
 
 from __future__ import annotations
@@ -28,7 +28,17 @@ from anyio.lowlevel import RunVar
 from ..errors import JournalError
 from .paths import FILE_MODE, fsync_dir
 
-__all__ = ["GROUP", "TEMP_SUFFIX", "GroupCommit", "Job", "SyncMode", "fsync_dir", "run_async", "write_file"]
+__all__ = [
+    "GROUP",
+    "TEMP_SUFFIX",
+    "GroupCommit",
+    "Job",
+    "SyncMode",
+    "fsync_dir",
+    "io_pool",
+    "run_async",
+    "write_file",
+]
 
 SyncMode = Literal["full", "process"]
 """``full``: a write counts as done once durable (one barrier for a fresh record in a spare file, else the file
@@ -94,7 +104,10 @@ def _run_lane(entries: list[_Entry]) -> None:
         _in_flush.active = outer
 
 
-def _lanes() -> ThreadPoolExecutor:
+def io_pool() -> ThreadPoolExecutor:
+    """The journal's I/O threads (started on demand, at most ``_LANES - 1``): the extra lanes of a batch, and
+    background work such as preparing spare files (see `spares`). Submitting raises ``RuntimeError`` once
+    the interpreter shuts down."""
     global _pool
     with _pool_lock:
         if _pool is None:
@@ -109,7 +122,12 @@ def _flush(batch: list[_Entry], *, lanes: bool = True) -> None:
         _run_lane(batch)
     else:
         split = [batch[i::_LANES] for i in range(min(_LANES, len(batch)))]
-        futures = [_lanes().submit(_run_lane, lane) for lane in split[1:]]
+        futures = []
+        for lane in split[1:]:
+            try:
+                futures.append(io_pool().submit(_run_lane, lane))
+            except RuntimeError:  # the interpreter is shutting down (e.g. a flush at exit): no new threads
+                _run_lane(lane)
         _run_lane(split[0])
         for future in futures:
             future.result()
@@ -175,6 +193,19 @@ class GroupCommit:
 
 GROUP = GroupCommit()
 """The process-wide writer: every journal of the process shares its batches."""
+
+
+def _reset_after_fork() -> None:
+    # The parent's I/O threads and a batch it was running at fork time do not exist in the child: a pool that
+    # believes it has its threads would never run a lane, and a group left "flushing" would wait forever.
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+    GROUP.__init__()  # type: ignore[misc]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 @attrs.define(eq=False)
