@@ -304,3 +304,13 @@ def test_serve_rejects_bad_front_options() -> None:
             [sys.executable, "-m", "runcycles", "serve", *bad], capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 2 and bad[0] in result.stderr
+
+
+def test_an_upgrade_request_is_answered_without_switching_protocols(served: Served) -> None:
+    with served.connect() as sock:
+        upgrade = {"Connection": "Upgrade", "Upgrade": "websocket"}
+        sock.sendall(request("GET", "/actuator/health/liveness", upgrade) + b"\x81\x05hello")
+        reader = Reader(sock)
+        answer = reader.response()
+        assert answer.status == 200 and answer.headers["connection"] == "close"
+        assert reader.closed()
