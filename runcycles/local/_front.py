@@ -223,8 +223,8 @@ class _Connection(asyncio.Protocol):
             lowered = name.lower()
             if lowered == "content-length":
                 length = value
-            elif lowered == "transfer-encoding":
-                coding = value
+            elif lowered == "transfer-encoding":  # several headers: any coding but chunked is refused
+                coding = value if coding is None or coding.strip().lower() == "chunked" else coding
             elif lowered == "expect":
                 expect = value
         if coding is not None and coding.strip().lower() != "chunked":
