@@ -14,10 +14,11 @@ baseline and this checkout ``--reps`` times on the same machine, and prints medi
 shared machine only such side-by-side ratios mean much.
 
     python bench/bench_server.py [--threads 32] [--seconds 3] [--quick] [--baseline /work/main --reps 3]
-                                 [--http builtin|uvicorn]
+                                 [--http builtin|uvicorn] [--baseline-http builtin|uvicorn]
 
-``--http`` picks this checkout's HTTP front (``runcycles serve --http``; the baseline runs its default). The
-server's CPU is also split into its event-loop thread (the HTTP front) and its worker threads (the core).
+``--http`` picks this checkout's HTTP front (``runcycles serve --http``), ``--baseline-http`` the baseline's
+(``--baseline . --baseline-http uvicorn`` compares the two fronts of this checkout). The server's CPU is also
+split into its event-loop thread (the HTTP front) and its worker threads (the core).
 
 For comparison, the reference Java + Redis server is reported at ~456 reserve->commit cycles/s at 32 threads.
 """
@@ -256,7 +257,8 @@ def serve_and_load(tmp: str, args: argparse.Namespace, label: str, checkout: str
     """One HTTP phase against ``runcycles serve`` from this checkout, or from ``checkout`` (its ``.venv``)."""
     python = sys.executable if checkout is None else str(Path(checkout) / ".venv" / "bin" / "python")
     db = str(Path(tmp) / f"http-{label}-{time.monotonic_ns()}.db")
-    extra = ("--http", args.http) if checkout is None and args.http else ()
+    http = args.http if checkout is None else args.baseline_http
+    extra = ("--http", http) if http else ()
     process, base_url, key = start_server_process(db, python, checkout, extra)
     try:
         name = f"loopback HTTP, {label}" if args.baseline else ""  # "" keeps the usual label
@@ -302,6 +304,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="alternating runs per side with --baseline")
     parser.add_argument(
         "--http", choices=("builtin", "uvicorn"), help="this checkout's `serve --http` (default: its default)"
+    )
+    parser.add_argument(
+        "--baseline-http",
+        choices=("builtin", "uvicorn"),
+        help="the baseline's `serve --http` (a checkout that has the option; e.g. this one, to compare fronts)",
     )
     args = parser.parse_args()
     if args.quick:

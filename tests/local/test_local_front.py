@@ -316,3 +316,15 @@ def test_an_upgrade_request_is_answered_without_switching_protocols(served: Serv
         answer = reader.response()
         assert answer.status == 200 and answer.headers["connection"] == "close"
         assert reader.closed()
+
+
+def test_a_client_leaving_its_responses_unread_is_dropped_after_the_request_timeout() -> None:
+    with front(request_timeout=0.3, keep_alive_timeout=30) as served, served.connect() as sock:
+        sock.sendall(request("GET", "/actuator/health/liveness"))
+        reader = Reader(sock)
+        assert reader.response().status == 200
+        [connection] = served.front.connections
+        # What the transport signals when its write buffer stays full (forcing a full loopback buffer would
+        # take megabytes of unread responses).
+        connection._loop.call_soon_threadsafe(connection.pause_writing)
+        assert reader.closed()
