@@ -412,9 +412,22 @@ class StopRequest:
 
 
 def run(front: Front, sock: socket.socket, stop: StopRequest) -> None:
-    """Serve on ``sock`` in a new event loop until ``stop`` is requested (blocking)."""
+    """Serve on ``sock`` in a new event loop until ``stop`` is requested (blocking).
+
+    The loop is uvloop's when uvloop is installed (as uvicorn does), else asyncio's.
+    """
 
     async def main() -> None:
         await front.serve(sock, stop.bind())
 
-    asyncio.run(main())
+    try:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    else:
+        loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
