@@ -36,6 +36,7 @@ class _Batch:
     size: int = 0
 
 
+
 def _in_savepoint(batch: _Batch) -> Generator[sqlite3.Connection, None, BaseException | None]:
     """Run the caller's work in a savepoint of ``batch``; returns what it raised, to re-raise once settled."""
     try:

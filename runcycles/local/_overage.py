@@ -76,5 +76,7 @@ def _refusal(budget: Budget, overage: int, covered: int, policy: str, *, commit:
         and budget.remaining < covered
         and budget.debt + covered > budget.overdraft_limit
     ):
-        return LocalServerError(409, "OVERDRAFT_LIMIT_EXCEEDED", f"Overdraft limit would be exceeded for scope {scope}")
+        return LocalServerError(
+            409, "OVERDRAFT_LIMIT_EXCEEDED", f"Overdraft limit would be exceeded for scope {scope}"
+        )
     return None

@@ -15,7 +15,9 @@ def _split(request: httpx.Request) -> tuple[str, str]:
     return path, query
 
 
-def _response(status: int, headers: list[tuple[str, str]], body: bytes, request: httpx.Request) -> httpx.Response:
+def _response(
+    status: int, headers: list[tuple[str, str]], body: bytes, request: httpx.Request
+) -> httpx.Response:
     return httpx.Response(status, headers=headers, content=body, request=request)
 
 
@@ -28,7 +30,9 @@ class LocalTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Run the request through the server core."""
         path, query = _split(request)
-        status, headers, body = self._app.handle(request.method, path, query, request.headers.items(), request.read())
+        status, headers, body = self._app.handle(
+            request.method, path, query, request.headers.items(), request.read()
+        )
         return _response(status, headers, body, request)
 
 
@@ -42,7 +46,9 @@ class AsyncLocalTransport(httpx.AsyncBaseTransport):
         """Run the request through the server core without blocking the event loop on disk I/O."""
         path, query = _split(request)
         content = await request.aread()
-        call = functools.partial(self._app.handle, request.method, path, query, list(request.headers.items()), content)
+        call = functools.partial(
+            self._app.handle, request.method, path, query, list(request.headers.items()), content
+        )
         if self._app.env.ledger.in_memory:
             status, headers, body = call()
         else:

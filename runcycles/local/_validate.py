@@ -155,7 +155,9 @@ SUBJECT = obj(
     },
     min_props=1,
     one_of_required=SCOPE_LEVELS,
-    message=("Subject must have at least one standard field (tenant, workspace, app, workflow, agent, or toolset)"),
+    message=(
+        "Subject must have at least one standard field (tenant, workspace, app, workflow, agent, or toolset)"
+    ),
 )
 # v0.1.26 `policy_keys` is accepted (within its companion-spec limits) and ignored.
 POLICY_KEYS = obj(
