@@ -14,6 +14,11 @@ baseline and this checkout ``--reps`` times on the same machine, and prints medi
 shared machine only such side-by-side ratios mean much.
 
     python bench/bench_server.py [--threads 32] [--seconds 3] [--quick] [--baseline /work/main --reps 3]
+                                 [--http builtin|uvicorn] [--baseline-http builtin|uvicorn]
+
+``--http`` picks this checkout's HTTP front (``runcycles serve --http``), ``--baseline-http`` the baseline's
+(``--baseline . --baseline-http uvicorn`` compares the two fronts of this checkout). The server's CPU is also
+split into its event-loop thread (the HTTP front) and its worker threads (the core).
 
 For comparison, the reference Java + Redis server is reported at ~456 reserve->commit cycles/s at 32 threads.
 """
@@ -149,7 +154,7 @@ def run_phase(make_client: Callable[[], httpx.Client], threads: int, seconds: fl
 
 
 def start_server_process(
-    db: str, python: str = sys.executable, cwd: str | None = None
+    db: str, python: str = sys.executable, cwd: str | None = None, extra: tuple[str, ...] = ()
 ) -> tuple[subprocess.Popen[str], str, str]:
     """``python -m runcycles serve`` on a free loopback port in a child process (its own GIL, like a real server).
 
@@ -171,6 +176,7 @@ def start_server_process(
         "bench",
         "--budget",
         str(10**15),
+        *extra,
     ]
     command[0] = python
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=cwd)
@@ -193,10 +199,11 @@ def start_server_process(
     return process, f"http://127.0.0.1:{port}", key
 
 
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process (Linux ``/proc``; ``None`` elsewhere)."""
+def process_cpu_seconds(pid: int, task: int | None = None) -> float | None:
+    """User + system CPU seconds of a process, or of its thread ``task`` (Linux ``/proc``; ``None`` elsewhere)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        path = f"/proc/{pid}/stat" if task is None else f"/proc/{pid}/task/{task}/stat"
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -216,12 +223,14 @@ def report(name: str, result: dict[str, Any], threads: int) -> None:
 def http_phase(base_url: str, key: str, pid: int, clients: int, seconds: float, name: str = "") -> dict[str, Any]:
     """The raw load generator against the server process; prints and returns cycles/s and CPU per request."""
     server_cpu = process_cpu_seconds(pid)
+    loop_cpu = process_cpu_seconds(pid, pid)  # the main thread: the event loop (HTTP, parsing, answering)
     done = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("_rawhttp.py")), "load", "--base-url", base_url,
          "--key", key, "--clients", str(clients), "--seconds", str(seconds)],
         capture_output=True, text=True, timeout=seconds + 120, check=True,
     )
     used = None if server_cpu is None else (process_cpu_seconds(pid) or 0.0) - server_cpu
+    loop_used = None if loop_cpu is None else (process_cpu_seconds(pid, pid) or 0.0) - loop_cpu
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["cycles_per_s"] = result["cycles"] / result["elapsed"]
     for field in ("p50_ms", "p99_ms"):
@@ -235,6 +244,12 @@ def http_phase(base_url: str, key: str, pid: int, clients: int, seconds: float, 
             f"   server CPU: {1000 * used / requests:.2f} ms per request ({used / result['elapsed']:.0%} of a core); "
             f"load generator {result['loadgen_cpu'] / result['elapsed']:.0%} of a core"
         )
+        if loop_used is not None:
+            result["loop_cpu_ms"] = 1000 * loop_used / requests
+            print(
+                f"   of which the event-loop thread {1000 * loop_used / requests:.2f} ms, worker threads "
+                f"{1000 * (used - loop_used) / requests:.2f} ms per request"
+            )
     return result
 
 
@@ -242,7 +257,9 @@ def serve_and_load(tmp: str, args: argparse.Namespace, label: str, checkout: str
     """One HTTP phase against ``runcycles serve`` from this checkout, or from ``checkout`` (its ``.venv``)."""
     python = sys.executable if checkout is None else str(Path(checkout) / ".venv" / "bin" / "python")
     db = str(Path(tmp) / f"http-{label}-{time.monotonic_ns()}.db")
-    process, base_url, key = start_server_process(db, python, checkout)
+    http = args.http if checkout is None else args.baseline_http
+    extra = ("--http", http) if http else ()
+    process, base_url, key = start_server_process(db, python, checkout, extra)
     try:
         name = f"loopback HTTP, {label}" if args.baseline else ""  # "" keeps the usual label
         return http_phase(base_url, key, process.pid, args.threads, args.seconds, name)
@@ -261,13 +278,17 @@ def compare(tmp: str, args: argparse.Namespace) -> None:
         label: (
             statistics.median(r["cycles_per_s"] for r in results),
             statistics.median(r["server_cpu_ms"] for r in results),
+            statistics.median(r.get("loop_cpu_ms", float("nan")) for r in results),
         )
         for label, results in runs.items()
     }
     pairs = [t["cycles_per_s"] / b["cycles_per_s"] for b, t in zip(runs["baseline"], runs["this"], strict=True)]
-    print(f"\n{'HTTP, ' + str(args.reps) + ' alternating runs':<34} {'cycles/s':>9}  server CPU ms/request")
-    for label, (rate, cpu) in medians.items():
-        print(f"{label:<34} {rate:9.0f}  {cpu:.2f}")
+    print(
+        f"\n{'HTTP, ' + str(args.reps) + ' alternating runs':<34} {'cycles/s':>9}  server CPU ms/request "
+        "(event-loop thread)"
+    )
+    for label, (rate, cpu, loop) in medians.items():
+        print(f"{label:<34} {rate:9.0f}  {cpu:.3f} ({loop:.3f})")
     print(
         f"this / baseline: cycles/s x{medians['this'][0] / medians['baseline'][0]:.2f} (pairs: "
         f"{', '.join(f'{p:.2f}' for p in pairs)}); CPU per request x{medians['this'][1] / medians['baseline'][1]:.2f}"
@@ -281,6 +302,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="0.5 s phases with 4 clients (a smoke run)")
     parser.add_argument("--baseline", help="another checkout (with its .venv) to compare the HTTP phase with")
     parser.add_argument("--reps", type=int, default=3, help="alternating runs per side with --baseline")
+    parser.add_argument(
+        "--http", choices=("builtin", "uvicorn"), help="this checkout's `serve --http` (default: its default)"
+    )
+    parser.add_argument(
+        "--baseline-http",
+        choices=("builtin", "uvicorn"),
+        help="the baseline's `serve --http` (a checkout that has the option; e.g. this one, to compare fronts)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.threads, args.seconds = 4, 0.5

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import signal
 import socket
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -25,7 +26,7 @@ EXIT_CANNOT_LISTEN = 3
 SERVE_EXIT_CODES = """exit codes:
   0  stopped (Ctrl+C or SIGTERM, after a graceful shutdown)
   1  the --db file cannot be used (damaged, not a Cycles database, unreadable); it was not modified
-  2  usage error: bad options, uvicorn missing, seeding refused, or --budget differing
+  2  usage error: bad options, the server extra missing, seeding refused, or --budget differing
      from the tenant budget already in --db (without --reset-budget)
   3  cannot listen on --host/--port (e.g. the port is in use); nothing was printed to stdout"""
 
@@ -91,8 +92,39 @@ def _parser() -> argparse.ArgumentParser:
         default="full",
         help="full: an acknowledged write survives power loss (default); normal: it survives a process crash",
     )
+    serve.add_argument(
+        "--http",
+        choices=("builtin", "uvicorn"),
+        default="builtin",
+        help="HTTP server: builtin (httptools, calls the server core directly; the fastest) or uvicorn "
+        "(serving the ASGI app) (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=1000,
+        metavar="N",
+        help="answer 503 to connections beyond N open ones (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="close a connection idle for this long (default: %(default)s)",
+    )
     _cli_ops.register(commands)
     return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -168,11 +200,10 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Bind the port, seed, print connection details and run uvicorn until interrupted (see the exit codes)."""
-    try:
-        import uvicorn
-    except ImportError:
-        print("runcycles serve needs uvicorn: pip install 'runcycles[server]'", file=sys.stderr)
+    """Bind the port, seed, print connection details and serve HTTP until interrupted (see the exit codes)."""
+    missing = [name for name in ("uvicorn", "httptools") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"runcycles serve needs {' and '.join(missing)}: pip install 'runcycles[server]'", file=sys.stderr)
         return EXIT_USAGE
     from .local import LocalCyclesServer, LocalDatabaseError, LocalServerError
 
@@ -207,13 +238,42 @@ def serve(args: argparse.Namespace) -> int:
             except LocalServerError as exc:
                 print(f"runcycles serve: cannot seed: {exc}", file=sys.stderr)
                 return EXIT_USAGE
-            userver = uvicorn.Server(uvicorn.Config(server.asgi_app, log_level="warning"))
-            with _graceful_stop(userver):
-                _banner(args, server, seeded, sock.getsockname()[1])
-                userver.run(sockets=[sock])
+            if args.http == "uvicorn":
+                _run_uvicorn(args, server, seeded, sock)
+            else:
+                _run_builtin(args, server, seeded, sock)
         finally:
             server.close()
     return EXIT_OK
+
+
+def _run_uvicorn(args: argparse.Namespace, server: Any, seeded: Seeded, sock: socket.socket) -> None:
+    import uvicorn
+
+    config = uvicorn.Config(
+        server.asgi_app,
+        log_level="warning",
+        limit_concurrency=args.max_connections,
+        timeout_keep_alive=max(1, round(args.keep_alive_timeout)),
+    )
+    userver = uvicorn.Server(config)
+
+    def stop() -> None:
+        userver.should_exit = True
+
+    with _graceful_stop(stop):
+        _banner(args, server, seeded, sock.getsockname()[1])
+        userver.run(sockets=[sock])
+
+
+def _run_builtin(args: argparse.Namespace, server: Any, seeded: Seeded, sock: socket.socket) -> None:
+    from .local._front import Front, FrontLimits, StopRequest, run
+
+    front = Front(server, FrontLimits(max_connections=args.max_connections, keep_alive_timeout=args.keep_alive_timeout))
+    stop = StopRequest()
+    with _graceful_stop(stop.request):
+        _banner(args, server, seeded, sock.getsockname()[1])
+        run(front, sock, stop)
 
 
 def _banner(args: argparse.Namespace, server: Any, seeded: Seeded, port: int) -> None:
@@ -232,17 +292,18 @@ def _banner(args: argparse.Namespace, server: Any, seeded: Seeded, port: int) ->
 
 
 @contextlib.contextmanager
-def _graceful_stop(userver: Any) -> Iterator[None]:
-    """Ctrl+C and SIGTERM ask uvicorn to shut down gracefully, also before it installs its own handlers.
+def _graceful_stop(request_stop: Callable[[], None]) -> Iterator[None]:
+    """Ctrl+C and SIGTERM call ``request_stop`` (a graceful shutdown), also before the server runs.
 
-    (uvicorn re-raises a captured signal after shutting down, which lands here again: harmless.)
+    (uvicorn installs its own handlers and re-raises a captured signal after shutting down, which lands
+    here again: harmless.)
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(_signum: int, _frame: Any) -> None:
-        userver.should_exit = True
+        request_stop()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -26,6 +26,19 @@ _BUDGET_GAUGES = (
 )
 
 
+def _templates_by_length() -> dict[int, list[tuple[tuple[str, ...], str]]]:
+    """Each route pattern (in :data:`ROUTES` order, once) with its template, by segment count."""
+    by_length: dict[int, list[tuple[tuple[str, ...], str]]] = {}
+    for _method, pattern, _handler, _auth in ROUTES:
+        known = by_length.setdefault(len(pattern), [])
+        if all(pattern != seen for seen, _ in known):
+            known.append((pattern, "/" + "/".join("{id}" if p == "*" else p for p in pattern)))
+    return by_length
+
+
+_TEMPLATES = _templates_by_length()
+
+
 def route_template(path: str, extra: tuple[str, ...] = ()) -> str:
     """The route a request path belongs to, with path parameters as ``{id}`` (bounded label values).
 
@@ -35,9 +48,12 @@ def route_template(path: str, extra: tuple[str, ...] = ()) -> str:
     if path in extra:
         return path
     segments = [part for part in path.split("?", 1)[0].strip("/").split("/") if part]
-    for _method, pattern, _handler, _auth in ROUTES:
-        if len(pattern) == len(segments) and all(p in ("*", s) for p, s in zip(pattern, segments, strict=True)):
-            return "/" + "/".join("{id}" if p == "*" else p for p in pattern)
+    for pattern, template in _TEMPLATES.get(len(segments), ()):
+        for want, got in zip(pattern, segments):  # noqa: B905 - same length by construction
+            if want != "*" and want != got:
+                break
+        else:
+            return template
     return "other"
 
 
@@ -66,11 +82,20 @@ class ServerMetrics:
             registry=self.registry,
         )
         self.registry.register(_LedgerCollector(env))
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         """Record one served request."""
-        self._requests.labels(method, route, str(status)).inc()
-        self._latency.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            # Label values are bounded (routes are templates); methods are not, so only a bounded number of
+            # label sets is remembered here (the registry keeps them all, as before).
+            children = (self._requests.labels(method, route, str(status)), self._latency.labels(method, route))
+            if len(self._children) < 256:
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         """The text exposition of the registry and its content type (reads the ledger: call off the loop)."""

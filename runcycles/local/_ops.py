@@ -72,7 +72,7 @@ class OpsApp:
                 status.append(int(message["status"]))
             await send(message)
 
-        ops = (LIVENESS, READINESS, HEALTH) + ((METRICS,) if self.metrics is not None else ())
+        ops = self.ops_paths
         if path in ops:
             await self._serve_ops(path, method, recording_send)
         else:
@@ -80,26 +80,25 @@ class OpsApp:
         if self.metrics is not None and status:
             self.metrics.observe(method, route_template(path, ops), status[0], time.perf_counter() - started)
 
-    async def _serve_ops(self, path: str, method: str, send: Send) -> None:
+    @property
+    def ops_paths(self) -> tuple[str, ...]:
+        """The paths served here (health probes, and ``/metrics`` when prometheus-client is installed)."""
+        return (LIVENESS, READINESS, HEALTH) + ((METRICS,) if self.metrics is not None else ())
+
+    async def answer(self, path: str, method: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        """``(status, headers, body)`` of a request for one of :attr:`ops_paths` (the body even for ``HEAD``)."""
         if method not in ("GET", "HEAD"):
             body = {"error": "INVALID_REQUEST", "message": f"Method {method} is not allowed here"}
-            await _respond(send, 405, dumps(body), "application/json", head=False, allow="GET, HEAD")
-            return
-        head = method == "HEAD"
+            return 405, [("content-type", "application/json"), ("allow", "GET, HEAD")], dumps(body)
         if path == METRICS and self.metrics is not None:
             payload, content_type = await anyio.to_thread.run_sync(self.metrics.render)
-            await _respond(send, 200, payload, content_type, head=head)
-            return
+            return 200, [("content-type", content_type)], payload
         up = path == LIVENESS or await anyio.to_thread.run_sync(ledger_ready, self._env)
-        body_bytes = dumps({"status": "UP" if up else "DOWN"})
-        await _respond(send, 200 if up else 503, body_bytes, "application/json", head=head)
+        return 200 if up else 503, [("content-type", "application/json")], dumps({"status": "UP" if up else "DOWN"})
 
-
-async def _respond(
-    send: Send, status: int, body: bytes, content_type: str, *, head: bool, allow: str | None = None
-) -> None:
-    headers = [(b"content-type", content_type.encode("latin-1")), (b"content-length", str(len(body)).encode())]
-    if allow is not None:
-        headers.append((b"allow", allow.encode("latin-1")))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else body})
+    async def _serve_ops(self, path: str, method: str, send: Send) -> None:
+        status, headers, body = await self.answer(path, method)
+        out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        out.insert(1, (b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
