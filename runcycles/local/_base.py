@@ -58,6 +58,8 @@ class Env:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     key_cache: dict[bytes, tuple[int, Any]] = attrs.field(factory=dict, repr=False)
     """What authenticating a key found, by a keyed hash of its secret, with the ``auth_epoch`` it was read at."""
+    tenant_cache: dict[str, tuple[tuple[int, int], Any]] = attrs.field(factory=dict, repr=False)
+    """Tenant documents by id, with the (``auth_epoch``, ledger rollbacks) they were read at."""
 
 
 @attrs.define(kw_only=True)

@@ -154,6 +154,9 @@ class Ledger:
         self._memory_lock = threading.RLock()
         self._pool: _sqlite.Pool | None = None
         self._closed = False
+        self.rollbacks = 0
+        """How many write transactions (or savepoints) were rolled back so far: caches keyed by ``auth_epoch``
+        check it too, since a rollback can bring an epoch value back with other rows behind it."""
         if self.path is None:
             self._memory_conn = self._connect()
             with self._write_lock:
@@ -239,13 +242,19 @@ class Ledger:
             return
         if self._group is not None and self._group_owner == threading.get_ident():
             outcome = yield from _in_savepoint(self._group)
+            self._count_rollback(outcome)
             if outcome is not None:
                 raise outcome
             return
         batch = self._join_batch()
         outcome = yield from _in_savepoint(batch)
+        self._count_rollback(outcome)
         self._finish(batch)
         _raise_for(batch, outcome)
+
+    def _count_rollback(self, outcome: BaseException | None) -> None:
+        if outcome is not None and not getattr(outcome, "commit_on_error", False):
+            self.rollbacks += 1
 
     def _write_memory(self) -> Iterator[sqlite3.Connection]:
         with self._write_lock, self._connection() as conn:
@@ -253,7 +262,11 @@ class Ledger:
             try:
                 yield conn
             except BaseException as exc:
-                conn.execute("COMMIT" if getattr(exc, "commit_on_error", False) else "ROLLBACK")
+                if getattr(exc, "commit_on_error", False):
+                    conn.execute("COMMIT")
+                else:
+                    self.rollbacks += 1
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 
@@ -307,6 +320,7 @@ class Ledger:
         except BaseException as exc:
             batch.error = exc
         if batch.error is not None:
+            self.rollbacks += 1
             with contextlib.suppress(sqlite3.Error):
                 if batch.conn.in_transaction:
                     batch.conn.execute("ROLLBACK")
