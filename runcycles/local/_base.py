@@ -101,7 +101,8 @@ class Request:
         return body
 
 
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# check_circular=False: what the server encodes is built from JSON-decoded or fresh values, never cyclic.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 
 
 def dumps(value: Any) -> bytes:
@@ -114,13 +115,14 @@ def payload_hash(body: dict[str, Any], defaults: dict[str, Any] | None = None) -
     return hashlib.sha256(canonical_json({**(defaults or {}), **body}).encode("utf-8")).hexdigest()
 
 
+# The RFC 4122 variant digit (binary 10xx) for each random hex digit.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
 def new_id() -> str:
     """A fresh opaque identifier (a random version-4 UUID, as ``str(uuid.uuid4())`` but cheaper)."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def amount(unit: str, value: int) -> dict[str, Any]:

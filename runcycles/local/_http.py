@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import re
-import secrets
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -90,13 +90,22 @@ def trace_id_of(headers: Mapping[str, str]) -> str:
     if given is not None and _TRACE_ID.match(given.strip()) and set(given.strip()) != {"0"}:
         return given.strip()
     while True:
-        fresh = secrets.token_hex(16)
-        if set(fresh) != {"0"}:
+        fresh = os.urandom(16).hex()
+        if fresh != _ZERO_TRACE:
             return fresh
+
+
+_ZERO_TRACE = "0" * 32
+# Routes without a "*" segment, by (method, path segments): most requests are found with one dict lookup.
+_EXACT = {(m, pattern): (handler, auth) for m, pattern, handler, auth in ROUTES if "*" not in pattern}
+_NO_CAPTURE: list[str] = []
 
 
 def _match(method: str, segments: list[str]) -> tuple[Handler, str, list[str]] | set[str] | None:
     """The route for a request, the methods the path allows if only the method is wrong, or ``None``."""
+    exact = _EXACT.get((method, tuple(segments)))
+    if exact is not None:
+        return exact[0], exact[1], _NO_CAPTURE
     allowed: set[str] = set()
     for route_method, pattern, handler, auth in ROUTES:
         if len(pattern) != len(segments):
@@ -122,9 +131,12 @@ def _request(method: str, path: str, query: str | bytes, headers: Headers, body:
         query = query or extra
     raw_query = query.decode("latin-1") if isinstance(query, bytes) else query
     stripped = path.strip("/")
+    segments = stripped.split("/") if stripped else []
+    if "%" in stripped:
+        segments = [unquote(part) for part in segments]
     return Request(
         method=method.upper(),
-        segments=[unquote(part) for part in stripped.split("/")] if stripped else [],
+        segments=segments,
         query=parse_qs(raw_query, keep_blank_values=True) if raw_query else {},
         headers=lowered,
         body=body,

@@ -266,13 +266,15 @@ def save_reservation(conn: sqlite3.Connection, res: Reservation, *, doc: bool = 
         res.extension_count,
     )
     if doc:
-        conn.execute(_SAVE_RESERVATION + ", doc=? WHERE reservation_id=?", (*values, _dumps(res.doc), res.reservation_id))
+        text = _dumps(res.doc)
+        conn.execute(_SAVE_RESERVATION + ", doc=? WHERE reservation_id=?", (*values, text, res.reservation_id))
     else:
         conn.execute(_SAVE_RESERVATION + " WHERE reservation_id=?", (*values, res.reservation_id))
 
 
 _SAVE_RESERVATION = (
-    "UPDATE reservations SET status=?, committed=?, expires_at_ms=?, deadline_ms=?, finalized_at_ms=?, extension_count=?"
+    "UPDATE reservations SET status=?, committed=?, expires_at_ms=?, deadline_ms=?, finalized_at_ms=?, "
+    "extension_count=?"
 )
 
 

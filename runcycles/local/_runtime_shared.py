@@ -110,7 +110,8 @@ def tenant_doc(env: Env, conn: sqlite3.Connection, tenant_id: str, epoch: int) -
     stamp = (epoch, env.ledger.rollbacks)
     cached = env.tenant_cache.get(tenant_id)
     if cached is not None and cached[0] == stamp:
-        return cached[1]
+        hit: dict[str, Any] | None = cached[1]
+        return hit
     doc = db.get_tenant(conn, tenant_id)
     if len(env.tenant_cache) >= _TENANT_CACHE_LIMIT:
         env.tenant_cache.clear()

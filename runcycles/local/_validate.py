@@ -332,7 +332,7 @@ def parse_json_object(body: bytes, schema: Check | None = None) -> dict[str, Any
     return value
 
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 
 
 def canonical_json(value: Any) -> str:
