@@ -1,0 +1,152 @@
+"""The request core's shortcuts keep its behaviour: tenant documents cached by ``auth_epoch`` (and rollbacks),
+the one opening statement of a runtime write (expiry sweep, idempotency record), narrow budget writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runcycles.local import LocalCyclesServer
+from runcycles.local import _ledger as db
+from runcycles.local._runtime_shared import tenant_doc
+
+USD = "USD_MICROCENTS"
+
+
+def _call(server: LocalCyclesServer, secret: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    headers = {"x-cycles-api-key": secret}
+    status, _headers, raw = server.handle("POST", path, "", headers, json.dumps(body).encode())
+    return status, json.loads(raw)
+
+
+def _reserve(server: LocalCyclesServer, secret: str, key: str, amount: int = 10) -> tuple[int, dict[str, Any]]:
+    body = {
+        "idempotency_key": key,
+        "subject": {"tenant": "acme"},
+        "action": {"kind": "k", "name": "n"},
+        "estimate": {"unit": USD, "amount": amount},
+    }
+    return _call(server, secret, "/v1/reservations", body)
+
+
+def _commit(server: LocalCyclesServer, secret: str, rid: str, key: str, amount: int) -> tuple[int, dict[str, Any]]:
+    body = {"idempotency_key": key, "actual": {"unit": USD, "amount": amount}}
+    return _call(server, secret, f"/v1/reservations/{rid}/commit", body)
+
+
+def _seeded(path: str | None, **options: Any) -> tuple[LocalCyclesServer, str]:
+    server = LocalCyclesServer(path, **options)
+    server.create_tenant("acme")
+    server.create_budget("tenant:acme", USD, 1_000_000)
+    return server, server.create_api_key("acme")
+
+
+def test_a_tenant_closed_by_another_process_is_seen_by_the_next_commit(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.db")
+    serving, secret = _seeded(path)
+    other = LocalCyclesServer(path, admin_key=serving.admin_key)
+    status, created = _reserve(serving, secret, "r1")  # the tenant document is now cached
+    assert status == 200
+    other.update_tenant("acme", status="CLOSED")
+    status, body = _commit(serving, secret, created["reservation_id"], "c1", 5)
+    assert (status, body["error"]) == (409, "TENANT_CLOSED")
+    status, body = _reserve(serving, secret, "r2")
+    assert (status, body["error"]) == (409, "TENANT_CLOSED")
+    serving.close()
+    other.close()
+
+
+def test_a_tenant_setting_changed_elsewhere_applies_to_the_next_reserve(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.db")
+    serving, secret = _seeded(path)
+    other = LocalCyclesServer(path, admin_key=serving.admin_key)
+    assert _reserve(serving, secret, "r1")[1]["remaining_ttl_ms"] == 60_000
+    other.update_tenant("acme", default_reservation_ttl_ms=120_000)
+    assert _reserve(serving, secret, "r2")[1]["remaining_ttl_ms"] == 120_000
+    serving.close()
+    other.close()
+
+
+def _put_ttl(conn: Any, ttl: int) -> None:
+    doc = db.get_tenant(conn, "acme")
+    assert doc is not None
+    db.put_tenant(conn, {**doc, "default_reservation_ttl_ms": ttl})
+
+
+@pytest.mark.parametrize("file_db", [False, True])
+def test_a_rolled_back_tenant_change_never_stays_in_the_cache(tmp_path: Path, file_db: bool) -> None:
+    # The rolled-back change brings auth_epoch back; a later change reaches the same epoch value with another
+    # document: the cache must not take the rolled-back document for it.
+    server, secret = _seeded(str(tmp_path / "t.db") if file_db else None)
+    env = server._env
+    with pytest.raises(RuntimeError), env.ledger.write() as conn:
+        _put_ttl(conn, 90_000)
+        doc = tenant_doc(env, conn, "acme", db.auth_epoch(conn))
+        assert doc is not None and doc["default_reservation_ttl_ms"] == 90_000
+        raise RuntimeError("roll back")
+    with env.ledger.write() as conn:
+        _put_ttl(conn, 120_000)
+    assert _reserve(server, secret, "r1")[1]["remaining_ttl_ms"] == 120_000
+    server.close()
+
+
+def test_the_tenant_cache_is_bounded_and_keyed_by_tenant() -> None:
+    server, secret = _seeded(None)
+    server.create_tenant("beta")
+    env = server._env
+    with env.ledger.write() as conn:
+        epoch = db.auth_epoch(conn)
+        acme, beta, missing = (tenant_doc(env, conn, t, epoch) for t in ("acme", "beta", "nobody"))
+    assert (acme or {}).get("tenant_id") == "acme" and (beta or {}).get("tenant_id") == "beta" and missing is None
+    env.tenant_cache.update({f"t{i}": ((0, 0), None) for i in range(5000)})
+    with env.ledger.write() as conn:
+        assert tenant_doc(env, conn, "acme", db.auth_epoch(conn)) is acme  # a hit
+        assert tenant_doc(env, conn, "gamma", db.auth_epoch(conn)) is None  # a miss on a full cache clears it
+    assert list(env.tenant_cache) == ["gamma"]
+    server.close()
+
+
+def test_an_expired_idempotency_record_is_dropped_and_the_request_runs_again() -> None:
+    now = [1_800_000_000_000]
+    server, secret = _seeded(None, clock=lambda: now[0])
+    status, first = _reserve(server, secret, "same")
+    assert status == 200
+    now[0] += 2 * 86_400_000  # the reserve record (TTL + grace, at least a day) has expired; so has the hold
+    status, again = _reserve(server, secret, "same")
+    assert status == 200 and again["reservation_id"] != first["reservation_id"]
+    budget = server.get_budget("tenant:acme", USD)
+    assert (budget["reserved"], budget["spent"]) == (10, 0)  # the first hold was swept, the second holds
+    server.close()
+
+
+def test_a_due_reservation_is_swept_by_the_next_write_before_it_is_evaluated() -> None:
+    now = [1_800_000_000_000]
+    server, secret = _seeded(None, clock=lambda: now[0])
+    status, _ = _reserve(server, secret, "big", amount=1_000_000)
+    assert status == 200
+    assert _reserve(server, secret, "denied")[0] == 409  # the whole budget is held
+    now[0] += 60_000 + 5_000 + 1  # past TTL + grace
+    status, body = _reserve(server, secret, "after")
+    assert status == 200, body
+    assert server.get_budget("tenant:acme", USD)["reserved"] == 10
+    server.close()
+
+
+def test_commit_writes_budget_counters_and_keeps_the_budget_document() -> None:
+    server, secret = _seeded(None)
+    server.update_budget("tenant:acme", USD, commit_overage_policy="ALLOW_WITH_OVERDRAFT", overdraft_limit=500)
+    before = server.get_budget("tenant:acme", USD)
+    status, created = _reserve(server, secret, "r1", amount=100)
+    assert status == 200
+    status, committed = _commit(server, secret, created["reservation_id"], "c1", 60)
+    assert status == 200 and committed["released"]["amount"] == 40
+    after = server.get_budget("tenant:acme", USD)
+    assert (after["reserved"], after["spent"], after["remaining"]) == (0, 60, 1_000_000 - 60)
+    assert (after["overdraft_limit"], after["status"], after["caps"]) == (500, "ACTIVE", before["caps"])
+    with server._env.ledger.read() as conn:
+        stored = db.get_budget(conn, "tenant:acme", USD)
+    assert stored is not None and stored.doc.get("commit_overage_policy") == "ALLOW_WITH_OVERDRAFT"
+    server.close()
