@@ -43,6 +43,15 @@ class LocalServerError(Exception):
         self.details = details
 
 
+class StaleAuth(Exception):
+    """A key authenticated from the cache may have changed since: authenticate again and rerun the request.
+
+    Raised inside the handler's transaction before any change but the expiry sweep, which may stick.
+    """
+
+    commit_on_error = True
+
+
 def invalid(message: str) -> LocalServerError:
     """A 400 INVALID_REQUEST error."""
     return LocalServerError(400, "INVALID_REQUEST", message)
@@ -56,8 +65,9 @@ class Env:
     clock: Clock
     admin_key: str
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    key_cache: dict[bytes, tuple[int, Any]] = attrs.field(factory=dict, repr=False)
-    """What authenticating a key found, by a keyed hash of its secret, with the ``auth_epoch`` it was read at."""
+    key_cache: dict[bytes, tuple[tuple[int, int], Any]] = attrs.field(factory=dict, repr=False)
+    """What authenticating a key found, by a keyed hash of its secret, with the (``auth_epoch``, ledger
+    rollbacks) it was read at."""
     tenant_cache: dict[str, tuple[tuple[int, int], Any]] = attrs.field(factory=dict, repr=False)
     """Tenant documents by id, with the (``auth_epoch``, ledger rollbacks) they were read at."""
 
@@ -77,6 +87,18 @@ class Request:
     admin: bool = False
     grant: Grant | None = None
     """The tenant key's permissions and scope filter (``None`` for the admin key)."""
+    auth_stamp: tuple[int, int] | None = None
+    """Set when the key was authenticated from the cache without reading the ledger: the (``auth_epoch``,
+    rollbacks) the cached entry holds for; the handler's transaction must find the same (see
+    :meth:`check_auth`) before it changes anything."""
+
+    def check_auth(self, epoch: int, rollbacks: int) -> None:
+        """Raise :class:`StaleAuth` if a cached authentication may no longer hold (``epoch``: read in the
+        handler's transaction)."""
+        if self.auth_stamp is not None:
+            if self.auth_stamp != (epoch, rollbacks):
+                raise StaleAuth()
+            self.auth_stamp = None  # verified
 
     def param(self, name: str) -> str | None:
         """The first value of a query parameter; a blank value counts as absent."""

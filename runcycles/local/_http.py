@@ -19,7 +19,7 @@ from . import _admin_keys as keys
 from . import _admin_tenants as tenants
 from . import _reservation_writes as writes
 from . import _runtime_reads as reads
-from ._base import Env, LocalServerError, Request, dumps, new_id
+from ._base import Env, LocalServerError, Request, StaleAuth, dumps, new_id
 from ._runtime_shared import Response
 
 logger = logging.getLogger("runcycles.local")
@@ -75,6 +75,18 @@ PERMISSION_FOR: dict[Handler, str] = {
     budgets.h_list_budgets: "budgets:read",
     budgets.h_lookup_budget: "budgets:read",
 }
+
+# Handlers whose write transaction checks a cached key authentication (Idem.begin) before changing anything.
+_VERIFIED_IN_TRANSACTION = frozenset(
+    {
+        writes.create_reservation,
+        writes.decide,
+        writes.commit_reservation,
+        writes.release_reservation,
+        writes.extend_reservation,
+        writes.create_event,
+    }
+)
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -226,7 +238,24 @@ class App:
         if isinstance(found, set):
             raise LocalServerError(405, "INVALID_REQUEST", f"Method {req.method} is not allowed here")
         handler, auth, captured = found
-        self._authenticate(req, auth)
+        self._authenticate(req, auth, deferred=handler in _VERIFIED_IN_TRANSACTION)
+        try:
+            return self._run(req, handler, captured)
+        except StaleAuth:
+            stale = True
+        except LocalServerError:
+            # An answer given before the transaction checked a cached authentication: check it now.
+            stale = req.auth_stamp is not None and req.auth_stamp != (
+                self.env.ledger.auth_epoch(),
+                self.env.ledger.rollbacks,
+            )
+            if not stale:
+                raise
+        req.auth_stamp = None
+        self._authenticate(req, auth, deferred=False)
+        return self._run(req, handler, captured)
+
+    def _run(self, req: Request, handler: Handler, captured: list[str]) -> tuple[int, bytes]:
         if req.grant is not None:
             needed = PERMISSION_FOR.get(handler)
             if needed is None or not req.grant.allows(needed):
@@ -236,11 +265,17 @@ class App:
             raise LocalServerError(400, "INVALID_REQUEST", "reservation_id must be 1..128 characters")
         return handler(self.env, req, *captured)
 
-    def _authenticate(self, req: Request, auth: str) -> None:
+    def _authenticate(self, req: Request, auth: str, *, deferred: bool) -> None:
+        """Authenticate ``req``; with ``deferred`` a cached key is taken as is and checked by the handler's
+        transaction (``Request.auth_stamp``), which saves reading the ledger here."""
         api_key = req.headers.get("x-cycles-api-key")
         admin_key = req.headers.get("x-admin-api-key")
         if auth != "admin" and api_key is not None:
-            req.tenant, req.grant = keys.authenticate(self.env, api_key)
+            cached = keys.authenticate_cached(self.env, api_key) if deferred else None
+            if cached is not None:
+                req.tenant, req.grant, req.auth_stamp = cached
+            else:
+                req.tenant, req.grant = keys.authenticate(self.env, api_key)
         elif auth != "key" and admin_key is not None:
             if not hmac.compare_digest(admin_key.encode(), self.env.admin_key.encode()):
                 raise LocalServerError(401, "UNAUTHORIZED", "Invalid admin API key")

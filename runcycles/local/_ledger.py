@@ -327,14 +327,18 @@ _OPEN_REQUEST = (
 
 
 def open_request(
-    conn: sqlite3.Connection, now: int, tenant_id: str, endpoint: str, key: str
+    conn: sqlite3.Connection, now: int, tenant_id: str, endpoint: str, key: str, stamp: tuple[int, int] | None = None
 ) -> tuple[int, tuple[str, int, bytes] | None]:
     """The first step of a runtime write, in one statement: the ``auth_epoch``, the lazy expiry sweep (run
     only when something is due) and the still-valid idempotency record (payload_hash, status, body), if any.
+
+    With a ``stamp`` whose epoch differs (a cached authentication to redo) nothing else is done.
     """
     epoch, due, digest, status, body, expires_at_ms = conn.execute(
         _OPEN_REQUEST, (now, tenant_id, endpoint, key)
     ).fetchone()
+    if stamp is not None and stamp[0] != epoch:
+        return int(epoch), None
     if due:
         sweep_expired(conn, now)
     if digest is None:

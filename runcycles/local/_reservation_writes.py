@@ -59,7 +59,7 @@ def create_reservation(env: Env, req: Request) -> Response:
     dry_run = bool(body.get("dry_run", False))
     estimate = body["estimate"]
     with env.ledger.write() as conn:
-        now, replay = idem.begin(env, conn)
+        now, replay = idem.begin(env, conn, req)
         if replay is not None:
             return replay[0], refresh_ttl(conn, replay[1], None, now)
         ev = evaluate(env, conn, req.tenant, body["subject"], estimate, idem.epoch)
@@ -143,7 +143,7 @@ def decide(env: Env, req: Request) -> Response:
     check_subject_tenant(req, body["subject"])
     idem = Idem.of(req.tenant, "decide", body)
     with env.ledger.write() as conn:
-        now, replay = idem.begin(env, conn)
+        now, replay = idem.begin(env, conn, req)
         if replay is not None:
             return replay
         ev = evaluate(env, conn, req.tenant, body["subject"], body["estimate"], idem.epoch)
@@ -183,7 +183,7 @@ def commit_reservation(env: Env, req: Request, reservation_id: str) -> Response:
     idem = Idem.of(req.tenant, f"commit:{reservation_id}", body)
     actual = body["actual"]
     with env.ledger.write() as conn:
-        now, replay = idem.begin(env, conn)
+        now, replay = idem.begin(env, conn, req)
         if replay is not None:
             return replay
         res = owned_reservation(conn, req, reservation_id)
@@ -219,7 +219,7 @@ def release_reservation(env: Env, req: Request, reservation_id: str) -> Response
             found = db.get_reservation(conn, reservation_id)
             tenant = found.tenant_id if found else ""
         idem = Idem.of(tenant, f"release:{reservation_id}", body)
-        now, replay = idem.begin(env, conn)
+        now, replay = idem.begin(env, conn, req)
         if replay is not None:
             return replay
         res = owned_reservation(conn, req, reservation_id)
@@ -243,7 +243,7 @@ def extend_reservation(env: Env, req: Request, reservation_id: str) -> Response:
     assert req.tenant is not None
     idem = Idem.of(req.tenant, f"extend:{reservation_id}", body)
     with env.ledger.write() as conn:
-        now, replay = idem.begin(env, conn)
+        now, replay = idem.begin(env, conn, req)
         if replay is not None:
             return replay[0], refresh_ttl(conn, replay[1], reservation_id, now)
         res = owned_reservation(conn, req, reservation_id)
@@ -279,7 +279,7 @@ def create_event(env: Env, req: Request) -> Response:
     idem = Idem.of(req.tenant, "event", body, "event")
     actual = body["actual"]
     with env.ledger.write() as conn:
-        now, replay = idem.begin(env, conn)
+        now, replay = idem.begin(env, conn, req)
         if replay is not None:
             return replay
         tenant = tenant_doc(env, conn, req.tenant, idem.epoch)

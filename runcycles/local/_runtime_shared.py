@@ -140,11 +140,15 @@ class Idem:
             digest=payload_hash(body, DEFAULTS.get(defaults or "")),
         )
 
-    def begin(self, env: Env, conn: sqlite3.Connection) -> tuple[int, tuple[int, bytes] | None]:
+    def begin(self, env: Env, conn: sqlite3.Connection, req: Request) -> tuple[int, tuple[int, bytes] | None]:
         """Start a write transaction's work: server time (after the lazy expiry sweep) and the stored
-        response for a replay, or ``None``; 409 IDEMPOTENCY_MISMATCH for a different body."""
+        response for a replay, or ``None``; 409 IDEMPOTENCY_MISMATCH for a different body.
+
+        Raises :class:`~._base.StaleAuth` first if ``req`` was authenticated from a cache that may be stale.
+        """
         now = env.clock()
-        self.epoch, found = db.open_request(conn, now, self.tenant, self.endpoint, self.key)
+        self.epoch, found = db.open_request(conn, now, self.tenant, self.endpoint, self.key, req.auth_stamp)
+        req.check_auth(self.epoch, env.ledger.rollbacks)
         return now, self._matched(found)
 
     def replay(self, conn: sqlite3.Connection, now: int) -> tuple[int, bytes] | None:

@@ -150,3 +150,96 @@ def test_commit_writes_budget_counters_and_keeps_the_budget_document() -> None:
         stored = db.get_budget(conn, "tenant:acme", USD)
     assert stored is not None and stored.doc.get("commit_overage_policy") == "ALLOW_WITH_OVERDRAFT"
     server.close()
+
+
+# --- a cached key is checked inside the write transaction ------------------------------------------------
+
+
+def _key_id(server: LocalCyclesServer) -> str:
+    status, _headers, raw = server.handle(
+        "GET", "/v1/admin/api-keys", "tenant_id=acme", {"x-admin-api-key": server.admin_key}, b""
+    )
+    assert status == 200
+    return str(json.loads(raw)["keys"][0]["key_id"])
+
+
+def _revoke_elsewhere(path: str, admin_key: str) -> None:
+    other = LocalCyclesServer(path, admin_key=admin_key)  # another process on the same file
+    status, _headers, raw = other.handle(
+        "DELETE", f"/v1/admin/api-keys/{_key_id(other)}", "", {"x-admin-api-key": admin_key}, b""
+    )
+    assert status == 200, raw
+    other.close()
+
+
+@pytest.mark.parametrize("operation", ["commit", "release", "extend", "decide", "event"])
+def test_a_key_revoked_elsewhere_is_refused_by_every_write(tmp_path: Path, operation: str) -> None:
+    path = str(tmp_path / "shared.db")
+    serving, secret = _seeded(path)
+    status, created = _reserve(serving, secret, "r1")  # authenticated once: now cached
+    assert status == 200
+    _revoke_elsewhere(path, serving.admin_key)
+    rid = created["reservation_id"]
+    subject = {"tenant": "acme"}
+    bodies = {
+        "commit": (f"/v1/reservations/{rid}/commit", {"idempotency_key": "c", "actual": {"unit": USD, "amount": 1}}),
+        "release": (f"/v1/reservations/{rid}/release", {"idempotency_key": "c"}),
+        "extend": (f"/v1/reservations/{rid}/extend", {"idempotency_key": "c", "extend_by_ms": 1000}),
+        "decide": (
+            "/v1/decide",
+            {
+                "idempotency_key": "c",
+                "subject": subject,
+                "action": {"kind": "k", "name": "n"},
+                "estimate": {"unit": USD, "amount": 1},
+            },
+        ),
+        "event": (
+            "/v1/events",
+            {
+                "idempotency_key": "c",
+                "subject": subject,
+                "action": {"kind": "k", "name": "n"},
+                "actual": {"unit": USD, "amount": 1},
+            },
+        ),
+    }
+    status, body = _call(serving, secret, *bodies[operation])
+    assert (status, body["message"]) == (401, "KEY_REVOKED")
+    assert serving.get_budget("tenant:acme", USD)["reserved"] == 10  # nothing changed
+    serving.close()
+
+
+def test_a_revoked_cached_key_gets_401_rather_than_a_request_error(tmp_path: Path) -> None:
+    path = str(tmp_path / "shared.db")
+    serving, secret = _seeded(path)
+    assert _reserve(serving, secret, "r1")[0] == 200
+    _revoke_elsewhere(path, serving.admin_key)
+    status, body = _call(serving, secret, "/v1/reservations", {"idempotency_key": "bad"})  # a 400 body
+    assert (status, body["message"]) == (401, "KEY_REVOKED")
+    status, body = _call(serving, secret, "/v1/reservations/nope/commit", {"idempotency_key": "c"})
+    assert (status, body["message"]) == (401, "KEY_REVOKED")
+    serving.close()
+
+
+def test_a_cached_key_is_used_again_after_a_rollback_elsewhere_in_the_ledger() -> None:
+    server, secret = _seeded(None)
+    assert _reserve(server, secret, "r1")[0] == 200
+    with pytest.raises(RuntimeError), server._env.ledger.write():
+        raise RuntimeError("roll back")
+    assert _reserve(server, secret, "r2")[0] == 200  # stamp stale: authenticated again, then served
+    assert _reserve(server, secret, "r3")[0] == 200
+    assert server.get_budget("tenant:acme", USD)["reserved"] == 30
+    server.close()
+
+
+def test_a_cached_reserve_reads_the_ledger_only_inside_its_transaction() -> None:
+    server, secret = _seeded(None)
+    assert _reserve(server, secret, "r1")[0] == 200
+    statements: list[str] = []
+    server._env.ledger._memory_conn.set_trace_callback(statements.append)
+    assert _reserve(server, secret, "r2")[0] == 200
+    server._env.ledger._memory_conn.set_trace_callback(None)
+    assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT", statements
+    assert sum("auth_epoch" in s for s in statements) == 1  # the opening statement only
+    server.close()
