@@ -15,7 +15,7 @@ import attrs
 
 from ._access import Grant
 from ._ledger_store import Ledger
-from ._validate import Check, SchemaError, canonical_json, parse_json_object
+from ._validate import Check, SchemaError, canonical_json, compact_encoder, parse_json_object
 
 Clock = Callable[[], int]
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -123,8 +123,7 @@ class Request:
         return body
 
 
-# check_circular=False: what the server encodes is built from JSON-decoded or fresh values, never cyclic.
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+_COMPACT = compact_encoder(ensure_ascii=False)
 
 
 def dumps(value: Any) -> bytes:

@@ -12,6 +12,8 @@ from typing import Any
 
 import attrs
 
+from ._validate import compact_encoder
+
 
 @attrs.define(kw_only=True, eq=False)
 class Budget:
@@ -85,7 +87,7 @@ _RESERVATION_COLUMNS = (
 )
 
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_dumps = compact_encoder()
 """Compact JSON text (ASCII) as stored in the ledger's document columns (one encoder, built once)."""
 
 

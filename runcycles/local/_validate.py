@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
+from json.encoder import c_make_encoder, encode_basestring, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 INT64_MAX = 2**63 - 1
@@ -332,7 +333,28 @@ def parse_json_object(body: bytes, schema: Check | None = None) -> dict[str, Any
     return value
 
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+def _cannot_encode(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def compact_encoder(*, sort_keys: bool = False, ensure_ascii: bool = True) -> Callable[[Any], str]:
+    """A compact JSON encoder (no whitespace) built once: ``json.JSONEncoder(...).encode`` without the cost,
+    per call, of making its C encoder again. Values must not be cyclic (the server encodes JSON-decoded
+    values and its own fresh ones)."""
+    escape = encode_basestring_ascii if ensure_ascii else encode_basestring
+    if c_make_encoder is None:  # no C accelerator (another interpreter): the standard encoder
+        return json.JSONEncoder(
+            sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=ensure_ascii, check_circular=False
+        ).encode
+    chunks = c_make_encoder(None, _cannot_encode, escape, None, ":", ",", sort_keys, False, True)
+
+    def encode(value: Any) -> str:
+        return "".join(chunks(value, 0))
+
+    return encode
+
+
+_CANONICAL = compact_encoder(sort_keys=True, ensure_ascii=False)
 
 
 def canonical_json(value: Any) -> str:
