@@ -147,6 +147,18 @@ def load_budgets(conn: sqlite3.Connection, tenant_id: str, scopes: Iterable[str]
     return [_budget(row) for row in rows]
 
 
+def load_unit_budgets(conn: sqlite3.Connection, tenant_id: str, scopes: list[str], unit: str) -> list[Budget]:
+    """The budgets of ``tenant_id`` in ``unit`` at the given scopes (the runtime's read: only matching rows)."""
+    if not scopes:
+        return []
+    rows = conn.execute(
+        f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE tenant_id = ? AND scope IN ({','.join('?' * len(scopes))}) "
+        "AND unit = ?",
+        (tenant_id, *scopes, unit),
+    ).fetchall()
+    return [_budget(row) for row in rows]
+
+
 def get_budget(conn: sqlite3.Connection, scope: str, unit: str) -> Budget | None:
     """The budget at exactly (scope, unit), if any."""
     row = conn.execute(f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE scope = ? AND unit = ?", (scope, unit)).fetchone()
@@ -301,7 +313,7 @@ def settle_reservation(
 
     ``doc``: also write back the reservation's document (pass ``False`` when it did not change).
     """
-    budgets = [b for b in load_budgets(conn, res.tenant_id, res.budget_scopes) if b.unit == res.unit]
+    budgets = load_unit_budgets(conn, res.tenant_id, res.budget_scopes, res.unit)
     for budget in budgets:
         budget.reserved -= res.reserved
     save_counters(conn, budgets, now)

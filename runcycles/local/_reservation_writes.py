@@ -192,7 +192,7 @@ def commit_reservation(env: Env, req: Request, reservation_id: str) -> Response:
         check_settleable(res, now, grace=True)
         if actual["unit"] != res.unit:
             raise LocalServerError(400, "UNIT_MISMATCH", f"actual.unit must be {res.unit}")
-        budgets = [b for b in db.load_budgets(conn, res.tenant_id, res.budget_scopes) if b.unit == res.unit]
+        budgets = db.load_unit_budgets(conn, res.tenant_id, res.budget_scopes, res.unit)
         charged = overage.charge(budgets, res.reserved, actual["amount"], res.overage_policy, commit=True)
         save_all(conn, budgets, now)
         res.status = "COMMITTED"
@@ -258,7 +258,7 @@ def extend_reservation(env: Env, req: Request, reservation_id: str) -> Response:
         res.expires_at_ms += body["extend_by_ms"]
         res.extension_count += 1
         db.save_reservation(conn, res, doc=False)
-        budgets = [b for b in db.load_budgets(conn, res.tenant_id, res.budget_scopes) if b.unit == res.unit]
+        budgets = db.load_unit_budgets(conn, res.tenant_id, res.budget_scopes, res.unit)
         result = {
             "status": "ACTIVE",
             "expires_at_ms": res.expires_at_ms,

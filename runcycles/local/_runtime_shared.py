@@ -211,9 +211,11 @@ class Evaluation:
 
 def budgets_for(conn: sqlite3.Connection, tenant_id: str, scopes: list[str], unit: str) -> list[Budget]:
     """Budgets in ``unit`` at the derived scopes, canonical order; 400 UNIT_MISMATCH if only other units."""
-    found = db.load_budgets(conn, tenant_id, scopes)
+    matching = db.load_unit_budgets(conn, tenant_id, scopes, unit)
     order = {scope: i for i, scope in enumerate(scopes)}
-    matching = sorted((b for b in found if b.unit == unit), key=lambda b: order[b.scope])
+    if len(matching) > 1:
+        matching.sort(key=lambda b: order[b.scope])
+    found = matching or db.load_budgets(conn, tenant_id, scopes)  # other units: for the UNIT_MISMATCH error
     if not matching and found:
         first = min(found, key=lambda b: order[b.scope])
         raise LocalServerError(
