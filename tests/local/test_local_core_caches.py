@@ -8,10 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runcycles.local import LocalCyclesServer
 from runcycles.local import _ledger as db
 from runcycles.local._runtime_shared import tenant_doc
+from runcycles.local._validate import (
+    COMMIT_REQUEST,
+    EVENT_REQUEST,
+    EXTEND_REQUEST,
+    RELEASE_REQUEST,
+    RESERVATION_CREATE_REQUEST,
+    SchemaError,
+    accepts,
+)
 
 USD = "USD_MICROCENTS"
 
@@ -243,3 +254,144 @@ def test_a_cached_reserve_reads_the_ledger_only_inside_its_transaction() -> None
     assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT", statements
     assert sum("auth_epoch" in s for s in statements) == 1  # the opening statement only
     server.close()
+
+
+# --- the validators' fast predicates agree with the checkers ----------------------------------------------
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.floats(allow_nan=False),
+    st.sampled_from(["", "a", "USD_MICROCENTS", "TOKENS", "REJECT", "acme", "a b", "x" * 300, "tenant"]),
+    st.text(max_size=12),
+)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "unit",
+                    "amount",
+                    "tenant",
+                    "agent",
+                    "kind",
+                    "name",
+                    "tags",
+                    "idempotency_key",
+                    "dimensions",
+                    "subject",
+                    "action",
+                    "estimate",
+                    "actual",
+                    "metrics",
+                    "metadata",
+                    "custom",
+                    "extra",
+                ]
+            ),
+            children,
+            max_size=5,
+        ),
+    ),
+    max_leaves=12,
+)
+_BASES: list[tuple[Any, dict[str, Any]]] = [
+    (
+        RESERVATION_CREATE_REQUEST,
+        {
+            "idempotency_key": "k",
+            "subject": {"tenant": "acme", "agent": "a0", "dimensions": {"team": "x"}},
+            "action": {"kind": "llm", "name": "n", "tags": ["a"]},
+            "estimate": {"unit": USD, "amount": 5},
+            "ttl_ms": 60_000,
+            "dry_run": False,
+        },
+    ),
+    (COMMIT_REQUEST, {"idempotency_key": "k", "actual": {"unit": USD, "amount": 5}, "metrics": {"custom": {}}}),
+    (RELEASE_REQUEST, {"idempotency_key": "k", "reason": "r"}),
+    (EXTEND_REQUEST, {"idempotency_key": "k", "extend_by_ms": 1000}),
+    (
+        EVENT_REQUEST,
+        {
+            "idempotency_key": "k",
+            "subject": {"workspace": "w"},
+            "action": {"kind": "k", "name": "n"},
+            "actual": {"unit": "TOKENS", "amount": 0},
+            "metrics": {"tokens_input": 3, "model_version": "m"},
+        },
+    ),
+]
+
+
+def _passes(schema: Any, value: Any) -> bool:
+    try:
+        schema(value, "")
+    except SchemaError:
+        return False
+    return True
+
+
+_EDGES = st.sampled_from(
+    [
+        None,
+        True,
+        False,
+        -1,
+        0,
+        1,
+        999,
+        1000,
+        60_001,
+        86_400_001,
+        2**63 - 1,
+        2**63,
+        1.5,
+        "",
+        "a",
+        "a b",
+        "x" * 64,
+        "x" * 65,
+        "x" * 128,
+        "x" * 129,
+        "x" * 256,
+        "x" * 257,
+        USD,
+        "TOKENS",
+        "NOPE",
+        [],
+        ["a"],
+        ["x" * 65],
+        {},
+        {"k": 1},
+    ]
+)
+
+
+def _paths(value: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = [(*prefix, "unknown")]
+    for key, item in value.items():
+        out.append((*prefix, key))
+        if isinstance(item, dict):
+            out.extend(_paths(item, (*prefix, key)))
+    return out
+
+
+@settings(max_examples=600, deadline=None)
+@given(data=st.data(), base=st.sampled_from(range(len(_BASES))), drop=st.booleans())
+def test_fast_predicates_accept_exactly_what_the_checkers_accept(data: Any, base: int, drop: bool) -> None:
+    schema, valid = _BASES[base]
+    assert accepts(schema)(valid) and _passes(schema, valid)
+    body = json.loads(json.dumps(valid))
+    for _ in range(data.draw(st.integers(min_value=1, max_value=2))):
+        *parents, key = data.draw(st.sampled_from(_paths(body)))
+        target = body
+        for parent in parents:
+            target = target[parent]
+        if drop:
+            target.pop(key, None)
+        else:
+            target[key] = data.draw(st.one_of(_EDGES, _JSON))
+    assert accepts(schema)(body) == _passes(schema, body), body
