@@ -9,11 +9,14 @@ process, so the load generator is light and does not share the server's interpre
 request (in process: this process; over HTTP: the server's, Linux ``/proc``) and the load generator's CPU
 use, to show which side is the bottleneck.
 
-``--baseline DIR`` compares the HTTP phase with another checkout (its own ``DIR/.venv``), alternating
-baseline and this checkout ``--reps`` times on the same machine, and prints medians and ratios: on a
-shared machine only such side-by-side ratios mean much.
+``--core-only`` runs just the first phase (the server core). ``--baseline DIR`` compares with another
+checkout (its own ``DIR/.venv``), alternating baseline and this checkout ``--reps`` times on the same
+machine, and prints medians and ratios: on a shared machine only such side-by-side ratios mean much. It
+compares the HTTP phase, or with ``--core-only`` the core phase, or with ``--in-process`` the three in-process
+phases (each run in a fresh child process of that checkout's interpreter, this file driving its code).
 
-    python bench/bench_server.py [--threads 32] [--seconds 3] [--quick] [--baseline /work/main --reps 3]
+    python bench/bench_server.py [--threads 32] [--seconds 3] [--quick] [--core-only] [--http builtin|uvicorn]
+    python bench/bench_server.py --baseline /work/main --reps 3 [--core-only | --in-process]
                                  [--http builtin|uvicorn] [--baseline-http builtin|uvicorn]
 
 ``--http`` picks this checkout's HTTP front (``runcycles serve --http``), ``--baseline-http`` the baseline's
@@ -268,6 +271,62 @@ def serve_and_load(tmp: str, args: argparse.Namespace, label: str, checkout: str
         process.wait(10)
 
 
+IN_PROCESS = {
+    "core": "in process, server core only",
+    "memory": "in process, in-memory SQLite",
+    "file": "in process, SQLite file (WAL)",
+}
+
+
+def in_process_phase(phase: str, tmp: str, threads: int, seconds: float) -> dict[str, Any]:
+    """One in-process phase (``core``, ``memory`` or ``file``) on a fresh server; returns its figures."""
+    if phase == "core":
+        return core_phase(seconds)
+    server = LocalCyclesServer(str(Path(tmp) / f"inproc-{time.monotonic_ns()}.db") if phase == "file" else None)
+    key = seed(server)
+    transport = server.transport()
+
+    def make() -> httpx.Client:
+        return httpx.Client(transport=transport, base_url="http://local", headers={"X-Cycles-API-Key": key})
+
+    try:
+        return run_phase(make, threads, seconds)
+    finally:
+        server.close()
+
+
+def phase_in_child(phase: str, args: argparse.Namespace, checkout: str | None) -> dict[str, Any]:
+    """Run one in-process phase in a child interpreter: this checkout's, or ``checkout``'s ``.venv`` (its code)."""
+    python = sys.executable if checkout is None else str(Path(checkout) / ".venv" / "bin" / "python")
+    done = subprocess.run(
+        [python, str(Path(__file__).resolve()), "--phase-json", phase, "--threads", str(args.threads),
+         "--seconds", str(args.seconds)],
+        capture_output=True, text=True, timeout=args.seconds + 120, check=True, cwd=checkout,
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def compare_in_process(args: argparse.Namespace, phases: list[str]) -> None:
+    """Alternate in-process phases between ``--baseline`` and this checkout; print medians and ratios."""
+    print(f"{'in process, ' + str(args.reps) + ' alternating runs':<34} {'baseline':>9} {'this':>9}  cycles/s"
+          "  ratio (pairs)                 CPU ms/request base -> this")
+    for phase in phases:
+        runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "this": []}
+        for _ in range(args.reps):
+            runs["baseline"].append(phase_in_child(phase, args, args.baseline))
+            runs["this"].append(phase_in_child(phase, args, None))
+        rate = {k: statistics.median(r["cycles_per_s"] for r in v) for k, v in runs.items()}
+        cpu = {k: statistics.median(r["cpu_ms_per_request"] for r in v) for k, v in runs.items()}
+        pairs = [t["cycles_per_s"] / b["cycles_per_s"] for b, t in zip(runs["baseline"], runs["this"], strict=True)]
+        threads = 1 if phase == "core" else args.threads
+        print(
+            f"{IN_PROCESS[phase] + f' ({threads} t)':<34} {rate['baseline']:9.0f} {rate['this']:9.0f}  "
+            f"x{rate['this'] / rate['baseline']:.2f} ({', '.join(f'{p:.2f}' for p in pairs)})  "
+            f"{cpu['baseline']:.3f} -> {cpu['this']:.3f}"
+        )
+
+
 def compare(tmp: str, args: argparse.Namespace) -> None:
     """Alternate the HTTP phase between ``--baseline`` and this checkout; print medians and ratios."""
     runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "this": []}
@@ -310,24 +369,27 @@ def main() -> None:
         choices=("builtin", "uvicorn"),
         help="the baseline's `serve --http` (a checkout that has the option; e.g. this one, to compare fronts)",
     )
+    parser.add_argument("--core-only", action="store_true", help="only the server-core phase")
+    parser.add_argument("--in-process", action="store_true", help="with --baseline: compare the in-process phases")
+    parser.add_argument("--phase-json", choices=sorted(IN_PROCESS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.threads, args.seconds = 4, 0.5
     with tempfile.TemporaryDirectory() as tmp:
-        if args.baseline:
-            compare(tmp, args)
+        if args.phase_json:
+            print(json.dumps(in_process_phase(args.phase_json, tmp, args.threads, args.seconds)))
             return
-        report("in process, server core only", core_phase(args.seconds), 1)
-        for name, path in (("in process, in-memory SQLite", None), ("in process, SQLite file (WAL)", "inproc.db")):
-            server = LocalCyclesServer(str(Path(tmp) / path) if path else None)
-            key = seed(server)
-            transport = server.transport()
-
-            def make(transport: httpx.BaseTransport = transport, key: str = key) -> httpx.Client:
-                return httpx.Client(transport=transport, base_url="http://local", headers={"X-Cycles-API-Key": key})
-
-            report(name, run_phase(make, args.threads, args.seconds), args.threads)
-            server.close()
+        if args.baseline:
+            if args.core_only or args.in_process:
+                compare_in_process(args, ["core"] if args.core_only else list(IN_PROCESS))
+            else:
+                compare(tmp, args)
+            return
+        report(IN_PROCESS["core"], core_phase(args.seconds), 1)
+        if args.core_only:
+            return
+        for phase in ("memory", "file"):
+            report(IN_PROCESS[phase], in_process_phase(phase, tmp, args.threads, args.seconds), args.threads)
 
         serve_and_load(tmp, args, "this checkout", None)
     print("reference Java + Redis server: ~456 cycles/s at 32 threads")

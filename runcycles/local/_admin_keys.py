@@ -41,18 +41,23 @@ _CACHE_KEY = os.urandom(32)
 _CACHE_LIMIT = 4096
 
 
+def _cache_key(secret: str) -> bytes:
+    return hashlib.blake2b(secret.encode("utf-8"), key=_CACHE_KEY, digest_size=32).digest()
+
+
 def _lookup(env: Env, secret: str) -> Any:
     """The stored key row matching ``secret`` (``None`` if none), from the cache while no key or tenant changed.
 
     A cached entry is used only while the ledger's ``auth_epoch`` (bumped by triggers on every change to
-    API keys or tenants, by any process sharing the file) is the one it was read at, so a revocation,
-    suspension or update takes effect on the next request. Only matches are cached: unknown secrets cannot
-    fill it.
+    API keys or tenants, by any process sharing the file) is the one it was read at, and no write was rolled
+    back since (see ``Ledger.rollbacks``), so a revocation, suspension or update takes effect on the next
+    request. Only matches are cached: unknown secrets cannot fill it.
     """
-    cache_key = hashlib.blake2b(secret.encode("utf-8"), key=_CACHE_KEY, digest_size=32).digest()
+    cache_key = _cache_key(secret)
     cached = env.key_cache.get(cache_key)
-    if cached is not None and cached[0] == env.ledger.auth_epoch():
+    if cached is not None and cached[0] == (env.ledger.auth_epoch(), env.ledger.rollbacks):
         return cached[1]
+    rollbacks = env.ledger.rollbacks
     with env.ledger.read() as conn:
         epoch = db.auth_epoch(conn)
         candidates = db.key_candidates(conn, secret[:KEY_PREFIX_LEN])
@@ -60,8 +65,25 @@ def _lookup(env: Env, secret: str) -> Any:
     if match is not None:
         if len(env.key_cache) >= _CACHE_LIMIT:
             env.key_cache.clear()
-        env.key_cache[cache_key] = (epoch, match)
+        env.key_cache[cache_key] = ((epoch, rollbacks), match)
     return match
+
+
+def authenticate_cached(env: Env, secret: str) -> tuple[str, Grant, tuple[int, int]] | None:
+    """The tenant, grant and cache stamp of a key that was valid when cached, without reading the ledger.
+
+    ``None`` when there is no such entry or the entry would not pass (then :func:`authenticate` decides).
+    The caller must compare the stamp with ``(auth_epoch, Ledger.rollbacks)`` inside its transaction before
+    it changes anything, and authenticate again (:func:`authenticate`) if they differ.
+    """
+    cached = env.key_cache.get(_cache_key(secret))
+    if cached is None:
+        return None
+    _key_id, tenant_id, _salt, _hash, status, expires_at_ms, doc, tenant_status = cached[1]
+    if status != "ACTIVE" or expires_at_ms <= env.clock() or tenant_status in (None, "SUSPENDED"):
+        return None
+    stamp: tuple[int, int] = cached[0]
+    return tenant_id, _grant_of(doc), stamp
 
 
 def authenticate(env: Env, secret: str) -> tuple[str, Grant]:

@@ -15,7 +15,7 @@ import attrs
 
 from ._access import Grant
 from ._ledger_store import Ledger
-from ._validate import Check, SchemaError, canonical_json, parse_json_object
+from ._validate import Check, SchemaError, canonical_json, compact_encoder, parse_json_object
 
 Clock = Callable[[], int]
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -43,6 +43,15 @@ class LocalServerError(Exception):
         self.details = details
 
 
+class StaleAuth(Exception):
+    """A key authenticated from the cache may have changed since: authenticate again and rerun the request.
+
+    Raised inside the handler's transaction before any change but the expiry sweep, which may stick.
+    """
+
+    commit_on_error = True
+
+
 def invalid(message: str) -> LocalServerError:
     """A 400 INVALID_REQUEST error."""
     return LocalServerError(400, "INVALID_REQUEST", message)
@@ -56,8 +65,11 @@ class Env:
     clock: Clock
     admin_key: str
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    key_cache: dict[bytes, tuple[int, Any]] = attrs.field(factory=dict, repr=False)
-    """What authenticating a key found, by a keyed hash of its secret, with the ``auth_epoch`` it was read at."""
+    key_cache: dict[bytes, tuple[tuple[int, int], Any]] = attrs.field(factory=dict, repr=False)
+    """What authenticating a key found, by a keyed hash of its secret, with the (``auth_epoch``, ledger
+    rollbacks) it was read at."""
+    tenant_cache: dict[str, tuple[tuple[int, int], Any]] = attrs.field(factory=dict, repr=False)
+    """Tenant documents by id, with the (``auth_epoch``, ledger rollbacks) they were read at."""
 
 
 @attrs.define(kw_only=True)
@@ -75,6 +87,18 @@ class Request:
     admin: bool = False
     grant: Grant | None = None
     """The tenant key's permissions and scope filter (``None`` for the admin key)."""
+    auth_stamp: tuple[int, int] | None = None
+    """Set when the key was authenticated from the cache without reading the ledger: the (``auth_epoch``,
+    rollbacks) the cached entry holds for; the handler's transaction must find the same (see
+    :meth:`check_auth`) before it changes anything."""
+
+    def check_auth(self, epoch: int, rollbacks: int) -> None:
+        """Raise :class:`StaleAuth` if a cached authentication may no longer hold (``epoch``: read in the
+        handler's transaction)."""
+        if self.auth_stamp is not None:
+            if self.auth_stamp != (epoch, rollbacks):
+                raise StaleAuth()
+            self.auth_stamp = None  # verified
 
     def param(self, name: str) -> str | None:
         """The first value of a query parameter; a blank value counts as absent."""
@@ -99,7 +123,7 @@ class Request:
         return body
 
 
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_COMPACT = compact_encoder(ensure_ascii=False)
 
 
 def dumps(value: Any) -> bytes:
@@ -112,13 +136,14 @@ def payload_hash(body: dict[str, Any], defaults: dict[str, Any] | None = None) -
     return hashlib.sha256(canonical_json({**(defaults or {}), **body}).encode("utf-8")).hexdigest()
 
 
+# The RFC 4122 variant digit (binary 10xx) for each random hex digit.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
 def new_id() -> str:
     """A fresh opaque identifier (a random version-4 UUID, as ``str(uuid.uuid4())`` but cheaper)."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 def amount(unit: str, value: int) -> dict[str, Any]:

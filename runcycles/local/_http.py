@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import re
-import secrets
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -19,7 +19,7 @@ from . import _admin_keys as keys
 from . import _admin_tenants as tenants
 from . import _reservation_writes as writes
 from . import _runtime_reads as reads
-from ._base import Env, LocalServerError, Request, dumps, new_id
+from ._base import Env, LocalServerError, Request, StaleAuth, dumps, new_id
 from ._runtime_shared import Response
 
 logger = logging.getLogger("runcycles.local")
@@ -76,6 +76,18 @@ PERMISSION_FOR: dict[Handler, str] = {
     budgets.h_lookup_budget: "budgets:read",
 }
 
+# Handlers whose write transaction checks a cached key authentication (Idem.begin) before changing anything.
+_VERIFIED_IN_TRANSACTION = frozenset(
+    {
+        writes.create_reservation,
+        writes.decide,
+        writes.commit_reservation,
+        writes.release_reservation,
+        writes.extend_reservation,
+        writes.create_event,
+    }
+)
+
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -90,13 +102,22 @@ def trace_id_of(headers: Mapping[str, str]) -> str:
     if given is not None and _TRACE_ID.match(given.strip()) and set(given.strip()) != {"0"}:
         return given.strip()
     while True:
-        fresh = secrets.token_hex(16)
-        if set(fresh) != {"0"}:
+        fresh = os.urandom(16).hex()
+        if fresh != _ZERO_TRACE:
             return fresh
+
+
+_ZERO_TRACE = "0" * 32
+# Routes without a "*" segment, by (method, path segments): most requests are found with one dict lookup.
+_EXACT = {(m, pattern): (handler, auth) for m, pattern, handler, auth in ROUTES if "*" not in pattern}
+_NO_CAPTURE: list[str] = []
 
 
 def _match(method: str, segments: list[str]) -> tuple[Handler, str, list[str]] | set[str] | None:
     """The route for a request, the methods the path allows if only the method is wrong, or ``None``."""
+    exact = _EXACT.get((method, tuple(segments)))
+    if exact is not None:
+        return exact[0], exact[1], _NO_CAPTURE
     allowed: set[str] = set()
     for route_method, pattern, handler, auth in ROUTES:
         if len(pattern) != len(segments):
@@ -122,9 +143,12 @@ def _request(method: str, path: str, query: str | bytes, headers: Headers, body:
         query = query or extra
     raw_query = query.decode("latin-1") if isinstance(query, bytes) else query
     stripped = path.strip("/")
+    segments = stripped.split("/") if stripped else []
+    if "%" in stripped:
+        segments = [unquote(part) for part in segments]
     return Request(
         method=method.upper(),
-        segments=[unquote(part) for part in stripped.split("/")] if stripped else [],
+        segments=segments,
         query=parse_qs(raw_query, keep_blank_values=True) if raw_query else {},
         headers=lowered,
         body=body,
@@ -214,7 +238,24 @@ class App:
         if isinstance(found, set):
             raise LocalServerError(405, "INVALID_REQUEST", f"Method {req.method} is not allowed here")
         handler, auth, captured = found
-        self._authenticate(req, auth)
+        self._authenticate(req, auth, deferred=handler in _VERIFIED_IN_TRANSACTION)
+        try:
+            return self._run(req, handler, captured)
+        except StaleAuth:
+            stale = True
+        except LocalServerError:
+            # An answer given before the transaction checked a cached authentication: check it now.
+            stale = req.auth_stamp is not None and req.auth_stamp != (
+                self.env.ledger.auth_epoch(),
+                self.env.ledger.rollbacks,
+            )
+            if not stale:
+                raise
+        req.auth_stamp = None
+        self._authenticate(req, auth, deferred=False)
+        return self._run(req, handler, captured)
+
+    def _run(self, req: Request, handler: Handler, captured: list[str]) -> tuple[int, bytes]:
         if req.grant is not None:
             needed = PERMISSION_FOR.get(handler)
             if needed is None or not req.grant.allows(needed):
@@ -224,11 +265,17 @@ class App:
             raise LocalServerError(400, "INVALID_REQUEST", "reservation_id must be 1..128 characters")
         return handler(self.env, req, *captured)
 
-    def _authenticate(self, req: Request, auth: str) -> None:
+    def _authenticate(self, req: Request, auth: str, *, deferred: bool) -> None:
+        """Authenticate ``req``; with ``deferred`` a cached key is taken as is and checked by the handler's
+        transaction (``Request.auth_stamp``), which saves reading the ledger here."""
         api_key = req.headers.get("x-cycles-api-key")
         admin_key = req.headers.get("x-admin-api-key")
         if auth != "admin" and api_key is not None:
-            req.tenant, req.grant = keys.authenticate(self.env, api_key)
+            cached = keys.authenticate_cached(self.env, api_key) if deferred else None
+            if cached is not None:
+                req.tenant, req.grant, req.auth_stamp = cached
+            else:
+                req.tenant, req.grant = keys.authenticate(self.env, api_key)
         elif auth != "key" and admin_key is not None:
             if not hmac.compare_digest(admin_key.encode(), self.env.admin_key.encode()):
                 raise LocalServerError(401, "UNAUTHORIZED", "Invalid admin API key")

@@ -12,6 +12,8 @@ from typing import Any
 
 import attrs
 
+from ._validate import compact_encoder
+
 
 @attrs.define(kw_only=True, eq=False)
 class Budget:
@@ -85,7 +87,7 @@ _RESERVATION_COLUMNS = (
 )
 
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_dumps = compact_encoder()
 """Compact JSON text (ASCII) as stored in the ledger's document columns (one encoder, built once)."""
 
 
@@ -141,6 +143,18 @@ def load_budgets(conn: sqlite3.Connection, tenant_id: str, scopes: Iterable[str]
     rows = conn.execute(
         f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE tenant_id = ? AND scope IN ({marks})",
         (tenant_id, *scopes),
+    ).fetchall()
+    return [_budget(row) for row in rows]
+
+
+def load_unit_budgets(conn: sqlite3.Connection, tenant_id: str, scopes: list[str], unit: str) -> list[Budget]:
+    """The budgets of ``tenant_id`` in ``unit`` at the given scopes (the runtime's read: only matching rows)."""
+    if not scopes:
+        return []
+    rows = conn.execute(
+        f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE tenant_id = ? AND scope IN ({','.join('?' * len(scopes))}) "
+        "AND unit = ?",
+        (tenant_id, *scopes, unit),
     ).fetchall()
     return [_budget(row) for row in rows]
 
@@ -207,6 +221,19 @@ def save_budget(conn: sqlite3.Connection, budget: Budget, now: int) -> None:
     )
 
 
+def save_counters(conn: sqlite3.Connection, budgets: list[Budget], now: int) -> None:
+    """Write back what the runtime changes (reserved, spent, debt, over-limit) of budgets, in one call.
+
+    The runtime never changes a budget's allocation, limit, status or document, so those are not rewritten.
+    """
+    for budget in budgets:
+        budget.updated_at_ms = now
+    conn.executemany(
+        "UPDATE budgets SET reserved=?, spent=?, debt=?, is_over_limit=?, updated_at_ms=? WHERE scope=? AND unit=?",
+        [(b.reserved, b.spent, b.debt, int(b.is_over_limit), now, b.scope, b.unit) for b in budgets],
+    )
+
+
 # --- reservations ----------------------------------------------------------------------------------------
 
 
@@ -242,22 +269,27 @@ def insert_reservation(conn: sqlite3.Connection, res: Reservation) -> None:
     )
 
 
-def save_reservation(conn: sqlite3.Connection, res: Reservation) -> None:
-    """Write back a reservation's mutable fields."""
-    conn.execute(
-        "UPDATE reservations SET status=?, committed=?, expires_at_ms=?, deadline_ms=?, finalized_at_ms=?, "
-        "extension_count=?, doc=? WHERE reservation_id=?",
-        (
-            res.status,
-            res.committed,
-            res.expires_at_ms,
-            res.expires_at_ms + res.grace_ms,
-            res.finalized_at_ms,
-            res.extension_count,
-            _dumps(res.doc),
-            res.reservation_id,
-        ),
+def save_reservation(conn: sqlite3.Connection, res: Reservation, *, doc: bool = True) -> None:
+    """Write back a reservation's mutable fields (its document only with ``doc``, when it changed)."""
+    values = (
+        res.status,
+        res.committed,
+        res.expires_at_ms,
+        res.expires_at_ms + res.grace_ms,
+        res.finalized_at_ms,
+        res.extension_count,
     )
+    if doc:
+        text = _dumps(res.doc)
+        conn.execute(_SAVE_RESERVATION + ", doc=? WHERE reservation_id=?", (*values, text, res.reservation_id))
+    else:
+        conn.execute(_SAVE_RESERVATION + " WHERE reservation_id=?", (*values, res.reservation_id))
+
+
+_SAVE_RESERVATION = (
+    "UPDATE reservations SET status=?, committed=?, expires_at_ms=?, deadline_ms=?, finalized_at_ms=?, "
+    "extension_count=?"
+)
 
 
 def get_reservation(conn: sqlite3.Connection, reservation_id: str) -> Reservation | None:
@@ -274,26 +306,61 @@ def query_reservations(conn: sqlite3.Connection, where: str, params: Iterable[An
     return [_reservation(row) for row in rows.fetchall()]
 
 
-def settle_reservation(conn: sqlite3.Connection, res: Reservation, status: str, now: int) -> list[Budget]:
-    """Return a reservation's held amount to its budgets and mark it ``status`` (RELEASED or EXPIRED)."""
-    budgets = load_budgets(conn, res.tenant_id, res.budget_scopes)
+def settle_reservation(
+    conn: sqlite3.Connection, res: Reservation, status: str, now: int, *, doc: bool = True
+) -> list[Budget]:
+    """Return a reservation's held amount to its budgets and mark it ``status`` (RELEASED or EXPIRED).
+
+    ``doc``: also write back the reservation's document (pass ``False`` when it did not change).
+    """
+    budgets = load_unit_budgets(conn, res.tenant_id, res.budget_scopes, res.unit)
     for budget in budgets:
-        if budget.unit == res.unit:
-            budget.reserved -= res.reserved
-            save_budget(conn, budget, now)
+        budget.reserved -= res.reserved
+    save_counters(conn, budgets, now)
     res.status = status
     if status != "EXPIRED":
         res.finalized_at_ms = now
-    save_reservation(conn, res)
-    return [b for b in budgets if b.unit == res.unit]
+    save_reservation(conn, res, doc=doc)
+    return budgets
 
 
 def sweep_expired(conn: sqlite3.Connection, now: int, limit: int = 1000) -> int:
     """Expire ACTIVE reservations past ``expires_at_ms + grace`` (refunding them); returns how many."""
     due = query_reservations(conn, "status = 'ACTIVE' AND deadline_ms < ?", (now,), f"LIMIT {int(limit)}")
     for res in due:
-        settle_reservation(conn, res, "EXPIRED", now)
+        settle_reservation(conn, res, "EXPIRED", now, doc=False)
     return len(due)
+
+
+_OPEN_REQUEST = (
+    "SELECT (SELECT n FROM auth_epoch WHERE id = 0),"
+    " EXISTS (SELECT 1 FROM reservations WHERE status = 'ACTIVE' AND deadline_ms < ?),"
+    " i.payload_hash, i.status, i.body, i.expires_at_ms"
+    " FROM (SELECT 1) LEFT JOIN idempotency AS i ON i.tenant_id = ? AND i.endpoint = ? AND i.key = ?"
+)
+
+
+def open_request(
+    conn: sqlite3.Connection, now: int, tenant_id: str, endpoint: str, key: str, stamp: tuple[int, int] | None = None
+) -> tuple[int, tuple[str, int, bytes] | None]:
+    """The first step of a runtime write, in one statement: the ``auth_epoch``, the lazy expiry sweep (run
+    only when something is due) and the still-valid idempotency record (payload_hash, status, body), if any.
+
+    With a ``stamp`` whose epoch differs (a cached authentication to redo) nothing else is done.
+    """
+    epoch, due, digest, status, body, expires_at_ms = conn.execute(
+        _OPEN_REQUEST, (now, tenant_id, endpoint, key)
+    ).fetchone()
+    if stamp is not None and stamp[0] != epoch:
+        return int(epoch), None
+    if due:
+        sweep_expired(conn, now)
+    if digest is None:
+        return int(epoch), None
+    if expires_at_ms < now:
+        conn.execute("DELETE FROM idempotency WHERE tenant_id=? AND endpoint=? AND key=?", (tenant_id, endpoint, key))
+        return int(epoch), None
+    return int(epoch), (digest, status, bytes(body))
 
 
 def has_due(conn: sqlite3.Connection, now: int) -> bool:

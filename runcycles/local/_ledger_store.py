@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import attrs
 
@@ -66,6 +66,45 @@ def _raise_for(batch: _Batch, outcome: BaseException | None) -> None:
         raise sqlite3.OperationalError(f"the write transaction failed: {batch.error}") from batch.error
     if outcome is not None:
         raise outcome
+
+
+class _MemoryWrite:
+    """The write transaction of an in-memory ledger (a plain context manager: this is the hot path).
+
+    ``BEGIN IMMEDIATE`` under the write lock and the connection lock; committed on normal exit or on an
+    error that carries ``commit_on_error``, rolled back otherwise.
+    """
+
+    __slots__ = ("_ledger",)
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    def __enter__(self) -> sqlite3.Connection:
+        ledger = self._ledger
+        ledger._write_lock.acquire()
+        ledger._memory_lock.acquire()
+        try:
+            if ledger._closed:
+                raise RuntimeError("the local Cycles server is closed")
+            ledger._memory_conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            ledger._memory_lock.release()
+            ledger._write_lock.release()
+            raise
+        return ledger._memory_conn
+
+    def __exit__(self, _type: object, exc: BaseException | None, _tb: object) -> None:
+        ledger = self._ledger
+        try:
+            if exc is None or getattr(exc, "commit_on_error", False):
+                ledger._memory_conn.execute("COMMIT")
+            else:
+                ledger.rollbacks += 1
+                ledger._memory_conn.execute("ROLLBACK")
+        finally:
+            ledger._memory_lock.release()
+            ledger._write_lock.release()
 
 
 # ``auth_epoch`` counts changes to API keys and tenants, by any process (triggers), so that a process may
@@ -154,6 +193,9 @@ class Ledger:
         self._memory_lock = threading.RLock()
         self._pool: _sqlite.Pool | None = None
         self._closed = False
+        self.rollbacks = 0
+        """How many write transactions (or savepoints) were rolled back so far: caches keyed by ``auth_epoch``
+        check it too, since a rollback can bring an epoch value back with other rows behind it."""
         if self.path is None:
             self._memory_conn = self._connect()
             with self._write_lock:
@@ -221,8 +263,7 @@ class Ledger:
             with self._pool.connection() as conn:
                 yield conn
 
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self) -> AbstractContextManager[sqlite3.Connection]:
         """A ``BEGIN IMMEDIATE`` transaction: committed on normal exit or on a controlled error.
 
         Exceptions that carry ``commit_on_error = True`` (the handlers' API errors, raised before any
@@ -235,27 +276,26 @@ class Ledger:
         savepoint of the group's transaction.
         """
         if self._pool is None:
-            yield from self._write_memory()
-            return
+            return _MemoryWrite(self)
+        return self._write_file()
+
+    @contextmanager
+    def _write_file(self) -> Iterator[sqlite3.Connection]:
         if self._group is not None and self._group_owner == threading.get_ident():
             outcome = yield from _in_savepoint(self._group)
+            self._count_rollback(outcome)
             if outcome is not None:
                 raise outcome
             return
         batch = self._join_batch()
         outcome = yield from _in_savepoint(batch)
+        self._count_rollback(outcome)
         self._finish(batch)
         _raise_for(batch, outcome)
 
-    def _write_memory(self) -> Iterator[sqlite3.Connection]:
-        with self._write_lock, self._connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException as exc:
-                conn.execute("COMMIT" if getattr(exc, "commit_on_error", False) else "ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+    def _count_rollback(self, outcome: BaseException | None) -> None:
+        if outcome is not None and not getattr(outcome, "commit_on_error", False):
+            self.rollbacks += 1
 
     def _open_batch(self, connection: Callable[[], sqlite3.Connection] | None = None) -> _Batch:
         """A new batch: a pooled (or the given) connection in ``BEGIN IMMEDIATE``; called holding the write lock."""
@@ -307,6 +347,7 @@ class Ledger:
         except BaseException as exc:
             batch.error = exc
         if batch.error is not None:
+            self.rollbacks += 1
             with contextlib.suppress(sqlite3.Error):
                 if batch.conn.in_transaction:
                     batch.conn.execute("ROLLBACK")
@@ -384,6 +425,11 @@ class Ledger:
 
     def auth_epoch(self) -> int:
         """The count of API key and tenant changes so far (one statement, no transaction of its own)."""
+        if self._pool is None:
+            with self._memory_lock:
+                if self._closed:
+                    raise RuntimeError("the local Cycles server is closed")
+                return int(self._memory_conn.execute(_EPOCH).fetchone()[0])
         if self._group is not None and self._group_owner == threading.get_ident():
             return int(self._group.conn.execute(_EPOCH).fetchone()[0])
         with self._connection() as conn:

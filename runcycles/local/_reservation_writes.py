@@ -33,8 +33,8 @@ from ._runtime_shared import (
     owned_reservation,
     refresh_ttl,
     save_all,
-    settle_clock,
     tenant_closed,
+    tenant_doc,
     tenant_setting,
 )
 from ._validate import (
@@ -59,11 +59,10 @@ def create_reservation(env: Env, req: Request) -> Response:
     dry_run = bool(body.get("dry_run", False))
     estimate = body["estimate"]
     with env.ledger.write() as conn:
-        now = settle_clock(env, conn)
-        replay = idem.replay(conn, now)
+        now, replay = idem.begin(env, conn, req)
         if replay is not None:
             return replay[0], refresh_ttl(conn, replay[1], None, now)
-        ev = evaluate(conn, req.tenant, body["subject"], estimate)
+        ev = evaluate(env, conn, req.tenant, body["subject"], estimate, idem.epoch)
         result: dict[str, Any] = {}
         if dry_run:
             result = dry_run_result(ev, estimate)
@@ -144,11 +143,10 @@ def decide(env: Env, req: Request) -> Response:
     check_subject_tenant(req, body["subject"])
     idem = Idem.of(req.tenant, "decide", body)
     with env.ledger.write() as conn:
-        now = settle_clock(env, conn)
-        replay = idem.replay(conn, now)
+        now, replay = idem.begin(env, conn, req)
         if replay is not None:
             return replay
-        ev = evaluate(conn, req.tenant, body["subject"], body["estimate"])
+        ev = evaluate(env, conn, req.tenant, body["subject"], body["estimate"], idem.epoch)
         if ev.denial is not None:
             result: dict[str, Any] = {
                 "decision": "DENY",
@@ -185,17 +183,16 @@ def commit_reservation(env: Env, req: Request, reservation_id: str) -> Response:
     idem = Idem.of(req.tenant, f"commit:{reservation_id}", body)
     actual = body["actual"]
     with env.ledger.write() as conn:
-        now = settle_clock(env, conn)
-        replay = idem.replay(conn, now)
+        now, replay = idem.begin(env, conn, req)
         if replay is not None:
             return replay
         res = owned_reservation(conn, req, reservation_id)
-        if tenant_closed(conn, res.tenant_id):
+        if tenant_closed(env, conn, res.tenant_id, idem.epoch):
             raise closed_error()
         check_settleable(res, now, grace=True)
         if actual["unit"] != res.unit:
             raise LocalServerError(400, "UNIT_MISMATCH", f"actual.unit must be {res.unit}")
-        budgets = [b for b in db.load_budgets(conn, res.tenant_id, res.budget_scopes) if b.unit == res.unit]
+        budgets = db.load_unit_budgets(conn, res.tenant_id, res.budget_scopes, res.unit)
         charged = overage.charge(budgets, res.reserved, actual["amount"], res.overage_policy, commit=True)
         save_all(conn, budgets, now)
         res.status = "COMMITTED"
@@ -205,7 +202,7 @@ def commit_reservation(env: Env, req: Request, reservation_id: str) -> Response:
             res.doc["committed_metadata"] = body["metadata"]
         if "metrics" in body:
             res.doc["metrics"] = body["metrics"]
-        db.save_reservation(conn, res)
+        db.save_reservation(conn, res, doc="metadata" in body or "metrics" in body)
         result: dict[str, Any] = {"status": "COMMITTED", "charged": amount(res.unit, charged)}
         if charged < res.reserved:
             result["released"] = amount(res.unit, res.reserved - charged)
@@ -217,22 +214,21 @@ def release_reservation(env: Env, req: Request, reservation_id: str) -> Response
     """``POST /v1/reservations/{id}/release``: return the whole hold."""
     body = req.idempotent_json(RELEASE_REQUEST)
     with env.ledger.write() as conn:
-        now = settle_clock(env, conn)
         tenant = req.tenant
         if tenant is None:  # admin force-release: keys are scoped by the reservation's tenant
             found = db.get_reservation(conn, reservation_id)
             tenant = found.tenant_id if found else ""
         idem = Idem.of(tenant, f"release:{reservation_id}", body)
-        replay = idem.replay(conn, now)
+        now, replay = idem.begin(env, conn, req)
         if replay is not None:
             return replay
         res = owned_reservation(conn, req, reservation_id)
-        if tenant_closed(conn, res.tenant_id):
+        if tenant_closed(env, conn, res.tenant_id, idem.epoch):
             raise closed_error()
         check_settleable(res, now, grace=True)
         if "reason" in body:
             res.doc["release_reason"] = body["reason"]
-        budgets = db.settle_reservation(conn, res, "RELEASED", now)
+        budgets = db.settle_reservation(conn, res, "RELEASED", now, doc="reason" in body)
         result = {
             "status": "RELEASED",
             "released": amount(res.unit, res.reserved),
@@ -247,23 +243,22 @@ def extend_reservation(env: Env, req: Request, reservation_id: str) -> Response:
     assert req.tenant is not None
     idem = Idem.of(req.tenant, f"extend:{reservation_id}", body)
     with env.ledger.write() as conn:
-        now = settle_clock(env, conn)
-        replay = idem.replay(conn, now)
+        now, replay = idem.begin(env, conn, req)
         if replay is not None:
             return replay[0], refresh_ttl(conn, replay[1], reservation_id, now)
         res = owned_reservation(conn, req, reservation_id)
-        if tenant_closed(conn, res.tenant_id):
+        if tenant_closed(env, conn, res.tenant_id, idem.epoch):
             raise closed_error()
         check_settleable(res, now, grace=False)
-        limit = tenant_setting(db.get_tenant(conn, res.tenant_id), "max_reservation_extensions")
+        limit = tenant_setting(tenant_doc(env, conn, res.tenant_id, idem.epoch), "max_reservation_extensions")
         if res.extension_count >= limit:
             raise LocalServerError(
                 409, "MAX_EXTENSIONS_EXCEEDED", f"Reservation has reached the maximum of {limit} extensions"
             )
         res.expires_at_ms += body["extend_by_ms"]
         res.extension_count += 1
-        db.save_reservation(conn, res)
-        budgets = [b for b in db.load_budgets(conn, res.tenant_id, res.budget_scopes) if b.unit == res.unit]
+        db.save_reservation(conn, res, doc=False)
+        budgets = db.load_unit_budgets(conn, res.tenant_id, res.budget_scopes, res.unit)
         result = {
             "status": "ACTIVE",
             "expires_at_ms": res.expires_at_ms,
@@ -284,11 +279,10 @@ def create_event(env: Env, req: Request) -> Response:
     idem = Idem.of(req.tenant, "event", body, "event")
     actual = body["actual"]
     with env.ledger.write() as conn:
-        now = settle_clock(env, conn)
-        replay = idem.replay(conn, now)
+        now, replay = idem.begin(env, conn, req)
         if replay is not None:
             return replay
-        tenant = db.get_tenant(conn, req.tenant)
+        tenant = tenant_doc(env, conn, req.tenant, idem.epoch)
         if tenant is not None and tenant.get("status") == "CLOSED":
             raise closed_error()
         scopes = derive_scopes(body["subject"])

@@ -86,9 +86,10 @@ def check_scope_access(req: Request, scope_path: str) -> None:
         raise LocalServerError(403, "FORBIDDEN", f"API key scope_filter does not cover {scope_path}")
 
 
-def tenant_closed(conn: sqlite3.Connection, tenant_id: str) -> bool:
-    """Whether the tenant record exists and is CLOSED."""
-    return db.tenant_status(conn, tenant_id) == "CLOSED"
+def tenant_closed(env: Env, conn: sqlite3.Connection, tenant_id: str, epoch: int) -> bool:
+    """Whether the tenant record exists and is CLOSED (``epoch``: see :func:`tenant_doc`)."""
+    doc = tenant_doc(env, conn, tenant_id, epoch)
+    return doc is not None and doc.get("status") == "CLOSED"
 
 
 def closed_error() -> LocalServerError:
@@ -96,11 +97,26 @@ def closed_error() -> LocalServerError:
     return LocalServerError(409, "TENANT_CLOSED", "Tenant is closed")
 
 
-def settle_clock(env: Env, conn: sqlite3.Connection) -> int:
-    """Server time for a write transaction, after expiring what has lapsed (lazy expiry)."""
-    now = env.clock()
-    db.sweep_expired(conn, now)
-    return now
+_TENANT_CACHE_LIMIT = 4096
+
+
+def tenant_doc(env: Env, conn: sqlite3.Connection, tenant_id: str, epoch: int) -> dict[str, Any] | None:
+    """The tenant document (``None`` if there is no such tenant); do not mutate it, it may be shared.
+
+    Cached while the ledger's ``auth_epoch`` (bumped by triggers on every tenant change, by any process) is
+    the ``epoch`` read in this transaction and no write was rolled back since (a rollback may bring an epoch
+    value back with another document behind it).
+    """
+    stamp = (epoch, env.ledger.rollbacks)
+    cached = env.tenant_cache.get(tenant_id)
+    if cached is not None and cached[0] == stamp:
+        hit: dict[str, Any] | None = cached[1]
+        return hit
+    doc = db.get_tenant(conn, tenant_id)
+    if len(env.tenant_cache) >= _TENANT_CACHE_LIMIT:
+        env.tenant_cache.clear()
+    env.tenant_cache[tenant_id] = (stamp, doc)
+    return doc
 
 
 @attrs.define(kw_only=True)
@@ -111,6 +127,8 @@ class Idem:
     endpoint: str
     key: str
     digest: str
+    epoch: int = 0
+    """The ledger's ``auth_epoch`` as read by :meth:`begin` in this transaction."""
 
     @classmethod
     def of(cls, tenant: str, endpoint: str, body: dict[str, Any], defaults: str | None = None) -> Idem:
@@ -122,9 +140,22 @@ class Idem:
             digest=payload_hash(body, DEFAULTS.get(defaults or "")),
         )
 
+    def begin(self, env: Env, conn: sqlite3.Connection, req: Request) -> tuple[int, tuple[int, bytes] | None]:
+        """Start a write transaction's work: server time (after the lazy expiry sweep) and the stored
+        response for a replay, or ``None``; 409 IDEMPOTENCY_MISMATCH for a different body.
+
+        Raises :class:`~._base.StaleAuth` first if ``req`` was authenticated from a cache that may be stale.
+        """
+        now = env.clock()
+        self.epoch, found = db.open_request(conn, now, self.tenant, self.endpoint, self.key, req.auth_stamp)
+        req.check_auth(self.epoch, env.ledger.rollbacks)
+        return now, self._matched(found)
+
     def replay(self, conn: sqlite3.Connection, now: int) -> tuple[int, bytes] | None:
         """The stored response for a replay, or ``None``; 409 IDEMPOTENCY_MISMATCH for a different body."""
-        found = db.get_idempotent(conn, self.tenant, self.endpoint, self.key, now)
+        return self._matched(db.get_idempotent(conn, self.tenant, self.endpoint, self.key, now))
+
+    def _matched(self, found: tuple[str, int, bytes] | None) -> tuple[int, bytes] | None:
         if found is None:
             return None
         digest, status, body = found
@@ -180,9 +211,11 @@ class Evaluation:
 
 def budgets_for(conn: sqlite3.Connection, tenant_id: str, scopes: list[str], unit: str) -> list[Budget]:
     """Budgets in ``unit`` at the derived scopes, canonical order; 400 UNIT_MISMATCH if only other units."""
-    found = db.load_budgets(conn, tenant_id, scopes)
+    matching = db.load_unit_budgets(conn, tenant_id, scopes, unit)
     order = {scope: i for i, scope in enumerate(scopes)}
-    matching = sorted((b for b in found if b.unit == unit), key=lambda b: order[b.scope])
+    if len(matching) > 1:
+        matching.sort(key=lambda b: order[b.scope])
+    found = matching or db.load_budgets(conn, tenant_id, scopes)  # other units: for the UNIT_MISMATCH error
     if not matching and found:
         first = min(found, key=lambda b: order[b.scope])
         raise LocalServerError(
@@ -194,10 +227,12 @@ def budgets_for(conn: sqlite3.Connection, tenant_id: str, scopes: list[str], uni
     return matching
 
 
-def evaluate(conn: sqlite3.Connection, tenant_id: str, subject: dict[str, Any], estimate: dict[str, Any]) -> Evaluation:
+def evaluate(
+    env: Env, conn: sqlite3.Connection, tenant_id: str, subject: dict[str, Any], estimate: dict[str, Any], epoch: int
+) -> Evaluation:
     """Run the reserve checks (first failing scope wins) without mutating anything."""
     scopes = derive_scopes(subject)
-    tenant = db.get_tenant(conn, tenant_id)
+    tenant = tenant_doc(env, conn, tenant_id, epoch)
     if tenant is not None and tenant.get("status") == "CLOSED":
         return Evaluation(scopes=scopes, budgets=[], denial="TENANT_CLOSED", message="Tenant is closed")
     budgets = budgets_for(conn, tenant_id, scopes, estimate["unit"])
@@ -234,9 +269,8 @@ def budget_denial(budget: Budget, estimate: int) -> tuple[str, str] | None:
 
 
 def save_all(conn: sqlite3.Connection, budgets: list[Budget], now: int) -> None:
-    """Write back every budget."""
-    for budget in budgets:
-        db.save_budget(conn, budget, now)
+    """Write back every budget's runtime counters (reserved, spent, debt, over-limit)."""
+    db.save_counters(conn, budgets, now)
 
 
 def owned_reservation(conn: sqlite3.Connection, req: Request, reservation_id: str) -> Reservation:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
+from json.encoder import c_make_encoder, encode_basestring, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 INT64_MAX = 2**63 - 1
@@ -33,6 +34,32 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+Accepts = Callable[[Any], bool]
+_ACCEPTS: dict[Check, Accepts] = {}
+"""For the checkers built here, a predicate that accepts exactly when the checker passes, without building
+field paths: a body that passes it is not walked again; one that fails it gets the checker's named error."""
+
+
+def _reject(_value: Any) -> bool:
+    return False  # a checker without a predicate (e.g. a custom one): always run the checker
+
+
+def _with(check: Check, accepts: Accepts) -> Check:
+    _ACCEPTS[check] = accepts
+    return check
+
+
+def accepts(check: Check) -> Accepts:
+    """The fast predicate of ``check`` (one that never accepts, if it has none)."""
+    return _ACCEPTS.get(check, _reject)
+
+
+def validate(schema: Check, value: Any) -> None:
+    """Check ``value`` against ``schema``: the fast predicate first, the checker (and its error) if it fails."""
+    if not accepts(schema)(value):
+        schema(value, "")
+
+
 def string(
     *,
     min_len: int = 0,
@@ -54,7 +81,16 @@ def string(
         if pattern is not None and not pattern.match(value):
             raise SchemaError(f"{_name(path)} must match {pattern.pattern}")
 
-    return check
+    def ok(value: Any) -> bool:
+        return (
+            isinstance(value, str)
+            and (enum is None or value in enum)
+            and min_len <= len(value)
+            and (max_len is None or len(value) <= max_len)
+            and (pattern is None or pattern.match(value) is not None)
+        )
+
+    return _with(check, ok)
 
 
 def integer(*, minimum: int | None = None, maximum: int = INT64_MAX) -> Check:
@@ -68,7 +104,10 @@ def integer(*, minimum: int | None = None, maximum: int = INT64_MAX) -> Check:
         if value > maximum:
             raise SchemaError(f"{_name(path)} must be at most {maximum}")
 
-    return check
+    def ok(value: Any) -> bool:
+        return type(value) is int and (minimum is None or value >= minimum) and value <= maximum
+
+    return _with(check, ok)
 
 
 def boolean() -> Check:
@@ -78,7 +117,7 @@ def boolean() -> Check:
         if not isinstance(value, bool):
             raise SchemaError(f"{_name(path)} must be a boolean")
 
-    return check
+    return _with(check, lambda value: value is True or value is False)
 
 
 def array(items: Check, *, max_items: int | None = None) -> Check:
@@ -92,7 +131,16 @@ def array(items: Check, *, max_items: int | None = None) -> Check:
         for index, item in enumerate(value):
             items(item, f"{_name(path)}[{index}]")
 
-    return check
+    items_ok = accepts(items)
+
+    def ok(value: Any) -> bool:
+        return (
+            isinstance(value, list)
+            and (max_items is None or len(value) <= max_items)
+            and all(items_ok(item) for item in value)
+        )
+
+    return _with(check, ok)
 
 
 def obj(
@@ -138,7 +186,34 @@ def obj(
             elif additional is not True:
                 additional(item, _join(path, key))
 
-    return check
+    known_ok = {key: accepts(sub) for key, sub in known.items()}
+    other_ok = None if isinstance(additional, bool) else accepts(additional)
+
+    def ok(value: Any) -> bool:
+        if not isinstance(value, dict):
+            return False
+        for key in required:
+            if key not in value:
+                return False
+        if counted and (
+            (min_props is not None and len(value) < min_props)
+            or (max_props is not None and len(value) > max_props)
+            or (one_of_required and not any(key in value for key in one_of_required))
+        ):
+            return False
+        for key, item in value.items():
+            sub = known_ok.get(key)
+            if sub is not None:
+                if not sub(item):
+                    return False
+            elif other_ok is not None:
+                if not other_ok(item):
+                    return False
+            elif additional is False:
+                return False
+        return True
+
+    return _with(check, ok)
 
 
 FREE_OBJECT = obj(additional=True)
@@ -328,11 +403,32 @@ def parse_json_object(body: bytes, schema: Check | None = None) -> dict[str, Any
     except SchemaError as exc:
         raise SchemaError(f"Malformed request body: {exc}") from None
     if schema is not None:
-        schema(value, "")
+        validate(schema, value)
     return value
 
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+def _cannot_encode(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def compact_encoder(*, sort_keys: bool = False, ensure_ascii: bool = True) -> Callable[[Any], str]:
+    """A compact JSON encoder (no whitespace) built once: ``json.JSONEncoder(...).encode`` without the cost,
+    per call, of making its C encoder again. Values must not be cyclic (the server encodes JSON-decoded
+    values and its own fresh ones)."""
+    escape = encode_basestring_ascii if ensure_ascii else encode_basestring
+    if c_make_encoder is None:  # no C accelerator (another interpreter): the standard encoder
+        return json.JSONEncoder(
+            sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=ensure_ascii, check_circular=False
+        ).encode
+    chunks = c_make_encoder(None, _cannot_encode, escape, None, ":", ",", sort_keys, False, True)
+
+    def encode(value: Any) -> str:
+        return "".join(chunks(value, 0))
+
+    return encode
+
+
+_CANONICAL = compact_encoder(sort_keys=True, ensure_ascii=False)
 
 
 def canonical_json(value: Any) -> str:
