@@ -155,13 +155,18 @@ def _dry_run_result(model: ReservationCreateResponse) -> DryRunResult:
 
 
 @_otel.traced
-def reserve_steps(request: ReservationCreateRequest) -> Steps[Reserved | DryRunResult]:
+def reserve_steps(
+    request: ReservationCreateRequest, http: rq.HttpRequest | None = None
+) -> Steps[Reserved | DryRunResult]:
     """Create the reservation; one immediate same-key retry when the outcome is unknown.
+
+    ``http`` is the request's ``POST`` when the caller has it already (`_guard.Guard.plan_create`).
 
     Raises `CyclesTransportError` when no answer came, the typed `CyclesProtocolError` for a denial or a
     rejection; returns `DryRunResult` for an allowed dry run.
     """
-    http = rq.create_reservation(to_wire(request))
+    if http is None:
+        http = rq.create_reservation(to_wire(request))
     sent = yield from send(http)
     outcome = classify(rq.Operation.CREATE, sent.response)
     if outcome.kind in (OutcomeKind.TRANSIENT, OutcomeKind.AMBIGUOUS):

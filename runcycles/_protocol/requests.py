@@ -21,6 +21,7 @@ from ..validation import STANDARD_SUBJECT_FIELDS as _SUBJECT_FILTERS
 
 __all__ = [
     "HttpRequest",
+    "KeyedCreate",
     "Operation",
     "balances",
     "commit",
@@ -97,10 +98,13 @@ def new_idempotency_key() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)  # what dumps builds per call
+
+
 def dumps(body: Mapping[str, Any]) -> bytes:
     """Compact UTF-8 JSON; NaN/Infinity are refused (they are not JSON)."""
     try:
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        return _JSON.encode(body).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise ValueError(f"request body is not JSON-serializable: {exc}") from None
 
@@ -138,6 +142,30 @@ def _post(operation: Operation, path: str, request: object, traceparent: str | N
 def create_reservation(request: object, *, traceparent: str | None = None) -> HttpRequest:
     """``POST /v1/reservations``."""
     return _post(Operation.CREATE, "/v1/reservations", request, traceparent)
+
+
+class KeyedCreate:
+    """``POST /v1/reservations`` of one body that differs per call only by its idempotency key: the rest is
+    serialised once, and `with_key` gives exactly what `create_reservation` would for the keyed body."""
+
+    __slots__ = ("_rest", "_tail")
+
+    def __init__(self, body: Mapping[str, Any]) -> None:
+        self._rest = {name: value for name, value in body.items() if name != "idempotency_key"}
+        tail = dumps(self._rest)
+        self._tail = b"}" if tail == b"{}" else b"," + tail[1:]
+
+    def with_key(self, key: str) -> HttpRequest:
+        """The request with ``key`` (a non-empty string) as its idempotency key, written first in the body."""
+        body = {"idempotency_key": key, **self._rest}
+        return HttpRequest(
+            operation=Operation.CREATE,
+            method="POST",
+            path="/v1/reservations",
+            headers={"Content-Type": "application/json", "X-Idempotency-Key": key},
+            content=b'{"idempotency_key":' + _JSON.encode(key).encode("utf-8") + self._tail,
+            body=body,
+        )
 
 
 def commit(reservation_id: str, request: object, *, traceparent: str | None = None) -> HttpRequest:
