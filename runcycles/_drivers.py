@@ -175,8 +175,11 @@ def run_sync(steps: Steps[T], env: SyncEnv) -> T | Detached:
             answer = _clock(effect, env)
 
 
-async def run_async(steps: Steps[T], env: AsyncEnv) -> T | Detached:
-    """Drive ``steps`` to completion (or to a ``Detach``) in the current task."""
+async def run_async(steps: Steps[T], env: AsyncEnv, *, shielded: bool = False) -> T | Detached:
+    """Drive ``steps`` to completion (or to a ``Detach``) in the current task.
+
+    Journal effects are shielded from cancellation; ``shielded`` says the caller shields the whole run
+    already (no second scope per journal effect then)."""
     answer: Any = None
     while True:
         try:
@@ -195,8 +198,11 @@ async def run_async(steps: Steps[T], env: AsyncEnv) -> T | Detached:
                 env.detach(steps)
                 return DETACHED
         elif env.journal is not None and isinstance(effect, _JOURNAL_EFFECTS):
-            with anyio.CancelScope(shield=True):  # a half-done journal change would defeat the journal
+            if shielded:
                 answer = await env.journal(effect)
+            else:
+                with anyio.CancelScope(shield=True):  # a half-done journal change would defeat the journal
+                    answer = await env.journal(effect)
         elif (job := _journal_job(effect, env)) is not None:
             answer = await _off_loop(*job)
         else:

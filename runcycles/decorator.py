@@ -305,7 +305,7 @@ async def _settle_async(
                 reserved, context, result=result, actual=actual,
                 elapsed_ms=runtime.monotonic() - reserved.received_at_ms,
             )
-            await run_async(runtime.settle_steps(record), runtime.async_env())
+            await run_async(runtime.settle_steps(record), runtime.async_env(), shielded=True)
         except MissingActualError:
             raise
         except Exception:
