@@ -82,12 +82,14 @@ class LoopTimers:
                 self._armed_at = float("inf")
 
     def _fire(self) -> None:
+        armed_at = self._armed_at
         self._armed = None
         self._armed_at = float("inf")
         loop = self._loop_ref()
         if loop is None:  # pragma: no cover - a loop that is gone runs nothing
             return
-        due = loop.time() + _RESOLUTION
+        # The loop ran this timer, so what it was armed for is due even on a loop that fires a little early.
+        due = max(loop.time() + _RESOLUTION, armed_at)
         while self._heap and self._heap[0][0] <= due:  # self._heap: a callback may cancel (and purge)
             alarm = heapq.heappop(self._heap)[2]
             callback = alarm._callback
