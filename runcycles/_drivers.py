@@ -21,6 +21,7 @@ from typing import Any, Final, TypeVar
 import anyio
 import attrs
 
+from ._loop_timers import Alarm, timers_of
 from ._protocol.effects import (
     Detach,
     JournalDelete,
@@ -174,8 +175,11 @@ def run_sync(steps: Steps[T], env: SyncEnv) -> T | Detached:
             answer = _clock(effect, env)
 
 
-async def run_async(steps: Steps[T], env: AsyncEnv) -> T | Detached:
-    """Drive ``steps`` to completion (or to a ``Detach``) in the current task."""
+async def run_async(steps: Steps[T], env: AsyncEnv, *, shielded: bool = False) -> T | Detached:
+    """Drive ``steps`` to completion (or to a ``Detach``) in the current task.
+
+    Journal effects are shielded from cancellation; ``shielded`` says the caller shields the whole run
+    already (no second scope per journal effect then)."""
     answer: Any = None
     while True:
         try:
@@ -194,8 +198,11 @@ async def run_async(steps: Steps[T], env: AsyncEnv) -> T | Detached:
                 env.detach(steps)
                 return DETACHED
         elif env.journal is not None and isinstance(effect, _JOURNAL_EFFECTS):
-            with anyio.CancelScope(shield=True):  # a half-done journal change would defeat the journal
+            if shielded:
                 answer = await env.journal(effect)
+            else:
+                with anyio.CancelScope(shield=True):  # a half-done journal change would defeat the journal
+                    answer = await env.journal(effect)
         elif (job := _journal_job(effect, env)) is not None:
             answer = await _off_loop(*job)
         else:
@@ -233,7 +240,8 @@ class Beside:
     The generator is advanced to its first effect on entry. When that is a ``SleepUntil`` (a heartbeat's wait
     for its first beat) and the event loop is asyncio, no task is started: a loop timer starts one when the beat
     is due, so a call that ends before then costs a timer, not a task (a task started and cancelled costs about
-    0.2 ms). Otherwise (trio, or steps with work to do at once) a task group hosts the steps from the start.
+    0.2 ms); that timer is an entry of the loop's shared `_loop_timers.LoopTimers`, not a loop timer of its own.
+    Otherwise (trio, or steps with work to do at once) a task group hosts the steps from the start.
     `cancel` stops the steps without waiting; leaving the block cancels them and waits until they have ended.
     An exception of the steps is logged (``what``) and never reaches the block; one of the block passes through
     unchanged.
@@ -243,7 +251,8 @@ class Beside:
         self._steps: Steps[Any] | None = steps
         self._env = env
         self._what = what
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Alarm | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._group: Any = None  # an anyio task group, when the steps run in one
         self._scope: anyio.CancelScope | None = None  # the steps' scope in that group
@@ -264,7 +273,8 @@ class Beside:
         loop = _asyncio_loop()
         if loop is not None and isinstance(self._first, SleepUntil):
             delay = max(0.0, (self._first.at_ms - self._env.monotonic()) / 1000.0)
-            self._timer = loop.call_later(delay, self._start_task, loop)
+            self._loop = loop
+            self._timer = timers_of(loop).call_later(delay, self._due)
         elif loop is not None:
             self._start_task(loop)
         else:
@@ -278,6 +288,10 @@ class Beside:
         assert self._scope is not None
         with self._scope:
             await self._drive()
+
+    def _due(self) -> None:
+        assert self._loop is not None
+        self._start_task(self._loop)
 
     def _start_task(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None

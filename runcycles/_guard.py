@@ -16,8 +16,10 @@ import attrs
 from ._actual import resolve_actual, warn_if_outsized
 from ._journal.record import JournalRecord
 from ._lifecycle import Reserved, build_create, build_settlement, new_key
+from ._protocol import requests as rq
 from .config import CyclesConfig
 from .context import CyclesContext
+from .mappers import to_wire
 from .models import CommitOveragePolicy, CyclesMetrics, ReservationCreateRequest, Unit
 from .validation import STANDARD_SUBJECT_FIELDS as SUBJECT_FIELDS
 from .validation import validate_amount, validate_grace_period_ms, validate_ttl_ms
@@ -93,6 +95,22 @@ def options_from(arguments: Mapping[str, Any], *, stream: bool = False) -> Guard
     return options
 
 
+_REQUEST_FIELDS = tuple(field.name for field in attrs.fields(ReservationCreateRequest))
+_set = object.__setattr__
+
+
+def _rekeyed(template: ReservationCreateRequest, key: str) -> ReservationCreateRequest:
+    """``attrs.evolve(template, idempotency_key=key)`` (with its own copy of the metadata) without validating
+    again what the template's construction validated; ``key`` is a fresh `new_key`."""
+    request = object.__new__(ReservationCreateRequest)
+    for name in _REQUEST_FIELDS:
+        _set(request, name, getattr(template, name))
+    _set(request, "idempotency_key", key)
+    if template.metadata:
+        _set(request, "metadata", dict(template.metadata))
+    return request
+
+
 def _is_constant(options: GuardOptions) -> bool:
     """Whether every option that shapes the create request is a constant (no callable of the arguments)."""
     shaping = (options.estimate, options.dimensions, options.action_kind, options.action_name, options.action_tags)
@@ -107,22 +125,37 @@ class Guard:
     # With constant options, the validated request of a config is built once; a call only takes a fresh key.
     _constant: bool = attrs.field(init=False, default=attrs.Factory(lambda self: _is_constant(self.options),
                                                                     takes_self=True))
-    _templates: dict[int, tuple[CyclesConfig, ReservationCreateRequest]] = attrs.field(
+    _templates: dict[int, tuple[CyclesConfig, ReservationCreateRequest, rq.KeyedCreate]] = attrs.field(
         init=False, factory=dict, eq=False, repr=False
     )
 
     def plan(self, config: CyclesConfig, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> ReservationCreateRequest:
         """Evaluate the options for this call and build the validated create request."""
         if self._constant:
-            entry = self._templates.get(id(config))
-            if entry is None or entry[0] is not config:
-                if len(self._templates) >= 16:  # a client factory serving many configs: keep the cache small
-                    self._templates.clear()
-                entry = self._templates[id(config)] = (config, self._build(config, args, kwargs))
-            template = entry[1]
-            metadata = dict(template.metadata) if template.metadata else None
-            return attrs.evolve(template, idempotency_key=new_key(), metadata=metadata)
+            return _rekeyed(self._template(config, args, kwargs)[1], new_key())
         return self._build(config, args, kwargs)
+
+    def plan_create(
+        self, config: CyclesConfig, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[ReservationCreateRequest, rq.HttpRequest | None]:
+        """`plan`, and with constant options also its HTTP request (serialised once per config: a call only
+        puts its fresh key in); ``None`` when `reserve_steps` is to build it."""
+        if self._constant:
+            _, template, create = self._template(config, args, kwargs)
+            key = new_key()
+            return _rekeyed(template, key), create.with_key(key)
+        return self._build(config, args, kwargs), None
+
+    def _template(
+        self, config: CyclesConfig, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[CyclesConfig, ReservationCreateRequest, rq.KeyedCreate]:
+        entry = self._templates.get(id(config))
+        if entry is None or entry[0] is not config:
+            if len(self._templates) >= 16:  # a client factory serving many configs: keep the cache small
+                self._templates.clear()
+            template = self._build(config, args, kwargs)
+            entry = self._templates[id(config)] = (config, template, rq.KeyedCreate(to_wire(template)))
+        return entry
 
     def _build(
         self, config: CyclesConfig, args: tuple[Any, ...], kwargs: Mapping[str, Any]

@@ -46,7 +46,6 @@ from .models import (
     CyclesMetrics,
     Decision,
     DryRunResult,
-    EventCreateRequest,
     ReservationCreateRequest,
     ReservationCreateResponse,
     Subject,
@@ -155,13 +154,18 @@ def _dry_run_result(model: ReservationCreateResponse) -> DryRunResult:
 
 
 @_otel.traced
-def reserve_steps(request: ReservationCreateRequest) -> Steps[Reserved | DryRunResult]:
+def reserve_steps(
+    request: ReservationCreateRequest, http: rq.HttpRequest | None = None
+) -> Steps[Reserved | DryRunResult]:
     """Create the reservation; one immediate same-key retry when the outcome is unknown.
+
+    ``http`` is the request's ``POST`` when the caller has it already (`_guard.Guard.plan_create`).
 
     Raises `CyclesTransportError` when no answer came, the typed `CyclesProtocolError` for a denial or a
     rejection; returns `DryRunResult` for an allowed dry run.
     """
-    http = rq.create_reservation(to_wire(request))
+    if http is None:
+        http = rq.create_reservation(to_wire(request))
     sent = yield from send(http)
     outcome = classify(rq.Operation.CREATE, sent.response)
     if outcome.kind in (OutcomeKind.TRANSIENT, OutcomeKind.AMBIGUOUS):
@@ -261,24 +265,37 @@ def build_settlement(
     key = key_factory()
     amount = Amount(unit=unit, amount=actual)
     metrics = None if is_metrics_empty(metrics) else metrics
-    commit = CommitRequest(
-        idempotency_key=key, actual=amount, metrics=metrics, metadata=commit_metadata or None
-    )
-    event = EventCreateRequest(
-        idempotency_key=key,
-        subject=reserved.request.subject,
-        action=reserved.request.action,
-        actual=amount,
-        metrics=metrics,
-        metadata={
-            **commit_metadata,
-            "recovered_reservation_id": reservation_id,
-            "recovery_reason": "commit_after_reservation_expired",
-        },
+    commit_body = to_wire(
+        CommitRequest(idempotency_key=key, actual=amount, metrics=metrics, metadata=commit_metadata or None)
     )
     return JournalRecord(
-        reservation_id=reservation_id, idempotency_key=key, commit_body=to_wire(commit), event_body=to_wire(event)
+        reservation_id=reservation_id,
+        idempotency_key=key,
+        commit_body=commit_body,
+        event_body=_event_body(reserved.request, commit_body, metrics, reservation_id),
     )
+
+
+def _event_body(
+    request: ReservationCreateRequest, commit: Mapping[str, Any], metrics: CyclesMetrics | None, reservation_id: str
+) -> dict[str, Any]:
+    """``to_wire`` of the `EventCreateRequest` with the commit's key, actual, metrics and metadata (plus the
+    recovery markers) and the reservation's subject and action, made from the commit's wire body (the commit
+    model validated every value it holds) without a second model."""
+    body: dict[str, Any] = {
+        "idempotency_key": commit["idempotency_key"],
+        "subject": to_wire(request.subject),
+        "action": to_wire(request.action),
+        "actual": dict(commit["actual"]),
+    }
+    if metrics is not None:
+        body["metrics"] = to_wire(metrics)
+    body["metadata"] = {
+        **commit.get("metadata", {}),
+        "recovered_reservation_id": reservation_id,
+        "recovery_reason": "commit_after_reservation_expired",
+    }
+    return body
 
 
 @_otel.traced

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -69,15 +68,26 @@ def require_cycles_context() -> CyclesContext:
     return context
 
 
-@contextmanager
-def bind(context: CyclesContext) -> Iterator[CyclesContext]:
+def bind(context: CyclesContext) -> AbstractContextManager[CyclesContext]:
     """Make ``context`` current for the duration; the previous one (if any) is restored afterwards."""
-    previous = _CURRENT.get()
-    token = _CURRENT.set(context)
-    try:
-        yield context
-    finally:
+    return _Bound(context)
+
+
+class _Bound:
+    """What `bind` returns: a plain context manager (a generator-based one costs about 1 µs more per call)."""
+
+    __slots__ = ("_context", "_previous", "_token")
+
+    def __init__(self, context: CyclesContext) -> None:
+        self._context = context
+
+    def __enter__(self) -> CyclesContext:
+        self._previous = _CURRENT.get()
+        self._token = _CURRENT.set(self._context)
+        return self._context
+
+    def __exit__(self, *exc_info: object) -> None:
         try:
-            _CURRENT.reset(token)
+            _CURRENT.reset(self._token)
         except ValueError:  # exited in another context (callback-style enter/exit): restore by value
-            _CURRENT.set(previous)
+            _CURRENT.set(self._previous)

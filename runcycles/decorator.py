@@ -244,8 +244,8 @@ def _sync_wrapper(guard: Guard, fn: Callable[P, R], explicit: ClientOption) -> C
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         client: CyclesClient = slot.get(args, kwargs)
         runtime = _runtime.for_sync_call(client)
-        request = guard.plan(client.config, args, kwargs)
-        reserved = run_sync_inline(reserve_steps(request), runtime.sync_env())
+        request, http = guard.plan_create(client.config, args, kwargs)
+        reserved = run_sync_inline(reserve_steps(request, http), runtime.sync_env())
         if isinstance(reserved, DryRunResult):
             return cast(R, reserved)
         if reserved.reservation_id is None:
@@ -305,7 +305,7 @@ async def _settle_async(
                 reserved, context, result=result, actual=actual,
                 elapsed_ms=runtime.monotonic() - reserved.received_at_ms,
             )
-            await run_async(runtime.settle_steps(record), runtime.async_env())
+            await run_async(runtime.settle_steps(record), runtime.async_env(), shielded=True)
         except MissingActualError:
             raise
         except Exception:
@@ -324,9 +324,9 @@ def _async_wrapper(
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
         client: AsyncCyclesClient = slot.get(args, kwargs)
         runtime = await _runtime.for_async_call(client)
-        request = guard.plan(client.config, args, kwargs)
+        request, http = guard.plan_create(client.config, args, kwargs)
         env = runtime.async_env()
-        reserved = await run_async_inline(reserve_steps(request), env)
+        reserved = await run_async_inline(reserve_steps(request, http), env)
         if isinstance(reserved, DryRunResult):
             return reserved
         if reserved.reservation_id is None:

@@ -195,7 +195,9 @@ class AsyncStreamReservation(_Handle):
         if not self._finalize():
             raise self._already()
         with anyio.CancelScope(shield=True):
-            outcome = await run_async(self._settle_steps(actual, metrics, metadata), self._runtime.async_env())
+            outcome = await run_async(
+                self._settle_steps(actual, metrics, metadata), self._runtime.async_env(), shielded=True
+            )
         self._check(outcome)
 
     async def release(self, reason: str | None = None) -> None:
@@ -216,7 +218,7 @@ class AsyncStreamReservation(_Handle):
             if self._finalize():
                 with anyio.CancelScope(shield=True):
                     outcome = await run_async(
-                        self._settle_steps(self.actual, None, None), self._runtime.async_env()
+                        self._settle_steps(self.actual, None, None), self._runtime.async_env(), shielded=True
                     )
                 if not failed:
                     self._check(outcome)

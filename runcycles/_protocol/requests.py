@@ -21,6 +21,7 @@ from ..validation import STANDARD_SUBJECT_FIELDS as _SUBJECT_FILTERS
 
 __all__ = [
     "HttpRequest",
+    "KeyedCreate",
     "Operation",
     "balances",
     "commit",
@@ -58,6 +59,7 @@ _LIST_FILTERS = frozenset(
 )
 _BALANCE_FILTERS = frozenset({*_SUBJECT_FILTERS, "include_children", "limit", "cursor"})
 _NO_SECRET = Scrubber(None)
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]+")  # what quote(..., safe="") leaves as it is
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
 
@@ -97,10 +99,13 @@ def new_idempotency_key() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)  # what dumps builds per call
+
+
 def dumps(body: Mapping[str, Any]) -> bytes:
     """Compact UTF-8 JSON; NaN/Infinity are refused (they are not JSON)."""
     try:
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        return _JSON.encode(body).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise ValueError(f"request body is not JSON-serializable: {exc}") from None
 
@@ -117,7 +122,8 @@ def _check_traceparent(traceparent: str | None) -> dict[str, str]:
 def _reservation_path(reservation_id: str, suffix: str = "") -> str:
     if not isinstance(reservation_id, str) or not 1 <= len(reservation_id) <= 128:
         raise ValueError(f"reservation_id must be a string of 1 to 128 characters, got {reservation_id!r}")
-    segment = quote(reservation_id, safe="")
+    # An id of unreserved characters only (the usual case) needs no quoting: skip quote()'s work.
+    segment = reservation_id if _UNRESERVED.fullmatch(reservation_id) else quote(reservation_id, safe="")
     if segment in (".", ".."):
         # A bare dot segment would be normalised away by the URL parser and change the route.
         segment = segment.replace(".", "%2E")
@@ -126,7 +132,9 @@ def _reservation_path(reservation_id: str, suffix: str = "") -> str:
 
 def _post(operation: Operation, path: str, request: object, traceparent: str | None) -> HttpRequest:
     body = request_body(request)
-    headers = {"Content-Type": "application/json", **_check_traceparent(traceparent)}
+    headers = {"Content-Type": "application/json"}
+    if traceparent is not None:
+        headers.update(_check_traceparent(traceparent))
     key = body.get("idempotency_key")
     if isinstance(key, str) and key:
         headers["X-Idempotency-Key"] = key
@@ -138,6 +146,30 @@ def _post(operation: Operation, path: str, request: object, traceparent: str | N
 def create_reservation(request: object, *, traceparent: str | None = None) -> HttpRequest:
     """``POST /v1/reservations``."""
     return _post(Operation.CREATE, "/v1/reservations", request, traceparent)
+
+
+class KeyedCreate:
+    """``POST /v1/reservations`` of one body that differs per call only by its idempotency key: the rest is
+    serialised once, and `with_key` gives exactly what `create_reservation` would for the keyed body."""
+
+    __slots__ = ("_rest", "_tail")
+
+    def __init__(self, body: Mapping[str, Any]) -> None:
+        self._rest = {name: value for name, value in body.items() if name != "idempotency_key"}
+        tail = dumps(self._rest)
+        self._tail = b"}" if tail == b"{}" else b"," + tail[1:]
+
+    def with_key(self, key: str) -> HttpRequest:
+        """The request with ``key`` (a non-empty string) as its idempotency key, written first in the body."""
+        body = {"idempotency_key": key, **self._rest}
+        return HttpRequest(
+            operation=Operation.CREATE,
+            method="POST",
+            path="/v1/reservations",
+            headers={"Content-Type": "application/json", "X-Idempotency-Key": key},
+            content=b'{"idempotency_key":' + _JSON.encode(key).encode("utf-8") + self._tail,
+            body=body,
+        )
 
 
 def commit(reservation_id: str, request: object, *, traceparent: str | None = None) -> HttpRequest:
