@@ -130,6 +130,19 @@ class JournalOwner:
                         self._deletes.notify_all()
 
     @property
+    def opened(self) -> bool:
+        """Whether this client has opened its journal partition."""
+        return self._journal is not None
+
+    def close(self) -> None:
+        """After the client's last settlement: stop the journal's background work for this client (its spare
+        files are removed when no other client of this process uses the directory)."""
+        with self._lock:
+            journal = self._journal
+        if journal is not None:
+            journal.close()
+
+    @property
     def pending_deletes(self) -> int:
         """How many settled records are still being removed."""
         return self._pending_deletes

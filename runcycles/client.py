@@ -288,6 +288,7 @@ class CyclesClient(_ClientBase):
         """Drain background settlements (bounded by ``flush_timeout_ms``) and close the connection pool."""
         self._worker.close(self._config.flush_timeout_ms)
         self._journal_owner.wait_deletes(self._config.flush_timeout_ms / 1000)
+        self._journal_owner.close()
         self._http.close()
 
     def __enter__(self) -> CyclesClient:
@@ -456,6 +457,8 @@ class AsyncCyclesClient(_ClientBase):
             await anyio.to_thread.run_sync(worker.close, self._config.flush_timeout_ms)
         if self._journal_owner.pending_deletes:
             await anyio.to_thread.run_sync(self._journal_owner.wait_deletes, self._config.flush_timeout_ms / 1000)
+        if self._journal_owner.opened:
+            await anyio.to_thread.run_sync(self._journal_owner.close)  # may wait for a refill in flight
         await self._http.aclose()
 
     async def __aenter__(self) -> AsyncCyclesClient:

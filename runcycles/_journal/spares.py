@@ -44,6 +44,8 @@ __all__ = [
     "holds_record",
     "pool_for",
     "refilling",
+    "release",
+    "retain",
     "spare_owner",
 ]
 
@@ -137,8 +139,14 @@ class SparePool:
         self._failed_at: float | None = None
         self._swept = False
         self._closed = False
+        self.users = 0  # open journals counting on this pool (see `retain`); guarded by the module's lock
         self.created = 0
         self.directory_syncs = 0
+
+    @property
+    def closed(self) -> bool:
+        """Whether the pool was discarded (it refills no more)."""
+        return self._closed
 
     @property
     def ready(self) -> int:
@@ -297,13 +305,38 @@ _pools_lock = threading.Lock()
 
 def pool_for(directory: Path) -> SparePool:
     """This process's spare pool for ``directory``."""
-    key = str(directory)
-    pid = os.getpid()
     with _pools_lock:
-        pool = _pools.get(key)
-        if pool is None or pool.pid != pid:
-            pool = _pools[key] = SparePool(directory)
+        return _current(directory)
+
+
+def _current(directory: Path) -> SparePool:
+    key = str(directory)
+    pool = _pools.get(key)
+    if pool is None or pool.pid != os.getpid() or pool.closed:
+        pool = _pools[key] = SparePool(directory)
+    return pool
+
+
+def retain(directory: Path) -> SparePool:
+    """Count a user (an open `Journal`) of ``directory``'s pool and return it."""
+    with _pools_lock:
+        pool = _current(directory)
+        pool.users += 1
         return pool
+
+
+def release(directory: Path) -> None:
+    """Undo `retain`; the last user's release discards the pool's spares (waiting for a refill in flight), so
+    that a closed client leaves no spare file behind and nothing is created in the directory afterwards."""
+    with _pools_lock:
+        pool = _pools.get(str(directory))
+        if pool is None or pool.pid != os.getpid() or pool.users <= 0:
+            return
+        pool.users -= 1
+        if pool.users:
+            return
+        del _pools[str(directory)]
+    pool.discard()
 
 
 def _reset_after_fork() -> None:

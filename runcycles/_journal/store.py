@@ -35,7 +35,7 @@ from .record import (
     parse_record,
     read_json,
 )
-from .spares import SPARE_SUFFIX, fill, pool_for
+from .spares import SPARE_SUFFIX, fill, pool_for, release, retain
 from .writer import GROUP, TEMP_SUFFIX, Job, SyncMode, fsync_dir, write_file
 
 __all__ = ["Journal"]
@@ -108,8 +108,16 @@ class Journal:
             if self._directory is None:
                 self._directory = resolve_partition(self._root, self._fingerprint)
                 if self._sync == "full":
-                    pool_for(self._directory).request_refill()  # spares ready before the first settlement
+                    retain(self._directory).request_refill()  # spares ready before the first settlement
             return self._directory
+
+    def close(self) -> None:
+        """Stop preparing spare files for this journal; the last open journal of a directory in this process
+        removes its unused spares (a later write prepares new ones)."""
+        with self._dir_lock:
+            directory, self._directory = self._directory, None
+        if directory is not None and self._sync == "full":
+            release(directory)
 
     def path_for(self, reservation_id: str) -> Path:
         """The record file of ``reservation_id`` (whether or not it exists)."""
