@@ -144,7 +144,7 @@ class World:
         root = Path(self.journal_dir)
         if not root.exists():
             return []
-        spares = [p for p in root.glob("*/*.spare") if p.is_file() and p.read_bytes().strip()]
+        spares = [p for p in root.glob("*/*.spare") if p.is_file() and p.stat().st_size > 0]
         return sorted([p for p in root.glob("*/*.json") if p.is_file()] + spares)
 
     def journal_records(self) -> list[dict[str, Any]]:

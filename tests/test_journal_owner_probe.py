@@ -2,7 +2,7 @@
 for the owner.
 
 A replay's load probes the owner lock of each record and spare it finds, while the journal directory's
-background refill may probe the same owner's lock to sweep its blank spares. Each probe takes the lock for a
+background refill may probe the same owner's lock to sweep its empty spares. Each probe takes the lock for a
 moment; a second probe that saw the first one's hold answered "alive", and the replay skipped the records of
 a process that was gone (found by the SIGKILL crash test: a record left unsettled).
 """

@@ -25,7 +25,7 @@ logger = logging.getLogger("runcycles.journal")
 
 
 def load_spare(journal: Journal, path: Path, quarantined: list[Path]) -> JournalRecord | None:
-    """A spare of a process that is gone: removed when blank, moved to its record's standard name when it
+    """A spare of a process that is gone: removed when empty, moved to its record's standard name when it
     holds a valid record (the record was durable, its rename was lost), quarantined when malformed."""
     token = spare_owner(path.name)
     directory = path.parent

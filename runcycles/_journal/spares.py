@@ -1,17 +1,15 @@
 """Spare record files: directory entries made durable ahead of time, so a fresh record costs one barrier.
 
 A fresh record written the usual way needs two sync barriers before it counts as durable: the file's data,
-then the directory entry its rename created. A *spare* is a blank file (0600; one block of spaces, which JSON
-reads as whitespace) that this process created in the journal directory earlier and whose data, size and
-directory entry it already synced, off the critical path. Writing a fresh record over a spare (`fill`) needs
-one barrier (``fdatasync``: the data is durable under a name that already is, and with the file's blocks and
-size unchanged the barrier flushes data only), then a rename to the record's standard name whose durability
-is folded into the next directory sync (if power is lost first, the record is still on disk under the
-spare's name).
+then the directory entry its rename created. A *spare* is an empty file (0600) that this process created in
+the journal directory earlier and whose directory entry it already synced, off the critical path. Writing
+a fresh record into a spare (`fill`) needs one barrier (``fdatasync``: the data is durable under a name that
+already is), then a rename to the record's standard name whose durability is folded into the next
+directory sync (if power is lost first, the record is still on disk under the spare's name).
 
 Spares are named ``spare-<owner token>-<random>.spare`` after the owner token of the process that made them
 (see `locks.process_owner`): while that process lives, nobody else touches them. When it is gone, a load
-(see `Journal.load`) removes its blank spares, moves a spare holding a valid record to the record's
+(see `Journal.load`) removes its empty spares, moves a spare holding a valid record to the record's
 standard name and quarantines a malformed one. Each journal directory has one `SparePool` per process;
 the journal's I/O threads (`writer.io_pool`) refill it in the background (create several spares, one
 directory sync for all) when it runs low, and its size adapts to the largest number of records written at
@@ -36,7 +34,6 @@ from .paths import FILE_MODE
 from .writer import fsync_dir, io_pool
 
 __all__ = [
-    "PADDING",
     "SPARE_NAME",
     "SPARE_SUFFIX",
     "SparePool",
@@ -55,8 +52,6 @@ SPARE_SUFFIX = ".spare"
 SPARE_NAME = re.compile(r"^spare-(\d+-[0-9a-f]{16})-[0-9a-f]{16}\.spare$")
 
 _INITIAL_TARGET = 8
-PADDING = b" " * 4096
-"""A spare's content until it is filled: blank (JSON whitespace), one block, synced with the spare."""
 _MAX_TARGET = 256
 _RETRY_AFTER_FAILURE_S = 30.0
 _DISCARD_WAIT_S = 2.0
@@ -68,27 +63,16 @@ def spare_owner(name: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _blank(path: Path | str, *, first_byte_only: bool = False) -> bool:
-    """Whether a spare holds no record (nothing but its blank padding; a missing file counts as blank)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(1) if first_byte_only else f.read()
-    except FileNotFoundError:
-        return True
-    return not head.strip()
-
-
 def holds_record(entry: os.DirEntry[str]) -> bool:
-    """Whether a journal directory entry may hold a record: a ``.json`` file, or a spare that is not blank
-    (a record whose rename a crash or power cut undid). Cheap: no lock, nothing created; a spare's first byte
-    is read (a record starts with ``{``, the padding with a space)."""
+    """Whether a journal directory entry may hold a record: a ``.json`` file, or a spare that is not empty
+    (a record whose rename a crash or power cut undid). Cheap: no lock, no read, nothing created."""
     name = entry.name
     if name.endswith(".json"):
         return True
     if not name.endswith(SPARE_SUFFIX):
         return False
     try:
-        return entry.stat(follow_symlinks=False).st_size > 0 and not _blank(entry.path, first_byte_only=True)
+        return entry.stat(follow_symlinks=False).st_size > 0
     except OSError:
         return False
 
@@ -100,15 +84,12 @@ def _datasync(fd: int) -> None:
 
 
 def fill(spare: Path, target: Path, data: bytes) -> None:
-    """Write ``data`` over the blank ``spare``, make it durable (one barrier), rename it to ``target``.
-
-    A record no longer than the padding leaves the file's size and blocks as they are, so its barrier flushes
-    data only (no metadata commit); the rest of the padding stays as trailing whitespace, which JSON ignores.
+    """Write ``data`` into the empty ``spare``, make it durable (one barrier), rename it to ``target``.
 
     The rename is not synced: until the next directory sync, a power loss may leave the record under the
     spare's name, where a load finds it. On error the spare is removed and ``OSError`` raised.
     """
-    flags = os.O_WRONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)  # blank: made and held here
+    flags = os.O_WRONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)  # empty: made and held here
     try:
         fd = os.open(spare, flags)
         try:
@@ -212,10 +193,6 @@ class SparePool:
                     try:
                         if hasattr(os, "fchmod"):
                             os.fchmod(fd, FILE_MODE)
-                        view = memoryview(PADDING)
-                        while view:
-                            view = view[os.write(fd, view) :]
-                        _datasync(fd)  # blocks allocated and the size durable: a fill then syncs data only
                     finally:
                         os.close(fd)
                 fsync_dir(self.directory)
@@ -234,7 +211,7 @@ class SparePool:
                 self.directory_syncs += 1
 
     def _sweep(self) -> None:
-        """Remove the blank spares of processes that are gone (those holding a record are left to a load)."""
+        """Remove the empty spares of processes that are gone (those holding a record are left to a load)."""
         try:
             names = os.listdir(self.directory)
         except OSError:
@@ -250,7 +227,7 @@ class SparePool:
                 continue
             path = self.directory / name
             with contextlib.suppress(OSError):
-                if _blank(path):
+                if os.lstat(path).st_size == 0:
                     os.unlink(path)
 
     def discard(self) -> None:
