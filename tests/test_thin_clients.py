@@ -22,6 +22,7 @@ from fixtures_local import TENANT, USD, Harness, harness, mode, uvicorn_switch  
 
 from runcycles import AsyncCyclesClient, CyclesClient, CyclesConfig, reserve_for_stream, with_cycles
 from runcycles._journal import Journal, JournalRecord
+from runcycles._journal.spares import pool_for
 
 ACTUAL = 40
 
@@ -55,6 +56,9 @@ def _config_with_stored_record(tmp_path: Path) -> CyclesConfig:
     )
     journal = Journal(config.journal_dir, base_url=config.base_url, tenant=config.tenant, api_key=config.api_key)
     journal.write(_record("r-stored", base_url=config.base_url))
+    # The journal's background refill of spare files may still be running: let it finish (a refill asked for
+    # later finds the pool full and touches no file), so that only the clients are watched below.
+    pool_for(journal.directory).refill()
     return config
 
 
