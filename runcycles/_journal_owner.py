@@ -22,7 +22,7 @@ from ._drivers import AsyncEnv, monotonic_ms, wall_ms
 from ._journal import GROUP, Journal, JournalBusyError, JournalError, JournalRecord, run_async_job
 from ._journal.paths import default_journal_root, fallback_root, journal_fingerprint
 from ._journal.spares import holds_record
-from ._journal.writer import Job, io_pool
+from ._journal.writer import Job
 from ._protocol.effects import JournalDelete, JournalQuarantine, JournalRelease, JournalWrite, Steps
 from ._protocol.requests import HttpRequest
 from ._protocol.settle_machine import RetryPolicy
@@ -53,8 +53,6 @@ class JournalOwner:
         # (or switched to event mode), which is what the replay's age check measures.
         self._recorded: dict[str, tuple[SettleMode, int]] = {}
         self._lock = threading.Lock()
-        self._deletes = threading.Condition(threading.Lock())
-        self._pending_deletes = 0
         self._replay_due = self.enabled
 
     # ------------------------------------------------------------------ the store
@@ -104,30 +102,11 @@ class JournalOwner:
         GROUP.run_one(self._write_job(record))
 
     def journal_delete(self, reservation_id: str) -> None:
-        """Remove a settled record and stop holding it, on the journal's I/O threads: off the settlement's
-        path, which needs no barrier for it (a deletion lost to a crash replays the settlement with its
-        idempotency key, and the server answers as before). The record stays held by this process until it
-        is gone; `wait_deletes` waits for them (``flush`` and ``close`` do)."""
-        with self._deletes:
-            self._pending_deletes += 1
-        try:
-            io_pool().submit(self._delete_now, reservation_id)
-        except RuntimeError:  # the interpreter is shutting down: no new threads
-            self._delete_now(reservation_id)
-
-    def _delete_now(self, reservation_id: str) -> None:
+        """Remove a settled record (no sync) and stop holding it."""
         try:
             self.journal.delete(reservation_id)
-        except JournalError as exc:
-            log.warning("settled journal record kept (a replay settles it again, idempotently): %s", exc)
         finally:
-            try:
-                self.release_claim(reservation_id, keep=False)
-            finally:
-                with self._deletes:
-                    self._pending_deletes -= 1
-                    if not self._pending_deletes:
-                        self._deletes.notify_all()
+            self.release_claim(reservation_id, keep=False)
 
     @property
     def opened(self) -> bool:
@@ -141,16 +120,6 @@ class JournalOwner:
             journal = self._journal
         if journal is not None:
             journal.close()
-
-    @property
-    def pending_deletes(self) -> int:
-        """How many settled records are still being removed."""
-        return self._pending_deletes
-
-    def wait_deletes(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` until every settled record is removed; whether they are."""
-        with self._deletes:
-            return self._deletes.wait_for(lambda: not self._pending_deletes, timeout=max(0.0, timeout_s))
 
     def release_claim(self, reservation_id: str, *, keep: bool = True) -> None:
         """Stop holding the record (``keep``: it stays on disk, replayable by anyone)."""
@@ -183,11 +152,7 @@ class JournalOwner:
         raise TypeError(f"not a journal effect: {effect!r}")  # pragma: no cover - a programming error
 
     async def journal_async(self, effect: object) -> BaseException | None:
-        """Perform a journal effect for the async driver, batched with its event loop's other journal jobs
-        (a deletion is only handed to the journal's I/O threads: no thread hop)."""
-        if type(effect) is JournalDelete:
-            self.journal_delete(effect.reservation_id)
-            return None
+        """Perform a journal effect for the async driver, batched with its event loop's other journal jobs."""
         try:
             await run_async_job(self._job(effect))
         except Exception as exc:

@@ -13,7 +13,6 @@ idle until needed; the lifecycle (``with_cycles``, ``reserve_for_stream``) keeps
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -118,13 +117,6 @@ class _ClientBase:
     def _flush_limit(self, timeout_ms: int | None) -> int:
         return self._config.flush_timeout_ms if timeout_ms is None else timeout_ms
 
-    def _drain(self, timeout_ms: int) -> int:
-        """Wait for background settlements, then for the removal of settled records, within ``timeout_ms``."""
-        started = time.monotonic()
-        remaining = self._worker.flush(timeout_ms)
-        self._journal_owner.wait_deletes(timeout_ms / 1000 - (time.monotonic() - started))
-        return remaining
-
     def _replay(self) -> int:
         return self._journal_owner.replay(self._worker.submit)
 
@@ -173,7 +165,7 @@ class CyclesClient(_ClientBase):
         unresolved (their journal records are kept for a later replay).
         """
         self._replay_if_due()
-        return self._drain(self._flush_limit(timeout_ms))
+        return self._worker.flush(self._flush_limit(timeout_ms))
 
     def replay_journal(self) -> int:
         """Resume this client's unresolved journal records on its background worker; returns how many.
@@ -287,7 +279,6 @@ class CyclesClient(_ClientBase):
     def close(self) -> None:
         """Drain background settlements (bounded by ``flush_timeout_ms``) and close the connection pool."""
         self._worker.close(self._config.flush_timeout_ms)
-        self._journal_owner.wait_deletes(self._config.flush_timeout_ms / 1000)
         self._journal_owner.close()
         self._http.close()
 
@@ -347,9 +338,10 @@ class AsyncCyclesClient(_ClientBase):
         """
         if self._journal_owner.replay_due:
             await anyio.to_thread.run_sync(self._replay_if_due)
-        if self._worker.pending == 0 and self._journal_owner.pending_deletes == 0:
+        worker = self._worker
+        if worker.pending == 0:
             return 0
-        return await anyio.to_thread.run_sync(self._drain, self._flush_limit(timeout_ms))
+        return await anyio.to_thread.run_sync(worker.flush, self._flush_limit(timeout_ms))
 
     async def replay_journal(self) -> int:
         """Resume this client's unresolved journal records on its background worker; returns how many.
@@ -455,8 +447,6 @@ class AsyncCyclesClient(_ClientBase):
         worker = self._worker
         if worker.started:
             await anyio.to_thread.run_sync(worker.close, self._config.flush_timeout_ms)
-        if self._journal_owner.pending_deletes:
-            await anyio.to_thread.run_sync(self._journal_owner.wait_deletes, self._config.flush_timeout_ms / 1000)
         if self._journal_owner.opened:
             await anyio.to_thread.run_sync(self._journal_owner.close)  # may wait for a refill in flight
         await self._http.aclose()

@@ -251,8 +251,7 @@ async def test_concurrent_async_settlements_without_spares_share_directory_barri
                 tg.start_soon(work)
         batches = GROUP.batches - batches
     harness.assert_ledger(spent=5 * n)
-    # One data fsync per record, but the directory fsync (and the thread hop) is shared by each batch; the
-    # deletions of settled records need neither (they run on the journal's I/O threads, unsynced).
+    # One data fsync per record, but the directory fsync (and the thread hop) is shared by each batch.
     assert fsyncs.count("file") == n
     assert 1 <= fsyncs.count("dir") <= batches < n // 2
 
