@@ -3,6 +3,7 @@ the one opening statement of a runtime write (expiry sweep, idempotency record),
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -393,5 +394,7 @@ def test_fast_predicates_accept_exactly_what_the_checkers_accept(data: Any, base
         if drop:
             target.pop(key, None)
         else:
-            target[key] = data.draw(st.one_of(_EDGES, _JSON))
+            # A copy: `_EDGES` holds shared lists and dicts, and a later step may mutate inside what it put here
+            # (a mutated shared value would change what later examples generate).
+            target[key] = copy.deepcopy(data.draw(st.one_of(_EDGES, _JSON)))
     assert accepts(schema)(body) == _passes(schema, body), body
