@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -46,11 +46,16 @@ class _Job:
     response: HttpResponse | None = None
 
 
+Hop = Callable[[Callable[[], Any]], Awaitable[Any]]
+"""How a batch step goes off the event loop (default ``anyio.to_thread.run_sync``)."""
+
+
 class Batcher:
     """Runs :meth:`App.handle` calls for one event loop in batches on a worker thread (see the module doc)."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, hop: Hop | None = None) -> None:
         self._app = app
+        self._hop: Hop = hop if hop is not None else anyio.to_thread.run_sync
         self._pending: list[_Job] = []
         self._busy = False
 
@@ -103,11 +108,10 @@ class Batcher:
         else:
             self._busy = False
 
-    @staticmethod
-    async def _in_thread(step: Callable[[], _T], batch: list[_Job]) -> _T | None:
-        """``step()`` on a worker thread; ``None`` (logged) if it raised."""
+    async def _in_thread(self, step: Callable[[], _T], batch: list[_Job]) -> _T | None:
+        """``step()`` on a worker thread (through ``hop``); ``None`` (logged) if it raised."""
         try:
-            return await anyio.to_thread.run_sync(step)
+            return await self._hop(step)
         except Exception as exc:
             logger.error("a batch of %d requests failed: %s", len(batch), type(exc).__name__)
             logger.debug("traceback of the failed batch", exc_info=True)

@@ -18,8 +18,8 @@ from urllib.parse import unquote
 import httptools
 
 from ._base import LocalServerError
-from ._batches import internal_error
-from ._front_threads import PooledBatcher, ThreadPool
+from ._batches import Batcher, internal_error
+from ._front_threads import ThreadPool
 from ._http import App, HttpResponse
 from ._metrics import route_template
 
@@ -67,7 +67,7 @@ class Handler:
         self._inline = self.app.env.ledger.in_memory
         self.pool = ThreadPool()
         """The worker threads of the batches on a file database (close it when the front stops)."""
-        self._batcher = PooledBatcher(self.app, self.pool)
+        self._batcher = Batcher(self.app, hop=self.pool.run)
         self._date = ""
         self._date_second = -1
 

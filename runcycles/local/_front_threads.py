@@ -1,9 +1,10 @@
-"""The built-in front's batches (:class:`Batcher`) on a few dedicated worker threads instead of anyio's pool.
+"""A few dedicated worker threads for the built-in front's batches (``Batcher(app, hop=pool.run)``) instead
+of anyio's pool.
 
 A hop through ``anyio.to_thread.run_sync`` costs ~100 µs of CPU (limiter, cancel scope, worker lookup);
 a hop to an idle thread of our own through a ``SimpleQueue``, answered with ``call_soon_threadsafe``, ~25 µs.
 A batch takes two hops (run, then sync), so at the batch sizes a busy server sees this is a good part of
-the per-request cost. The batching itself (grouping, commit, sync, 500 on failure) is :class:`Batcher`'s.
+the per-request cost. The batching itself (grouping, commit, sync, 500 on failure) is `_batches.Batcher`'s.
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ import queue
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
-
-from ._batches import Batcher
-from ._http import App
 
 logger = logging.getLogger("runcycles.local")
 
@@ -86,20 +84,3 @@ def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None)
 
     with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
         future.get_loop().call_soon_threadsafe(deliver)
-
-
-class PooledBatcher(Batcher):
-    """:class:`Batcher` whose thread hops go to a :class:`ThreadPool`."""
-
-    def __init__(self, app: App, pool: ThreadPool) -> None:
-        super().__init__(app)
-        self._pool = pool
-
-    async def _in_thread(self, step: Callable[[], _T], batch: list[Any]) -> _T | None:  # type: ignore[override]
-        """``step()`` on a pool thread; ``None`` (logged) if it raised (as :meth:`Batcher._in_thread`)."""
-        try:
-            return await self._pool.run(step)
-        except Exception as exc:
-            logger.error("a batch of %d requests failed: %s", len(batch), type(exc).__name__)
-            logger.debug("traceback of the failed batch", exc_info=True)
-            return None

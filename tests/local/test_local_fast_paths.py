@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+from front_support import decide_body
 
 from runcycles.local import LocalCyclesServer
 from runcycles.local import _ledger as db
@@ -20,20 +21,9 @@ from runcycles.local._ledger_store import Ledger
 USD = "USD_MICROCENTS"
 
 
-def _reserve_body(key: str) -> bytes:
-    return json.dumps(
-        {
-            "idempotency_key": key,
-            "subject": {"tenant": "acme"},
-            "action": {"kind": "k", "name": "n"},
-            "estimate": {"unit": USD, "amount": 1},
-        }
-    ).encode()
-
-
 def _reserve(server: LocalCyclesServer, secret: str, key: str) -> tuple[int, dict[str, Any]]:
     headers = {"x-cycles-api-key": secret}
-    status, _headers, body = server.handle("POST", "/v1/reservations", "", headers, _reserve_body(key))
+    status, _headers, body = server.handle("POST", "/v1/reservations", "", headers, decide_body(key))
     return status, json.loads(body)
 
 
@@ -120,7 +110,7 @@ def test_new_ids_are_random_version_4_uuids() -> None:
 
 async def _asgi_reserve(server: LocalCyclesServer, secret: str, key: str) -> tuple[int, dict[str, Any]]:
     sent: list[dict[str, Any]] = []
-    inbox = [{"type": "http.request", "body": _reserve_body(key), "more_body": False}]
+    inbox = [{"type": "http.request", "body": decide_body(key), "more_body": False}]
 
     async def receive() -> dict[str, Any]:
         return inbox.pop(0)
