@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -46,8 +46,10 @@ class _Job:
     response: HttpResponse | None = None
 
 
-Hop = Callable[[Callable[[], Any]], Awaitable[Any]]
-"""How a batch step goes off the event loop (default ``anyio.to_thread.run_sync``)."""
+class Hop(Protocol):
+    """How a batch step goes off the event loop (default ``anyio.to_thread.run_sync``)."""
+
+    def __call__(self, step: Callable[[], _T], /) -> Awaitable[_T]: ...
 
 
 class Batcher:
