@@ -103,8 +103,10 @@ class JournalOwner:
 
     def journal_delete(self, reservation_id: str) -> None:
         """Remove a settled record (no sync) and stop holding it."""
+        with self._lock:
+            owned = reservation_id in self._owned
         try:
-            self.journal.delete(reservation_id)
+            self.journal.delete(reservation_id, owned=owned)
         finally:
             self.release_claim(reservation_id, keep=False)
 

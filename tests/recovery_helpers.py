@@ -140,11 +140,11 @@ class World:
 
     def journal_files(self) -> list[Path]:
         """The record files of every partition (quarantined files excluded), with the spare files that hold a
-        record (written, not yet renamed to its standard name)."""
+        record (written, not yet renamed to its standard name; blank ones are recycled record files)."""
         root = Path(self.journal_dir)
         if not root.exists():
             return []
-        spares = [p for p in root.glob("*/*.spare") if p.is_file() and p.stat().st_size > 0]
+        spares = [p for p in root.glob("*/*.spare") if p.is_file() and p.read_bytes().strip()]
         return sorted([p for p in root.glob("*/*.json") if p.is_file()] + spares)
 
     def journal_records(self) -> list[dict[str, Any]]:

@@ -37,11 +37,12 @@ SECRET = "sk-live-SECRET-key-0123456789"
 
 
 def entries(directory: Path) -> list[str]:
-    """The directory's entries, without this process's owner directory and the empty spare files."""
+    """The directory's entries, without this process's owner directory and the blank spare files (empty, or
+    recycled records overwritten with spaces)."""
     return sorted(
         p.name
         for p in directory.iterdir()
-        if p.name != OWNERS_DIR and not (p.name.endswith(SPARE_SUFFIX) and p.stat().st_size == 0)
+        if p.name != OWNERS_DIR and not (p.name.endswith(SPARE_SUFFIX) and not p.read_bytes().strip())
     )
 
 

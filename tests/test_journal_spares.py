@@ -61,9 +61,9 @@ def _spares(directory: Path) -> list[Path]:
 
 class DiskModel:
     """What a power cut would leave: the entries of each directory as of its last sync, and each file's
-    content as of its last sync (``b""`` if never synced). Also notes every spare filled, and whether its
-    directory entry was durable at that moment, and the barriers of the critical path (``barriers``: every
-    thread's but the background thread's that prepares spares)."""
+    content as of its last sync (``b""`` if never synced). Also notes every spare filled (opened and synced),
+    and whether its directory entry was durable at that moment, and the barriers of the critical path
+    (``barriers``: every thread's but the background thread's that prepares spares)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, durable: tuple[Path, ...] = ()) -> None:
         self.paths: dict[int, str] = {}
@@ -71,6 +71,7 @@ class DiskModel:
         self.data: dict[int, bytes] = {}
         self.filled: list[tuple[str, bool]] = []
         self.barriers: list[str] = []
+        self._spare_open: dict[int, tuple[str, bool]] = {}
         self._lock = threading.Lock()
         real_open, real_fsync = os.open, os.fsync
         real_datasync = getattr(os, "fdatasync", os.fsync)
@@ -80,15 +81,18 @@ class DiskModel:
             name = os.fspath(path)
             with self._lock:
                 self.paths[fd] = name
+                self._spare_open.pop(fd, None)
                 if SPARE_NAME.match(os.path.basename(name)) and not flags & os.O_CREAT:
                     durable = os.path.basename(name) in self.entries.get(os.path.dirname(name), {})
-                    self.filled.append((name, durable))
+                    self._spare_open[fd] = (name, durable)  # a fill if it is synced (a recycle blanks it, unsynced)
             return fd
 
         def synced(fd: int, real: Any) -> None:
             real(fd)
             with self._lock:
                 path = self.paths[fd]
+                if fd in self._spare_open:
+                    self.filled.append(self._spare_open.pop(fd))
                 is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
                 if not spares_module.refilling():  # off the critical path
                     self.barriers.append("dir" if is_dir else "file")

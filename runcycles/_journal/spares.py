@@ -39,6 +39,7 @@ __all__ = [
     "SparePool",
     "fill",
     "holds_record",
+    "padded",
     "pool_for",
     "refilling",
     "release",
@@ -50,6 +51,9 @@ logger = logging.getLogger("runcycles.journal")
 
 SPARE_SUFFIX = ".spare"
 SPARE_NAME = re.compile(r"^spare-(\d+-[0-9a-f]{16})-[0-9a-f]{16}\.spare$")
+
+BLOCK = 4096
+"""Records in spares are padded to whole blocks of this size (see `padded`)."""
 
 _INITIAL_TARGET = 8
 _MAX_TARGET = 256
@@ -64,13 +68,17 @@ def spare_owner(name: str) -> str | None:
 
 
 def holds_record(entry: os.DirEntry[str]) -> bool:
-    """Whether a journal directory entry may hold a record: a ``.json`` file, or a spare that is not empty
-    (a record whose rename a crash or power cut undid). Cheap: no lock, no read, nothing created."""
+    """Whether a journal directory entry may hold a record to replay: a ``.json`` file, or another process's
+    spare that is not empty (a record whose rename a crash or power cut undid; or a recycled one, blank or
+    holding a settled record). Cheap: no lock, no read, nothing created."""
     name = entry.name
     if name.endswith(".json"):
         return True
     if not name.endswith(SPARE_SUFFIX):
         return False
+    token = spare_owner(name)
+    if token is not None and is_own_token(Path(entry.path).parent, token):
+        return False  # this process's own spare (blank, or being filled): never replayed by this process
     try:
         return entry.stat(follow_symlinks=False).st_size > 0
     except OSError:
@@ -83,19 +91,32 @@ def _datasync(fd: int) -> None:
     (sync or os.fsync)(fd)
 
 
+def _write_at_start(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    offset = 0
+    while offset < len(data):
+        offset += os.pwrite(fd, view[offset:], offset)
+
+
+def padded(data: bytes, size: int) -> bytes:
+    """``data`` followed by spaces (JSON whitespace) up to a whole number of `BLOCK` bytes, and to at least
+    ``size``: a spare that held a record is overwritten in place at its size, so the barrier syncs data only
+    (no metadata change, no block allocation)."""
+    length = max(size, -(-len(data) // BLOCK) * BLOCK)
+    return data + b" " * (length - len(data))
+
+
 def fill(spare: Path, target: Path, data: bytes) -> None:
-    """Write ``data`` into the empty ``spare``, make it durable (one barrier), rename it to ``target``.
+    """Write ``data`` into ``spare`` (see `padded`), make it durable (one barrier), rename it to ``target``.
 
     The rename is not synced: until the next directory sync, a power loss may leave the record under the
     spare's name, where a load finds it. On error the spare is removed and ``OSError`` raised.
     """
-    flags = os.O_WRONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)  # empty: made and held here
+    flags = os.O_WRONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(spare, flags)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_at_start(fd, padded(data, os.fstat(fd).st_size))
             _datasync(fd)
         finally:
             os.close(fd)
@@ -115,6 +136,7 @@ class SparePool:
         self._lock = threading.Lock()
         self._refill_lock = threading.Lock()
         self._ready: list[Path] = []
+        self._recycled: list[Path] = []  # settled records turned spares, usable once their rename is synced
         self._target = _INITIAL_TARGET
         self._requested = False
         self._failed_at: float | None = None
@@ -122,6 +144,7 @@ class SparePool:
         self._closed = False
         self.users = 0  # open journals counting on this pool (see `retain`); guarded by the module's lock
         self.created = 0
+        self.recycled = 0
         self.directory_syncs = 0
 
     @property
@@ -148,6 +171,41 @@ class SparePool:
             _submit(self)
         return spare
 
+    def recycle(self, record: Path) -> bool:
+        """Turn the file of a settled record into a spare instead of removing it; ``False``: the pool does not
+        want it (full, closed), the caller removes the file. Raises ``OSError`` (``FileNotFoundError``: gone).
+
+        On ext4 and xfs, removing a file whose blocks were synced costs several times a rename, and a file that
+        keeps its blocks makes the next fill an overwrite in place. The file is renamed to a spare name and
+        blanked (spaces, not synced: a blank lost to a power cut leaves a settled record, whose replay the
+        server answers idempotently); it is used again once the next refill has synced its new name.
+        """
+        with self._lock:
+            full = len(self._ready) + len(self._recycled) >= self._target
+            if self._closed or self.users <= 0 or os.getpid() != self.pid or full:
+                return False
+        path = self.directory / f"spare-{process_owner(self.directory)}-{secrets.token_hex(8)}{SPARE_SUFFIX}"
+        os.replace(record, path)
+        try:
+            fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+            try:
+                _write_at_start(fd, b" " * os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            return True
+        with self._lock:
+            keep = not self._closed
+            if keep:
+                self._recycled.append(path)
+                self.recycled += 1
+        if not keep:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        return True
+
     def request_refill(self) -> None:
         """Refill in the background (no-op when a refill is already asked for)."""
         with self._lock:
@@ -162,23 +220,28 @@ class SparePool:
             self._requested = False
 
     def refill(self, at_least: int = 0, *, when_low: bool = False) -> None:
-        """Create spares up to the pool's target (raised to ``at_least``) and sync the directory once for all
-        of them (blocking); ``when_low``: only if at most half the target is ready (a background refill asked
-        for earlier may find the pool full meanwhile). Errors are logged, not raised: without spares, fresh
-        records take two barriers.
+        """Bring the spares that are ready up to the pool's target (raised to ``at_least``): recycled ones
+        first, then new ones, with one directory sync for all of them (blocking); ``when_low``: only if at most
+        half the target is ready (a background refill asked for earlier may find the pool full meanwhile).
+        Errors are logged, not raised: without spares, fresh records take two barriers.
         """
         with self._refill_lock:
             with self._lock:
                 self._requested = False
                 self._target = min(_MAX_TARGET, max(self._target, at_least))
-                need = self._target - len(self._ready)
+                recycled, self._recycled = self._recycled, []
+                need = self._target - len(self._ready) - len(recycled)
                 low = len(self._ready) <= self._target // 2
                 failed_at = self._failed_at
                 closed = self._closed
-            if need <= 0 or closed or os.getpid() != self.pid or (when_low and not low):
+            if closed or os.getpid() != self.pid or (need <= 0 and not recycled) or (when_low and not low):
+                with self._lock:
+                    self._recycled[:0] = recycled
                 return
             if failed_at is not None and time.monotonic() - failed_at < _RETRY_AFTER_FAILURE_S:
-                return
+                need = 0
+                if not recycled:
+                    return
             if not self._swept:
                 self._swept = True
                 self._sweep()
@@ -197,7 +260,7 @@ class SparePool:
                         os.close(fd)
                 fsync_dir(self.directory)
             except OSError as exc:
-                for path in created:
+                for path in created + recycled:
                     with contextlib.suppress(OSError):
                         os.unlink(path)
                 with self._lock:
@@ -206,6 +269,7 @@ class SparePool:
                 return
             with self._lock:
                 self._failed_at = None
+                self._ready.extend(recycled)
                 self._ready.extend(created)
                 self.created += len(created)
                 self.directory_syncs += 1
@@ -239,7 +303,8 @@ class SparePool:
         waited = self._refill_lock.acquire(timeout=_DISCARD_WAIT_S)
         try:
             with self._lock:
-                ready, self._ready = self._ready, []
+                ready, self._ready = self._ready + self._recycled, []
+                self._recycled = []
             if os.getpid() != self.pid:
                 return
             for path in ready:

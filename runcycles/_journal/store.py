@@ -194,17 +194,22 @@ class Journal:
         if data.get("owner") is not None and record.reservation_id == reservation_id:
             self._install(record, owned=False, sync=False)
 
-    def delete(self, reservation_id: str) -> None:
+    def delete(self, reservation_id: str, *, owned: bool = False) -> None:
         """Remove the record (and a legacy-named file whose stored id is exactly this id). Missing is fine.
 
         Not synced: a deletion lost to a power cut only replays a settled record with its idempotency key,
-        which the server answers idempotently.
+        which the server answers idempotently. In ``full`` mode the file becomes a spare (see
+        `SparePool.recycle`). ``owned``: the record was written by this process's settlement (`own`), so no
+        legacy file and no claim's lock file can belong to it.
         """
         directory = self.directory
         target = directory / journal_filename(reservation_id)
         try:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(target)
+                if not (self._sync == "full" and pool_for(directory).recycle(target)):
+                    os.unlink(target)
+            if owned:
+                return
             legacy = directory / legacy_filename(reservation_id)
             if legacy.name != target.name and self._stored_id(legacy) == reservation_id:
                 with contextlib.suppress(FileNotFoundError):
