@@ -181,7 +181,7 @@ class SparePool:
         server answers idempotently); it is used again once the next refill has synced its new name.
         """
         with self._lock:
-            full = len(self._ready) + len(self._recycled) >= self._target
+            full = len(self._ready) + len(self._recycled) >= 2 * self._target  # slack: a refill may run meanwhile
             if self._closed or self.users <= 0 or os.getpid() != self.pid or full:
                 return False
         path = self.directory / f"spare-{process_owner(self.directory)}-{secrets.token_hex(8)}{SPARE_SUFFIX}"
