@@ -16,11 +16,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from ._drivers import AsyncEnv, monotonic_ms, wall_ms
 from ._journal import GROUP, Journal, JournalBusyError, JournalError, JournalRecord, run_async_job
 from ._journal.paths import default_journal_root, fallback_root, journal_fingerprint
+from ._journal.record import Stamp
 from ._journal.spares import holds_record
 from ._journal.writer import Job
 from ._protocol.effects import JournalDelete, JournalQuarantine, JournalRelease, JournalWrite, Steps
@@ -71,18 +70,18 @@ class JournalOwner:
                 )
             return self._journal
 
-    def _stamped(self, record: JournalRecord) -> JournalRecord:
-        """``record`` with this partition's server and the time its spend was first journaled in its mode."""
+    def _stamp(self, record: JournalRecord) -> Stamp:
+        """This partition's server and the time the record's spend was first journaled in its mode."""
         with self._lock:
             known = self._recorded.get(record.reservation_id)
             if known is None or known[0] is not record.mode:
                 known = (record.mode, self.wall())
                 self._recorded[record.reservation_id] = known
-        return attrs.evolve(record, base_url=self.config.base_url, recorded_at_ms=known[1])
+        return (self.config.base_url, known[1])
 
     def _write_job(self, record: JournalRecord) -> Job:
         rid = record.reservation_id
-        stamped = self._stamped(record)
+        stamp = self._stamp(record)
 
         def job() -> Path | None:
             journal = self.journal
@@ -93,7 +92,7 @@ class JournalOwner:
                 journal.own(rid)
                 with self._lock:
                     self._owned.add(rid)
-            return journal.write_job(stamped, owned=not claimed)()
+            return journal.write_job(record, owned=not claimed, stamp=stamp)()
 
         return job
 

@@ -110,22 +110,23 @@ def test_a_settled_record_file_becomes_a_blank_spare_used_again_after_a_director
 
 
 @pytest.mark.usefixtures("manual_refills")
-def test_a_pool_takes_no_file_beyond_its_target_nor_when_unused(tmp_path: Path) -> None:
+def test_a_pool_keeps_at_most_twice_its_target_and_nothing_when_unused(tmp_path: Path) -> None:
     j = _journal(tmp_path)
     pool = pool_for(j.directory)
-    pool.refill()  # full: as many ready as it wants
-    j.write(_record("r1"), owned=True)  # takes one; the pool is one short
-    j.write(_record("r2"), owned=True)  # two short
-    j.delete("r1", owned=True)
-    j.delete("r2", owned=True)
-    assert pool.recycled == 2
     pool.refill()
-    j.write(_record("r3"), owned=True)
-    pool.refill()  # full again, one recycled file back in use
-    inode = j.path_for("r3").stat().st_ino
-    j.delete("r3", owned=True)  # one too many: removed, not kept
-    assert pool.recycled == 2
-    assert inode not in _spares(j.directory)
+    assert pool.ready == 8  # its target
+    kept = []
+    for n in range(9):
+        settled = j.directory / f"settled-{n}.json"
+        settled.write_bytes(b"{}")
+        if pool.recycle(settled):
+            kept.append(settled)
+            assert not settled.exists()
+        else:
+            assert settled.exists()  # refused: the caller removes it
+    assert len(kept) == 8 and pool.recycled == 8  # ready + recycled reached twice the target
+    pool.refill()
+    assert pool.ready == 16
 
     lone = SparePool(j.directory)  # no journal counts on it (see `retain`): it keeps nothing
     record = j.directory / "settled.json"

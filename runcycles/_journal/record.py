@@ -20,6 +20,7 @@ __all__ = [
     "JournalRecord",
     "LoadResult",
     "Mode",
+    "Stamp",
     "decode",
     "encode",
     "now_ms",
@@ -203,16 +204,23 @@ def _legacy_fields(data: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def encode(record: JournalRecord, *, owner: str | None = None) -> bytes:
-    """The file content of ``record``; ``owner`` is the token of the process settling it (see `locks`)."""
+Stamp = tuple[str, int]
+"""What the journal owner stamps on a record it writes: (``base_url``, ``recorded_at_ms``)."""
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def encode(record: JournalRecord, *, owner: str | None = None, stamp: Stamp | None = None) -> bytes:
+    """The file content of ``record``; ``owner`` is the token of the process settling it (see `locks`);
+    ``stamp`` replaces its ``base_url`` and ``recorded_at_ms``."""
     data = record.to_json_dict()
+    if stamp is not None:
+        data["base_url"], data["recorded_at_ms"] = stamp
     if owner is not None:
         data["owner"] = owner
     try:
-        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = _ENCODER.encode(data)
     except (TypeError, ValueError) as exc:
         rid = record.reservation_id
         raise JournalError(f"journal record for reservation {rid!r} is not JSON: {exc}") from exc
     return text.encode("utf-8")
-
-

@@ -29,6 +29,7 @@ from .record import (
     JournalBusyError,
     JournalRecord,
     LoadResult,
+    Stamp,
     decode,
     encode,
     now_ms,
@@ -43,6 +44,7 @@ __all__ = ["Journal"]
 logger = logging.getLogger("runcycles.journal")
 
 _STALE_TEMP_SECONDS = 3600.0
+_PATHS_KEPT = 4096
 _QUARANTINE_DIR = "quarantine"
 
 
@@ -56,7 +58,7 @@ class Journal:
     :class:`JournalError`.
     """
 
-    __slots__ = ("_base_url", "_dir_lock", "_directory", "_fingerprint", "_root", "_sync")
+    __slots__ = ("_base_url", "_dir_lock", "_directory", "_fingerprint", "_paths", "_root", "_sync")
 
     def __init__(
         self,
@@ -75,6 +77,8 @@ class Journal:
         self._fingerprint = journal_fingerprint(base_url, tenant=tenant, api_key=api_key)
         self._directory: Path | None = None
         self._dir_lock = threading.Lock()
+        # reservation id -> (record path, its lock path): a settlement asks for them several times
+        self._paths: dict[str, tuple[Path, Path]] = {}
 
     def __repr__(self) -> str:
         where = self._directory if self._directory is not None else self._root
@@ -121,7 +125,17 @@ class Journal:
 
     def path_for(self, reservation_id: str) -> Path:
         """The record file of ``reservation_id`` (whether or not it exists)."""
-        return self.directory / journal_filename(reservation_id)
+        return self._names(reservation_id)[0]
+
+    def _names(self, reservation_id: str) -> tuple[Path, Path]:
+        names = self._paths.get(reservation_id)
+        if names is None:
+            target = self.directory / journal_filename(reservation_id)
+            names = (target, self._lock_path(target))
+            if len(self._paths) >= _PATHS_KEPT:
+                self._paths.clear()
+            self._paths[reservation_id] = names
+        return names
 
     # ------------------------------------------------------------------------------------ writing
 
@@ -133,16 +147,19 @@ class Journal:
         """
         GROUP.run_one(self.write_job(record, owned=owned))
 
-    def write_job(self, record: JournalRecord, *, owned: bool = False) -> Job:
-        """The `writer` job of `write` (its directory fsync is left to the batch)."""
-        return lambda: self._install(record, owned=owned)
+    def write_job(self, record: JournalRecord, *, owned: bool = False, stamp: Stamp | None = None) -> Job:
+        """The `writer` job of `write` (its directory fsync is left to the batch); ``stamp`` overrides the
+        record's (``base_url``, ``recorded_at_ms``) in the file (see `encode`)."""
+        return lambda: self._install(record, owned=owned, stamp=stamp)
 
-    def _install(self, record: JournalRecord, *, owned: bool, sync: bool | None = None) -> Path | None:
+    def _install(
+        self, record: JournalRecord, *, owned: bool, sync: bool | None = None, stamp: Stamp | None = None
+    ) -> Path | None:
         full = self._sync == "full" if sync is None else sync
         target = self.path_for(record.reservation_id)
         try:
             owner = process_owner(target.parent) if owned else None
-            data = encode(record, owner=owner)
+            data = encode(record, owner=owner, stamp=stamp)
             if full and not os.path.lexists(target):
                 # A fresh record: one barrier in a spare whose directory entry is durable already. A rewrite
                 # keeps the two-barrier path, so that a power loss never leaves two versions of one record.
@@ -170,18 +187,19 @@ class Journal:
         Claims in this process report busy until `disown`; other processes see the owner token that
         ``write(..., owned=True)`` stamps. Raises :class:`JournalBusyError` when it is held here already.
         """
-        if not hold(self._lock_path(self.path_for(reservation_id))):
+        if not hold(self._names(reservation_id)[1]):
             raise JournalBusyError(reservation_id)
 
     def disown(self, reservation_id: str, *, keep: bool = False) -> None:
         """Stop holding a record taken with `own`. ``keep``: it stays unresolved, so its owner token is
         removed (rewritten without a sync) and another process may replay it while this one lives."""
-        target = self.path_for(reservation_id)
+        target, lock = self._names(reservation_id)
         try:
             if keep:
                 self._clear_owner(reservation_id, target)
         finally:
-            unhold(self._lock_path(target))
+            self._paths.pop(reservation_id, None)
+            unhold(lock)
 
     def _clear_owner(self, reservation_id: str, target: Path) -> None:
         try:
@@ -203,7 +221,7 @@ class Journal:
         legacy file and no claim's lock file can belong to it.
         """
         directory = self.directory
-        target = directory / journal_filename(reservation_id)
+        target = self.path_for(reservation_id)
         try:
             with contextlib.suppress(FileNotFoundError):
                 if not (self._sync == "full" and pool_for(directory).recycle(target)):
