@@ -93,6 +93,11 @@ def _datasync(fd: int) -> None:
 
 def _write_at_start(fd: int, data: bytes) -> None:
     view = memoryview(data)
+    if not hasattr(os, "pwrite"):  # Windows
+        os.lseek(fd, 0, os.SEEK_SET)
+        while view:
+            view = view[os.write(fd, view) :]
+        return
     offset = 0
     while offset < len(data):
         offset += os.pwrite(fd, view[offset:], offset)
