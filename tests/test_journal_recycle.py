@@ -193,3 +193,21 @@ def test_a_power_cut_at_any_commit_of_a_run_recovers_the_record_in_flight(
         # Others are settled records whose blanking was not synced: replayed, the server answers idempotently.
         assert set(amounts) <= set(range(1, n + 1))
         assert len({r.reservation_id for r in records}) == len(records)
+
+
+@pytest.mark.usefixtures("manual_refills")
+def test_without_pwrite_files_are_still_written_from_their_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delattr(os, "pwrite")  # as on Windows
+    j = _journal(tmp_path)
+    pool = pool_for(j.directory)
+    pool.refill()
+    j.write(_record("r1"), owned=True)
+    inode = j.path_for("r1").stat().st_ino
+    j.delete("r1", owned=True)
+    assert _spares(j.directory)[inode].read_bytes() == b" " * BLOCK
+    pool.refill()
+    for n in range(pool.ready):
+        j.write(_record(f"s{n}", attempts=n), owned=True)
+    assert [r.attempts for r in j.load().records if r.reservation_id.startswith("s")] == list(range(n + 1))
