@@ -500,8 +500,10 @@ def _patch_not_before_signal(signal: _Settable) -> None:
 
     original = Journal.write_job
 
-    def write_job(self: Journal, record: JournalRecord, *, owned: bool = False) -> Callable[[], Path | None]:
-        job = original(self, record, owned=owned)
+    def write_job(
+        self: Journal, record: JournalRecord, *, owned: bool = False, **more: Any
+    ) -> Callable[[], Path | None]:
+        job = original(self, record, owned=owned, **more)
 
         def run() -> Path | None:
             result = job()
