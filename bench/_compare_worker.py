@@ -36,10 +36,12 @@ import runcycles  # noqa: E402  (after the thread counter is in place)
 USD = "USD_MICROCENTS"
 
 
-def _config(base_url: str, journal: bool, journal_dir: str) -> Any:
-    # The same keyword arguments in both libraries.
+def _config(base_url: str, journal: bool, journal_dir: str, journal_sync: str | None = None) -> Any:
+    # The same keyword arguments in both libraries (journal_sync: ours only).
+    more = {"journal_sync": journal_sync} if journal_sync else {}
     return runcycles.CyclesConfig(
-        base_url=base_url, api_key="bench-key", tenant="bench", journal_enabled=journal, journal_dir=journal_dir
+        base_url=base_url, api_key="bench-key", tenant="bench", journal_enabled=journal, journal_dir=journal_dir,
+        **more,
     )
 
 
@@ -86,7 +88,7 @@ class Timer:
 
 
 def run_sync(args: argparse.Namespace, journal_dir: str) -> dict[str, Any]:
-    client = runcycles.CyclesClient(_config(args.base_url, args.journal, journal_dir))
+    client = runcycles.CyclesClient(_config(args.base_url, args.journal, journal_dir, args.journal_sync))
     if args.raw:
 
         def call() -> None:
@@ -118,7 +120,7 @@ def run_sync(args: argparse.Namespace, journal_dir: str) -> dict[str, Any]:
 
 
 async def run_async(args: argparse.Namespace, journal_dir: str) -> dict[str, Any]:
-    client = runcycles.AsyncCyclesClient(_config(args.base_url, args.journal, journal_dir))
+    client = runcycles.AsyncCyclesClient(_config(args.base_url, args.journal, journal_dir, args.journal_sync))
     sleep_s = args.sleep_ms / 1000
     if args.raw:
 
@@ -168,6 +170,7 @@ def main() -> None:
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--flavour", choices=["sync", "async"], required=True)
     parser.add_argument("--journal", action="store_true")
+    parser.add_argument("--journal-sync", choices=["full", "process"], default=None, help="ours only")
     parser.add_argument("--raw", action="store_true", help="create+commit with the raw wire client")
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=30)

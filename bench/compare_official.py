@@ -4,6 +4,10 @@
     python bench/compare_official.py --quick         # 1 rep x 100 calls, smaller bursts (< 2 minutes)
     python bench/compare_official.py --reps 3 --calls 500 --only sync-journal-off async-journal-off
 
+Workloads (``--only``): sync-default, async-default (our default: journal_sync="full", one fdatasync per
+settlement), sync-same-durability, async-same-durability (ours with journal_sync="process": no fsync, which is
+what the official client's journal does), sync-journal-off, async-journal-off, async-100x200ms, async-1000.
+
 Both libraries are imported as ``runcycles``, so the official one lives in its own venv (``.venv-official/``
 beside this repo, created on first use with pip; ``--official-venv`` to use another). When it cannot be created
 (no package index reachable) the script says so and measures our side only.
@@ -39,6 +43,15 @@ OFFICIAL = "runcycles==0.5.3"
 WORKLOADS: dict[str, tuple[str, dict[str, Any]]] = {
     "sync-default": ("sync, default (journal on)", {"flavour": "sync", "journal": True}),
     "async-default": ("async, default (journal on)", {"flavour": "async", "journal": True}),
+    # The official client's journal does no fsync (atomic rename only): the same durability as our "process" mode.
+    "sync-same-durability": (
+        "sync, journal on, no fsync (ours: journal_sync=\"process\")",
+        {"flavour": "sync", "journal": True, "journal_sync": "process"},
+    ),
+    "async-same-durability": (
+        "async, journal on, no fsync (ours: journal_sync=\"process\")",
+        {"flavour": "async", "journal": True, "journal_sync": "process"},
+    ),
     "sync-journal-off": ("sync, journal off", {"flavour": "sync", "journal": False}),
     "async-journal-off": ("async, journal off", {"flavour": "async", "journal": False}),
     "async-100x200ms": (
@@ -96,6 +109,8 @@ def run_worker(python: Path, lib: str, base_url: str, options: dict[str, Any], a
     command += ["--warmup", str(min(args.warmup, 5) if options.get("concurrency") else args.warmup)]
     if options.get("journal"):
         command.append("--journal")
+    if options.get("journal_sync") and lib == "ours":  # the official client has no such setting (it never fsyncs)
+        command += ["--journal-sync", options["journal_sync"]]
     if raw:
         command.append("--raw")
     concurrency = options.get("concurrency")
