@@ -140,9 +140,9 @@ def default_transport() -> httpx.HTTPTransport:
         return transport
     pool = httpcore.ConnectionPool(
         ssl_context=httpx.create_ssl_context(),
-        # httpx's DEFAULT_LIMITS and keep-alive expiry.
+        # httpx's default pool size and keep-alive expiry; every connection may stay open (see `http_options`).
         max_connections=POOL_CONNECTIONS,
-        max_keepalive_connections=20,
+        max_keepalive_connections=POOL_CONNECTIONS,
         keepalive_expiry=5.0,
         network_backend=_DeadlineBackend(httpcore.SyncBackend()),
     )

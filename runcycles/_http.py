@@ -15,6 +15,7 @@ import anyio
 import httpx
 
 from ._protocol import requests as rq
+from ._slots import POOL_CONNECTIONS
 from ._text import BodyReader, Scrubber
 from ._version import __version__
 from .config import CyclesConfig
@@ -143,6 +144,11 @@ def http_options(config: CyclesConfig) -> dict[str, Any]:
             "Accept-Encoding": "identity",
         },
         "follow_redirects": False,
+        # Every connection of the pool may stay open between requests (httpx keeps 20 of its 100): a burst of
+        # concurrent calls to the one server otherwise opens and closes a connection for most requests.
+        "limits": httpx.Limits(
+            max_connections=POOL_CONNECTIONS, max_keepalive_connections=POOL_CONNECTIONS, keepalive_expiry=5.0
+        ),
     }
 
 
