@@ -13,22 +13,16 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
 
-import attrs
 import pytest
 from fixtures_local import Harness, harness, uvicorn_switch  # noqa: F401
-from test_journal_spares import DiskModel, PowerCutAtCommit
+from test_journal_spares import DiskModel, PowerCutAtCommit, _journal, _record
 
 from runcycles import CyclesClient, with_cycles
-from runcycles._journal import Journal, JournalRecord
 from runcycles._journal import spares as spares_module
 from runcycles._journal.spares import BLOCK, SPARE_SUFFIX, SparePool, padded, pool_for
 
 pytestmark = pytest.mark.timeout(120)
-
-BASE = "http://localhost:7878"
-
 
 @pytest.fixture
 def mode() -> str:
@@ -39,22 +33,6 @@ def mode() -> str:
 def manual_refills(monkeypatch: pytest.MonkeyPatch) -> None:
     """Refills run only when a test calls them (no background refill racing the assertions)."""
     monkeypatch.setattr(spares_module, "_submit", lambda pool: pool.cancel_request())
-
-
-def _record(rid: str, **changes: Any) -> JournalRecord:
-    record = JournalRecord(
-        reservation_id=rid,
-        idempotency_key=f"key-{rid}",
-        commit_body={"idempotency_key": f"key-{rid}", "actual": {"unit": "USD_MICROCENTS", "amount": 5}},
-        event_body={"idempotency_key": f"key-{rid}"},
-        base_url=BASE,
-        recorded_at_ms=1,
-    )
-    return attrs.evolve(record, **changes)
-
-
-def _journal(root: Path, sync: str = "full") -> Journal:
-    return Journal(root, base_url=BASE, tenant="acme", api_key="k", sync=sync)  # type: ignore[arg-type]
 
 
 def _spares(directory: Path) -> dict[int, Path]:
