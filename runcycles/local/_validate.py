@@ -187,6 +187,7 @@ def obj(
                 additional(item, _join(path, key))
 
     known_ok = {key: accepts(sub) for key, sub in known.items()}
+    one_of = frozenset(one_of_required)
     other_ok = None if isinstance(additional, bool) else accepts(additional)
 
     def ok(value: Any) -> bool:
@@ -198,7 +199,7 @@ def obj(
         if counted and (
             (min_props is not None and len(value) < min_props)
             or (max_props is not None and len(value) > max_props)
-            or (one_of_required and not any(key in value for key in one_of_required))
+            or (one_of and one_of.isdisjoint(value))
         ):
             return False
         for key, item in value.items():
