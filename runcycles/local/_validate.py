@@ -358,6 +358,21 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite)
 
 
+def _decode(text: str) -> Any:
+    """``_DECODER.decode(text)``, without its two whitespace matches for the usual ``{...}`` body."""
+    if text[:1] == "{" and text[-1:] == "}":
+        try:
+            value, end = _SCAN(text, 0)
+        except (StopIteration, ValueError, RecursionError):
+            end = -1  # malformed: decode again below for the usual error
+        if end == len(text):
+            return value
+    return _DECODER.decode(text)
+
+
+_SCAN = _DECODER.scan_once  # type: ignore[attr-defined]
+
+
 def _check_tree(value: Any) -> None:
     """Nesting depth within :data:`MAX_JSON_DEPTH` and no lone surrogates in any key or string.
 
@@ -387,7 +402,7 @@ def parse_json_object(body: bytes, schema: Check | None = None) -> dict[str, Any
     """
     try:
         text = body.decode("utf-8")
-        value = _DECODER.decode(text) if body else None
+        value = _decode(text) if body else None
     except SchemaError as exc:
         raise SchemaError(f"Malformed request body: {exc}") from None
     except RecursionError:
