@@ -91,6 +91,19 @@ _dumps = compact_encoder()
 """Compact JSON text (ASCII) as stored in the ledger's document columns (one encoder, built once)."""
 
 
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _load(text: str) -> Any:
+    """``json.loads`` of a document column (the scanner alone when the text is exactly one value, as the
+    compact encoder writes it; anything else goes through ``json.loads``, errors included)."""
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        end = -1
+    return value if end == len(text) else json.loads(text)
+
+
 def _budget(row: sqlite3.Row | tuple[Any, ...]) -> Budget:
     return Budget(
         scope=row[0],
@@ -106,7 +119,7 @@ def _budget(row: sqlite3.Row | tuple[Any, ...]) -> Budget:
         status=row[10],
         created_at_ms=row[11],
         updated_at_ms=row[12],
-        doc=json.loads(row[13]),
+        doc=_load(row[13]),
     )
 
 
@@ -126,8 +139,8 @@ def _reservation(row: sqlite3.Row | tuple[Any, ...]) -> Reservation:
         overage_policy=row[11],
         scope_path=row[12],
         idempotency_key=row[13],
-        budget_scopes=json.loads(row[14]),
-        doc=json.loads(row[15]),
+        budget_scopes=_load(row[14]),
+        doc=_load(row[15]),
     )
 
 
