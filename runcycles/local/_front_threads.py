@@ -46,23 +46,28 @@ class ThreadPool:
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._lock = threading.Lock()
+        self._closed = False
 
     def submit(self, call: Callable[[], Any], done: _Done) -> None:
         """Run ``call()`` on a worker thread, then ``done(result, None)`` or ``done(None, exception)`` on the
-        running event loop (not at all if that loop is closed by then). Call from the loop."""
+        running event loop (not at all if that loop is closed by then, nor once the pool is closed: the
+        front has stopped). Call from the loop."""
         loop = asyncio.get_running_loop()
+        if self._closed:
+            return
         with self._lock:
             start = self._idle == 0 and len(self._threads) < MAX_THREADS
             if not start:
                 self._idle -= 1 if self._idle else 0
         if start:
             thread = threading.Thread(target=self._work, name="runcycles-front", daemon=True)
-            self._threads.append(thread)
             thread.start()
+            self._threads.append(thread)
         self._jobs.put((call, loop, done))
 
     def close(self, timeout: float) -> None:
         """Stop the threads once the calls queued so far are done, waiting for each at most ``timeout`` s."""
+        self._closed = True
         for _ in self._threads:
             self._jobs.put(None)
         for thread in self._threads:
@@ -116,7 +121,13 @@ class Batches:
 
     def _start(self) -> None:
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-        self._pool.submit(functools.partial(self._run, batch), functools.partial(self._ran, batch))
+        self._hop(functools.partial(self._run, batch), functools.partial(self._ran, batch))
+
+    def _hop(self, call: Callable[[], Any], done: _Done) -> None:
+        try:
+            self._pool.submit(call, done)
+        except Exception as exc:  # no thread could be started: the batch fails (500s), the next one tries again
+            done(None, exc)
 
     def _run(self, batch: list[Job]) -> list[HttpResponse]:
         with self._app.env.ledger.group():
@@ -130,7 +141,7 @@ class Batches:
         if error is not None or responses is None:
             self._deliver(batch, None, error)
         else:
-            self._pool.submit(self._app.env.ledger.sync, functools.partial(self._synced, batch, responses))
+            self._hop(self._app.env.ledger.sync, functools.partial(self._synced, batch, responses))
 
     def _synced(self, batch: list[Job], responses: list[HttpResponse], _: None, error: BaseException | None) -> None:
         self._deliver(batch, None if error is not None else responses, error)

@@ -4,6 +4,7 @@ graceful shutdown, on an in-memory database (answered inline) and on a file (bat
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -15,6 +16,9 @@ from typing import Any
 import pytest
 from front_support import USD, Reader, Served, decide_body, front, request
 from serve_process import Serve
+
+from runcycles.local import LocalCyclesServer
+from runcycles.local._front_threads import Batches, ThreadPool
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -393,3 +397,49 @@ def test_a_batch_whose_commit_cannot_be_made_durable_answers_500_over_http(
             sock.sendall(request("POST", "/v1/reservations", auth, _reserve_body("k0")))  # the retry
             retried = reader.response()
             assert retried.status == 200 and retried.json()["decision"] == "ALLOW"
+
+
+def test_a_batch_that_gets_no_worker_thread_answers_500_and_the_next_batch_runs(tmp_path: Path) -> None:
+    server = LocalCyclesServer(str(tmp_path / "c.db"))
+    answers: list[tuple[str, int]] = []
+
+    class Job:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __call__(self) -> Any:
+            return (200, [], b"")
+
+        def failed(self) -> Any:
+            return (500, [], b"")
+
+        def answer(self, response: Any) -> None:
+            answers.append((self.name, response[0]))
+            if len(answers) == 4:
+                done.set()
+
+    class NoThreads(ThreadPool):
+        refusals = 1
+
+        def submit(self, call: Any, on_done: Any) -> None:
+            if self.refusals:
+                self.refusals -= 1
+                raise RuntimeError("can't start new thread")
+            super().submit(call, on_done)
+
+    async def main() -> None:
+        batches = Batches(server._app, pool)
+        for name in ("a", "b", "c"):
+            batches.submit(Job(name))  # one batch: its thread cannot start
+        await asyncio.sleep(0)  # one loop iteration: the batch starts (and fails) on the next
+        batches.submit(Job("d"))  # the next batch runs
+        await asyncio.wait_for(done.wait(), 10)
+
+    pool = NoThreads()
+    done = asyncio.Event()
+    try:
+        asyncio.run(main())
+    finally:
+        pool.close(10)
+        server.close()
+    assert answers == [("a", 500), ("b", 500), ("c", 500), ("d", 200)]
