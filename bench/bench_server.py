@@ -56,27 +56,32 @@ def seed(server: LocalCyclesServer) -> str:
 
 
 def core_phase(seconds: float) -> dict[str, Any]:
-    """reserve -> commit straight through ``LocalCyclesServer.handle`` (in memory, one thread, no client)."""
+    """reserve -> commit straight through ``LocalCyclesServer.handle`` (in memory, one thread, no client).
+
+    The request bodies are formatted from templates and the reservation id is cut out of the response, so
+    that the driver's own JSON work (about a tenth of the time of a cycle when done with ``json``) is not
+    counted as the server's.
+    """
     server = LocalCyclesServer()
     headers = {"X-Cycles-API-Key": seed(server), "Content-Type": "application/json"}
+    reserve = (
+        b'{"idempotency_key":"core-%d-r","subject":{"tenant":"bench","agent":"a0"},'
+        b'"action":{"kind":"llm.completion","name":"bench"},"estimate":{"unit":"' + USD.encode() + b'","amount":1000}}'
+    )
+    commit = b'{"idempotency_key":"core-%d-c","actual":{"unit":"' + USD.encode() + b'","amount":900}}'
+    marker = b'"reservation_id":"'
     latencies: list[float] = []
     n = 0
     began, cpu = time.perf_counter(), time.process_time()
     stop_at = began + seconds
     while time.perf_counter() < stop_at:
         started = time.perf_counter()
-        reserve = {
-            "idempotency_key": f"core-{n}-r",
-            "subject": {"tenant": "bench", "agent": "a0"},
-            "action": {"kind": "llm.completion", "name": "bench"},
-            "estimate": {"unit": USD, "amount": 1000},
-        }
-        status, _, body = server.handle("POST", "/v1/reservations", "", headers, json.dumps(reserve).encode())
+        status, _, body = server.handle("POST", "/v1/reservations", "", headers, reserve % n)
         if status != 200:
             raise RuntimeError(body.decode())
-        commit = {"idempotency_key": f"core-{n}-c", "actual": {"unit": USD, "amount": 900}}
-        path = f"/v1/reservations/{json.loads(body)['reservation_id']}/commit"
-        status, _, body = server.handle("POST", path, "", headers, json.dumps(commit).encode())
+        at = body.index(marker) + len(marker)
+        path = "/v1/reservations/" + body[at : body.index(b'"', at)].decode() + "/commit"
+        status, _, body = server.handle("POST", path, "", headers, commit % n)
         if status != 200:
             raise RuntimeError(body.decode())
         latencies.append(time.perf_counter() - started)

@@ -131,9 +131,16 @@ def dumps(value: Any) -> bytes:
     return _COMPACT(value).encode("utf-8")
 
 
+def dumps_with(value: dict[str, Any], name: str, raw_json: str) -> bytes:
+    """:func:`dumps` of a non-empty object ``value`` with one more member, ``name``, appended last, whose
+    value is the JSON text ``raw_json`` (already encoded, e.g. by a faster special-purpose encoder)."""
+    return f"{_COMPACT(value)[:-1]},{_COMPACT(name)}:{raw_json}}}".encode()
+
+
 def payload_hash(body: dict[str, Any], defaults: dict[str, Any] | None = None) -> str:
     """SHA-256 of the canonical JSON of the defaults-filled request."""
-    return hashlib.sha256(canonical_json({**(defaults or {}), **body}).encode("utf-8")).hexdigest()
+    filled = {**defaults, **body} if defaults else body
+    return hashlib.sha256(canonical_json(filled).encode("utf-8")).hexdigest()
 
 
 # The RFC 4122 variant digit (binary 10xx) for each random hex digit.

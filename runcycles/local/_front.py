@@ -116,7 +116,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         self._transport: Any = None
         self._queue: collections.deque[Request] = collections.deque()
-        self._task: asyncio.Task[None] | None = None
+        self._answering = False  # the first queued request is with the core (or a task)
         self._reading = True
         self._write_paused = False
         self._closing = False  # reads nothing more; closes once the queue is answered
@@ -260,21 +260,22 @@ class _Connection(asyncio.Protocol):
 
     def _pump(self) -> None:
         """Answer queued requests in order, until one has to wait for the core."""
-        while self._queue and self._task is None:
+        while self._queue and not self._answering:
             request = self._queue[0]
             response = request.answer or self._handler.now(request)
             if response is None:
-                task = self._loop.create_task(self._answer_later(request))
-                self._task = task
-                self._front.tasks.add(task)
-                task.add_done_callback(self._front.tasks.discard)
+                self._answering = True
+                if not self._handler.submit(request, self._answered):
+                    task = self._loop.create_task(self._answer_later(request))
+                    self._front.tasks.add(task)
+                    task.add_done_callback(self._front.tasks.discard)
                 return
             self._queue.popleft()
             self._write(request, response)
-        if self._closing and not self._queue and self._task is None:
+        if self._closing and not self._queue and not self._answering:
             self._transport.close()
             return
-        if self._task is None:
+        if not self._answering:
             self._idle_since = self._loop.time()
         self._update_reading()
         self._rearm()
@@ -286,7 +287,11 @@ class _Connection(asyncio.Protocol):
             logger.error("internal error answering %s: %s", request.method[:16], type(exc).__name__)
             logger.debug("traceback", exc_info=True)
             response = self._handler.error(500, "Internal server error", request)
-        self._task = None
+        self._answered(request, response)
+
+    def _answered(self, request: Request, response: HttpResponse) -> None:
+        """The answer to the first queued request: write it, then go on with the queue."""
+        self._answering = False
         if self._transport.is_closing():
             return
         self._queue.popleft()
@@ -319,7 +324,7 @@ class _Connection(asyncio.Protocol):
         self._update_reading()
 
     def _idle_output(self) -> bool:
-        return not self._queue and self._task is None
+        return not self._queue and not self._answering
 
     def _update_reading(self) -> None:
         want = not self._closing and not self._write_paused and len(self._queue) < self._limits.max_pipelined

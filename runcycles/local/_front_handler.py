@@ -1,9 +1,9 @@
 """What the built-in HTTP front (:mod:`._front`) does with one parsed request, without the ASGI layer.
 
 Health probes and ``/metrics`` go to :meth:`OpsApp.answer`; everything else to :meth:`App.handle`, inline on
-an in-memory database (as the ASGI app does) or in a batch on a worker thread on a file database (the same
-:class:`Batcher`). Every request is counted in the server's metrics like the ASGI app counts it. Responses
-are encoded here as HTTP/1.1 bytes.
+an in-memory database (as the ASGI app does) or in a batch on a worker thread on a file database
+(:class:`~._front_threads.Batches`, answered through a callback). Every request is counted in the server's
+metrics like the ASGI app counts it. Responses are encoded here as HTTP/1.1 bytes.
 """
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ import email.utils
 import http
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 import httptools
 
 from ._base import LocalServerError
-from ._batches import Batcher, internal_error
-from ._front_threads import ThreadPool
+from ._batches import internal_error
+from ._front_threads import Batches, ThreadPool
 from ._http import App, HttpResponse
 from ._metrics import route_template
 
@@ -67,7 +68,7 @@ class Handler:
         self._inline = self.app.env.ledger.in_memory
         self.pool = ThreadPool()
         """The worker threads of the batches on a file database (close it when the front stops)."""
-        self._batcher = Batcher(self.app, hop=self.pool.run)
+        self._batches = Batches(self.app, self.pool)
         self._date = ""
         self._date_second = -1
 
@@ -94,18 +95,24 @@ class Handler:
         self._observe(request.method, path, response[0], started)
         return response
 
+    def submit(self, request: Request, done: Callable[[Request, HttpResponse], None]) -> bool:
+        """Queue a request for the core's batches (a file database); ``done(request, response)`` is called on
+        the loop with its answer. ``False`` (nothing done) when the request is for :meth:`later` instead."""
+        path = _path_of(request.target)
+        if self._inline or path in self._ops_paths:
+            return False
+        self._batches.submit(_Call(self, request, path, done))
+        return True
+
     async def later(self, request: Request) -> HttpResponse:
-        """The answer of a request that waits: a health probe, ``/metrics`` or the core on a file database."""
+        """The answer of a request that waits and was not :meth:`submit` ted: a health probe or ``/metrics``."""
         started = time.perf_counter()
         method, target = request.method, request.target
         path = _path_of(target)
         if path in self._ops_paths:
             response = await self._ops.answer(path, method)
-        elif self._inline:
-            response = self.app.handle(method, target, "", request.headers, request.body)
         else:
-            call = _Call(self.app, method, target, request.headers, request.body)
-            response = await self._batcher.run(call, call.failed)
+            response = self.app.handle(method, target, "", request.headers, request.body)
         self._observe(method, path, response[0], started)
         return response
 
@@ -148,19 +155,29 @@ class Handler:
 
 
 class _Call:
-    """``App.handle`` of one request, run in a batch on the worker thread (a callable without closures)."""
+    """One request in the core's batches (a :class:`~._front_threads.Job`): ``App.handle`` on the worker
+    thread, then its answer, counted in the metrics, to ``done`` on the loop."""
 
-    __slots__ = ("_app", "_body", "_headers", "_method", "_target")
+    __slots__ = ("_done", "_handler", "_path", "_request", "_started")
 
-    def __init__(self, app: App, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> None:
-        self._app, self._method, self._target, self._headers, self._body = app, method, target, headers, body
+    def __init__(
+        self, handler: Handler, request: Request, path: str, done: Callable[[Request, HttpResponse], None]
+    ) -> None:
+        self._handler, self._request, self._path, self._done = handler, request, path, done
+        self._started = time.perf_counter()
 
     def __call__(self) -> HttpResponse:
-        return self._app.handle(self._method, self._target, "", self._headers, self._body)
+        request = self._request
+        return self._handler.app.handle(request.method, request.target, "", request.headers, request.body)
 
     def failed(self) -> HttpResponse:
         """The 500 answer, when the request's batch could not be committed."""
-        return internal_error(self._app, self._method, self._headers)()
+        return internal_error(self._handler.app, self._request.method, self._request.headers)()
+
+    def answer(self, response: HttpResponse) -> None:
+        """Count the request in the metrics and hand its response to the connection."""
+        self._handler._observe(self._request.method, self._path, response[0], self._started)
+        self._done(self._request, response)
 
 
 def _path_of(target: str) -> str:

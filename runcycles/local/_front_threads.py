@@ -1,56 +1,73 @@
-"""A few dedicated worker threads for the built-in front's batches (``Batcher(app, hop=pool.run)``) instead
-of anyio's pool.
+"""The built-in front's batches on a file database: driven by callbacks on its event loop, run on a few
+dedicated worker threads.
 
-A hop through ``anyio.to_thread.run_sync`` costs ~100 µs of CPU (limiter, cancel scope, worker lookup);
-a hop to an idle thread of our own through a ``SimpleQueue``, answered with ``call_soon_threadsafe``, ~25 µs.
-A batch takes two hops (run, then sync), so at the batch sizes a busy server sees this is a good part of
-the per-request cost. The batching itself (grouping, commit, sync, 500 on failure) is `_batches.Batcher`'s.
+As :class:`~._batches.Batcher` does for the ASGI app: requests that arrive while a batch runs queue up; the
+next batch takes them all (up to :data:`~._batches.MAX_BATCH`) to a worker thread in one hop, runs them one
+after the other inside :meth:`Ledger.group` (one transaction), then, while the next batch already runs, makes
+the commit durable (:meth:`Ledger.sync` on another worker thread) and only then answers them; if the commit
+or the sync fails, every request of the batch gets its 500 answer (an ambiguous outcome: a client retries
+with the same idempotency key).
+
+Unlike ``Batcher`` there is no task, coroutine or event per request: the connection hands over a
+:class:`Job` and gets its response through a callback, and a thread hop is a ``SimpleQueue`` put answered
+with one ``call_soon_threadsafe`` (anyio's worker-thread hop costs ~100 µs of CPU, this ~25 µs). A batch
+starts on the loop iteration after its first request arrived, so the requests read in the same iteration
+(several connections' data) share it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol
+
+from ._batches import MAX_BATCH
+from ._http import App, HttpResponse
 
 logger = logging.getLogger("runcycles.local")
 
 MAX_THREADS = 4
 """Threads of one pool at most: a batch running, and the syncs of earlier batches overlapping it."""
 
-_T = TypeVar("_T")
-_Job = tuple[Callable[[], Any], "asyncio.Future[Any]"]
+_Done = Callable[[Any, BaseException | None], None]
+_Work = tuple[Callable[[], Any], asyncio.AbstractEventLoop, _Done]
 
 
 class ThreadPool:
     """Runs blocking calls for one event loop on up to :data:`MAX_THREADS` threads, started as needed."""
 
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._lock = threading.Lock()
+        self._closed = False
 
-    async def run(self, call: Callable[[], _T]) -> _T:
-        """``call()`` on a worker thread; its result, or its exception raised here."""
-        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+    def submit(self, call: Callable[[], Any], done: _Done) -> None:
+        """Run ``call()`` on a worker thread, then ``done(result, None)`` or ``done(None, exception)`` on the
+        running event loop (not at all if that loop is closed by then, nor once the pool is closed: the
+        front has stopped). Call from the loop."""
+        loop = asyncio.get_running_loop()
+        if self._closed:
+            return
         with self._lock:
             start = self._idle == 0 and len(self._threads) < MAX_THREADS
             if not start:
                 self._idle -= 1 if self._idle else 0
         if start:
             thread = threading.Thread(target=self._work, name="runcycles-front", daemon=True)
-            self._threads.append(thread)
             thread.start()
-        self._jobs.put((call, future))
-        return await future
+            self._threads.append(thread)
+        self._jobs.put((call, loop, done))
 
     def close(self, timeout: float) -> None:
         """Stop the threads once the calls queued so far are done, waiting for each at most ``timeout`` s."""
+        self._closed = True
         for _ in self._threads:
             self._jobs.put(None)
         for thread in self._threads:
@@ -59,28 +76,83 @@ class ThreadPool:
 
     def _work(self) -> None:
         while True:
-            job = self._jobs.get()
-            if job is None:
+            work = self._jobs.get()
+            if work is None:
                 return
-            call, future = job
+            call, loop, done = work
             try:
-                result = call()
-            except BaseException as exc:  # handed to the awaiting coroutine
-                _settle(future, None, exc)
-            else:
-                _settle(future, result, None)
+                result, error = call(), None
+            except BaseException as exc:  # handed to the loop
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(done, result, error)
             with self._lock:
                 self._idle += 1
 
 
-def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    def deliver() -> None:
-        if future.done():  # the awaiting coroutine was cancelled
-            return
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
+class Job(Protocol):
+    """One request for :class:`Batches`."""
 
-    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-        future.get_loop().call_soon_threadsafe(deliver)
+    def __call__(self) -> HttpResponse:
+        """Its answer (run on a worker thread, inside the batch's transaction)."""
+
+    def failed(self) -> HttpResponse:
+        """Its 500 answer, when its batch could not be committed (run on the loop)."""
+
+    def answer(self, response: HttpResponse) -> None:
+        """Deliver its response (called on the loop once the response is durable)."""
+
+
+class Batches:
+    """Runs :class:`Job` s of one event loop in batches on a :class:`ThreadPool` (see the module doc)."""
+
+    def __init__(self, app: App, pool: ThreadPool) -> None:
+        self._app = app
+        self._pool = pool
+        self._pending: list[Job] = []
+        self._busy = False
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job`` for the next batch (call from the loop)."""
+        self._pending.append(job)
+        if not self._busy:
+            self._busy = True
+            asyncio.get_running_loop().call_soon(self._start)
+
+    def _start(self) -> None:
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        self._hop(functools.partial(self._run, batch), functools.partial(self._ran, batch))
+
+    def _hop(self, call: Callable[[], Any], done: _Done) -> None:
+        try:
+            self._pool.submit(call, done)
+        except Exception as exc:  # no thread could be started: the batch fails (500s), the next one tries again
+            done(None, exc)
+
+    def _run(self, batch: list[Job]) -> list[HttpResponse]:
+        with self._app.env.ledger.group():
+            return [job() for job in batch]
+
+    def _ran(self, batch: list[Job], responses: list[HttpResponse] | None, error: BaseException | None) -> None:
+        if self._pending:  # the next batch runs while this one's commit is made durable
+            self._start()
+        else:
+            self._busy = False
+        if error is not None or responses is None:
+            self._deliver(batch, None, error)
+        else:
+            self._hop(self._app.env.ledger.sync, functools.partial(self._synced, batch, responses))
+
+    def _synced(self, batch: list[Job], responses: list[HttpResponse], _: None, error: BaseException | None) -> None:
+        self._deliver(batch, None if error is not None else responses, error)
+
+    def _deliver(self, batch: list[Job], responses: list[HttpResponse] | None, error: BaseException | None) -> None:
+        if responses is None:
+            logger.error("a batch of %d requests failed: %s", len(batch), type(error).__name__)
+            logger.debug("traceback of the failed batch", exc_info=error)
+        for index, job in enumerate(batch):
+            try:
+                job.answer(job.failed() if responses is None else responses[index])
+            except Exception as exc:  # one connection's trouble must not keep the others' answers
+                logger.error("internal error delivering an answer: %s", type(exc).__name__)
+                logger.debug("traceback", exc_info=True)

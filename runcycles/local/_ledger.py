@@ -91,6 +91,19 @@ _dumps = compact_encoder()
 """Compact JSON text (ASCII) as stored in the ledger's document columns (one encoder, built once)."""
 
 
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _load(text: str) -> Any:
+    """``json.loads`` of a document column (the scanner alone when the text is exactly one value, as the
+    compact encoder writes it; anything else goes through ``json.loads``, errors included)."""
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        end = -1
+    return value if end == len(text) else json.loads(text)
+
+
 def _budget(row: sqlite3.Row | tuple[Any, ...]) -> Budget:
     return Budget(
         scope=row[0],
@@ -106,7 +119,7 @@ def _budget(row: sqlite3.Row | tuple[Any, ...]) -> Budget:
         status=row[10],
         created_at_ms=row[11],
         updated_at_ms=row[12],
-        doc=json.loads(row[13]),
+        doc=_load(row[13]),
     )
 
 
@@ -126,8 +139,8 @@ def _reservation(row: sqlite3.Row | tuple[Any, ...]) -> Reservation:
         overage_policy=row[11],
         scope_path=row[12],
         idempotency_key=row[13],
-        budget_scopes=json.loads(row[14]),
-        doc=json.loads(row[15]),
+        budget_scopes=_load(row[14]),
+        doc=_load(row[15]),
     )
 
 
@@ -148,15 +161,30 @@ def load_budgets(conn: sqlite3.Connection, tenant_id: str, scopes: Iterable[str]
 
 
 def load_unit_budgets(conn: sqlite3.Connection, tenant_id: str, scopes: list[str], unit: str) -> list[Budget]:
-    """The budgets of ``tenant_id`` in ``unit`` at the given scopes (the runtime's read: only matching rows)."""
+    """The budgets of ``tenant_id`` in ``unit`` at the given scopes (the runtime's read: only matching rows),
+    in the order of ``scopes``.
+
+    One primary-key lookup per scope, joined with ``UNION ALL``: cheaper than ``scope IN (...)``, for which
+    SQLite builds a temporary index of the list. (Derived scopes extend each other, so this order is also
+    the sorted order the ``IN`` form gave.)
+    """
     if not scopes:
         return []
-    rows = conn.execute(
-        f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE tenant_id = ? AND scope IN ({','.join('?' * len(scopes))}) "
-        "AND unit = ?",
-        (tenant_id, *scopes, unit),
-    ).fetchall()
-    return [_budget(row) for row in rows]
+    count = len(scopes)
+    if len(set(scopes)) != count:
+        scopes = list(dict.fromkeys(scopes))
+        count = len(scopes)
+    sql = _UNIT_BUDGETS.get(count)
+    if sql is None:
+        sql = _UNIT_BUDGETS[count] = " UNION ALL ".join([_UNIT_BUDGET] * count)
+    params: list[str] = []
+    for scope in scopes:
+        params += (scope, unit, tenant_id)
+    return [_budget(row) for row in conn.execute(sql, params).fetchall()]
+
+
+_UNIT_BUDGET = f"SELECT {_BUDGET_COLUMNS} FROM budgets WHERE scope = ? AND unit = ? AND tenant_id = ?"
+_UNIT_BUDGETS: dict[int, str] = {}
 
 
 def get_budget(conn: sqlite3.Connection, scope: str, unit: str) -> Budget | None:

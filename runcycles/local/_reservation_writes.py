@@ -112,9 +112,8 @@ def create_reservation(env: Env, req: Request) -> Response:
             "scope_path": ev.scope_path,
             "affected_scopes": ev.scopes,
             **({"caps": ev.caps} if ev.caps else {}),
-            "balances": [balance(b) for b in ev.budgets],
         }
-        return idem.store(conn, 200, result, now + max(ttl + grace, DAY_MS))
+        return idem.store(conn, 200, result, now + max(ttl + grace, DAY_MS), ev.budgets)
 
 
 def dry_run_result(ev: Evaluation, estimate: dict[str, Any]) -> dict[str, Any]:
@@ -206,8 +205,7 @@ def commit_reservation(env: Env, req: Request, reservation_id: str) -> Response:
         result: dict[str, Any] = {"status": "COMMITTED", "charged": amount(res.unit, charged)}
         if charged < res.reserved:
             result["released"] = amount(res.unit, res.reserved - charged)
-        result["balances"] = [balance(b) for b in budgets]
-        return idem.store(conn, 200, result, now + 30 * DAY_MS)
+        return idem.store(conn, 200, result, now + 30 * DAY_MS, budgets)
 
 
 def release_reservation(env: Env, req: Request, reservation_id: str) -> Response:
@@ -232,9 +230,8 @@ def release_reservation(env: Env, req: Request, reservation_id: str) -> Response
         result = {
             "status": "RELEASED",
             "released": amount(res.unit, res.reserved),
-            "balances": [balance(b) for b in budgets],
         }
-        return idem.store(conn, 200, result, now + 30 * DAY_MS)
+        return idem.store(conn, 200, result, now + 30 * DAY_MS, budgets)
 
 
 def extend_reservation(env: Env, req: Request, reservation_id: str) -> Response:
@@ -263,9 +260,8 @@ def extend_reservation(env: Env, req: Request, reservation_id: str) -> Response:
             "status": "ACTIVE",
             "expires_at_ms": res.expires_at_ms,
             "remaining_ttl_ms": res.expires_at_ms - now,
-            "balances": [balance(b) for b in budgets],
         }
-        return idem.store(conn, 200, result, res.expires_at_ms + res.grace_ms)
+        return idem.store(conn, 200, result, res.expires_at_ms + res.grace_ms, budgets)
 
 
 # --- events ----------------------------------------------------------------------------------------------
@@ -301,9 +297,8 @@ def create_event(env: Env, req: Request) -> Response:
             "status": "APPLIED",
             "event_id": event_id,
             "charged": amount(actual["unit"], charged),
-            "balances": [balance(b) for b in budgets],
         }
-        return idem.store(conn, 201, result, now + 7 * DAY_MS)
+        return idem.store(conn, 201, result, now + 7 * DAY_MS, budgets)
 
 
 # --- reads -----------------------------------------------------------------------------------------------

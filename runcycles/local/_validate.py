@@ -187,6 +187,7 @@ def obj(
                 additional(item, _join(path, key))
 
     known_ok = {key: accepts(sub) for key, sub in known.items()}
+    one_of = frozenset(one_of_required)
     other_ok = None if isinstance(additional, bool) else accepts(additional)
 
     def ok(value: Any) -> bool:
@@ -198,7 +199,7 @@ def obj(
         if counted and (
             (min_props is not None and len(value) < min_props)
             or (max_props is not None and len(value) > max_props)
-            or (one_of_required and not any(key in value for key in one_of_required))
+            or (one_of and one_of.isdisjoint(value))
         ):
             return False
         for key, item in value.items():
@@ -357,6 +358,21 @@ def _reject_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite)
 
 
+def _decode(text: str) -> Any:
+    """``_DECODER.decode(text)``, without its two whitespace matches for the usual ``{...}`` body."""
+    if text[:1] == "{" and text[-1:] == "}":
+        try:
+            value, end = _SCAN(text, 0)
+        except (StopIteration, ValueError, RecursionError):
+            end = -1  # malformed: decode again below for the usual error
+        if end == len(text):
+            return value
+    return _DECODER.decode(text)
+
+
+_SCAN = _DECODER.scan_once  # type: ignore[attr-defined]
+
+
 def _check_tree(value: Any) -> None:
     """Nesting depth within :data:`MAX_JSON_DEPTH` and no lone surrogates in any key or string.
 
@@ -386,7 +402,7 @@ def parse_json_object(body: bytes, schema: Check | None = None) -> dict[str, Any
     """
     try:
         text = body.decode("utf-8")
-        value = _DECODER.decode(text) if body else None
+        value = _decode(text) if body else None
     except SchemaError as exc:
         raise SchemaError(f"Malformed request body: {exc}") from None
     except RecursionError:

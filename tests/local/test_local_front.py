@@ -4,6 +4,8 @@ graceful shutdown, on an in-memory database (answered inline) and on a file (bat
 
 from __future__ import annotations
 
+import asyncio
+import json
 import subprocess
 import sys
 import threading
@@ -12,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from front_support import Reader, Served, decide_body, front, request
+from front_support import USD, Reader, Served, decide_body, front, request
 from serve_process import Serve
+
+from runcycles.local import LocalCyclesServer
+from runcycles.local._front_threads import Batches, ThreadPool
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -328,3 +333,113 @@ def test_a_client_leaving_its_responses_unread_is_dropped_after_the_request_time
         # take megabytes of unread responses).
         connection._loop.call_soon_threadsafe(connection.pause_writing)
         assert reader.closed()
+
+
+def _reserve_body(key: str) -> bytes:
+    body = json.loads(decide_body(key))
+    return json.dumps(body).encode()
+
+
+def test_requests_of_many_connections_on_a_file_share_batches_and_all_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with front(tmp_path / "c.db") as served:
+        ledger = served.server._env.ledger
+        groups: list[int] = []
+        syncs: list[int] = []
+        real_group, real_sync = ledger.group, ledger.sync
+
+        def counting_group() -> Any:
+            groups.append(1)
+            return real_group()
+
+        def counting_sync() -> None:
+            syncs.append(1)
+            real_sync()
+
+        monkeypatch.setattr(ledger, "group", counting_group)
+        monkeypatch.setattr(ledger, "sync", counting_sync)
+        sockets = [served.connect() for _ in range(20)]
+        try:
+            for index, sock in enumerate(sockets):  # two pipelined reserves on each connection
+                auth = {"X-Cycles-API-Key": served.key}
+                sock.sendall(
+                    b"".join(request("POST", "/v1/reservations", auth, _reserve_body(f"k{index}-{n}")) for n in (0, 1))
+                )
+            readers = [Reader(sock) for sock in sockets]
+            answers = [reader.response() for reader in readers for _ in (0, 1)]
+        finally:
+            for sock in sockets:
+                sock.close()
+        assert [a.status for a in answers] == [200] * 40
+        assert len({a.json()["reservation_id"] for a in answers}) == 40
+        assert 1 <= len(groups) < 40 and len(syncs) == len(groups)  # requests shared batches
+        assert served.server.get_budget("tenant:acme", USD)["reserved"] == 40
+
+
+def test_a_batch_whose_commit_cannot_be_made_durable_answers_500_over_http(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with front(tmp_path / "c.db") as served:
+
+        def broken_sync() -> None:
+            raise OSError("disk gone")
+
+        monkeypatch.setattr(served.server._env.ledger, "sync", broken_sync)
+        auth = {"X-Cycles-API-Key": served.key}
+        with served.connect() as sock:
+            reader = Reader(sock)
+            sock.sendall(b"".join(request("POST", "/v1/reservations", auth, _reserve_body(f"k{n}")) for n in range(3)))
+            answers = [reader.response() for _ in range(3)]
+            assert [(a.status, a.json()["error"]) for a in answers] == [(500, "INTERNAL_ERROR")] * 3
+            assert all(a.headers["x-request-id"] for a in answers)
+            monkeypatch.undo()
+            sock.sendall(request("POST", "/v1/reservations", auth, _reserve_body("k0")))  # the retry
+            retried = reader.response()
+            assert retried.status == 200 and retried.json()["decision"] == "ALLOW"
+
+
+def test_a_batch_that_gets_no_worker_thread_answers_500_and_the_next_batch_runs(tmp_path: Path) -> None:
+    server = LocalCyclesServer(str(tmp_path / "c.db"))
+    answers: list[tuple[str, int]] = []
+
+    class Job:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __call__(self) -> Any:
+            return (200, [], b"")
+
+        def failed(self) -> Any:
+            return (500, [], b"")
+
+        def answer(self, response: Any) -> None:
+            answers.append((self.name, response[0]))
+            if len(answers) == 4:
+                done.set()
+
+    class NoThreads(ThreadPool):
+        refusals = 1
+
+        def submit(self, call: Any, on_done: Any) -> None:
+            if self.refusals:
+                self.refusals -= 1
+                raise RuntimeError("can't start new thread")
+            super().submit(call, on_done)
+
+    async def main() -> None:
+        batches = Batches(server._app, pool)
+        for name in ("a", "b", "c"):
+            batches.submit(Job(name))  # one batch: its thread cannot start
+        await asyncio.sleep(0)  # one loop iteration: the batch starts (and fails) on the next
+        batches.submit(Job("d"))  # the next batch runs
+        await asyncio.wait_for(done.wait(), 10)
+
+    pool = NoThreads()
+    done = asyncio.Event()
+    try:
+        asyncio.run(main())
+    finally:
+        pool.close(10)
+        server.close()
+    assert answers == [("a", 500), ("b", 500), ("c", 500), ("d", 200)]
