@@ -189,3 +189,12 @@ def test_without_pwrite_files_are_still_written_from_their_start(
     for n in range(pool.ready):
         j.write(_record(f"s{n}", attempts=n), owned=True)
     assert [r.attempts for r in j.load().records if r.reservation_id.startswith("s")] == list(range(n + 1))
+
+
+def test_paths_are_resolved_again_after_close(tmp_path: Path) -> None:
+    j = _journal(tmp_path, "process")
+    before = j.path_for("r1")
+    j.close()
+    j._root = tmp_path / "elsewhere"  # as when the partition resolves elsewhere on reopening (fallback root)
+    assert j.path_for("r1") != before
+    assert j.path_for("r1").parent == j.directory

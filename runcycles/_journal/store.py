@@ -120,6 +120,7 @@ class Journal:
         removes its unused spares (a later write prepares new ones)."""
         with self._dir_lock:
             directory, self._directory = self._directory, None
+            self._paths.clear()  # a later use resolves the directory again
         if directory is not None and self._sync == "full":
             release(directory)
 
