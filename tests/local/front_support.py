@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 
 from runcycles.cli import listen
 from runcycles.local import LocalCyclesServer
@@ -127,3 +128,22 @@ def decide_body(key: str = "d1") -> bytes:
             "estimate": {"unit": USD, "amount": 1},
         }
     ).encode()
+
+
+def count_batches(ledger: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[int]]:
+    """Count ``ledger``'s write groups and syncs from now on: one entry appended per call to each."""
+    groups: list[int] = []
+    syncs: list[int] = []
+    real_group, real_sync = ledger.group, ledger.sync
+
+    def counting_group() -> Any:
+        groups.append(1)
+        return real_group()
+
+    def counting_sync() -> None:
+        syncs.append(1)
+        real_sync()
+
+    monkeypatch.setattr(ledger, "group", counting_group)
+    monkeypatch.setattr(ledger, "sync", counting_sync)
+    return groups, syncs

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
-from front_support import decide_body
+from front_support import count_batches, decide_body
 
 from runcycles.local import LocalCyclesServer
 from runcycles.local import _ledger as db
@@ -136,20 +136,7 @@ async def test_concurrent_asgi_requests_on_a_file_share_batches_and_all_commit(
 ) -> None:
     server, secret = _seeded(str(tmp_path / "batched.db"))
     ledger = server._env.ledger
-    groups: list[int] = []
-    syncs: list[int] = []
-    real_group, real_sync = ledger.group, ledger.sync
-
-    def counting_group() -> Any:
-        groups.append(1)
-        return real_group()
-
-    def counting_sync() -> None:
-        syncs.append(1)
-        real_sync()
-
-    monkeypatch.setattr(ledger, "group", counting_group)
-    monkeypatch.setattr(ledger, "sync", counting_sync)
+    groups, syncs = count_batches(ledger, monkeypatch)
     results: list[tuple[int, dict[str, Any]]] = []
 
     async def one(index: int) -> None:

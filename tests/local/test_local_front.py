@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from front_support import USD, Reader, Served, decide_body, front, request
+from front_support import USD, Reader, Served, count_batches, decide_body, front, request
 from serve_process import Serve
 
 from runcycles.local import LocalCyclesServer
@@ -345,20 +345,7 @@ def test_requests_of_many_connections_on_a_file_share_batches_and_all_commit(
 ) -> None:
     with front(tmp_path / "c.db") as served:
         ledger = served.server._env.ledger
-        groups: list[int] = []
-        syncs: list[int] = []
-        real_group, real_sync = ledger.group, ledger.sync
-
-        def counting_group() -> Any:
-            groups.append(1)
-            return real_group()
-
-        def counting_sync() -> None:
-            syncs.append(1)
-            real_sync()
-
-        monkeypatch.setattr(ledger, "group", counting_group)
-        monkeypatch.setattr(ledger, "sync", counting_sync)
+        groups, syncs = count_batches(ledger, monkeypatch)
         sockets = [served.connect() for _ in range(20)]
         try:
             for index, sock in enumerate(sockets):  # two pipelined reserves on each connection
