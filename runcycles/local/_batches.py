@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
@@ -33,6 +33,7 @@ MAX_BATCH = 64
 
 Call = Callable[[], HttpResponse]
 _T = TypeVar("_T")
+_J = TypeVar("_J")
 
 
 @attrs.define(eq=False)
@@ -46,18 +47,28 @@ class _Job:
     response: HttpResponse | None = None
 
 
-class Hop(Protocol):
-    """How a batch step goes off the event loop (default ``anyio.to_thread.run_sync``)."""
+def take_batch(pending: list[_J]) -> tuple[list[_J], list[_J]]:
+    """The next batch of ``pending`` (at most :data:`MAX_BATCH`, oldest first) and what stays queued."""
+    return pending[:MAX_BATCH], pending[MAX_BATCH:]
 
-    def __call__(self, step: Callable[[], _T], /) -> Awaitable[_T]: ...
+
+def run_batch(app: App, calls: Sequence[Call]) -> list[HttpResponse]:
+    """Run ``calls`` one after the other in one ledger transaction (on a worker thread)."""
+    with app.env.ledger.group():
+        return [call() for call in calls]
+
+
+def log_failed_batch(size: int, error: BaseException | None) -> None:
+    """Report a batch whose run, commit or sync failed (its requests get their 500 answers)."""
+    logger.error("a batch of %d requests failed: %s", size, type(error).__name__)
+    logger.debug("traceback of the failed batch", exc_info=error)
 
 
 class Batcher:
     """Runs :meth:`App.handle` calls for one event loop in batches on a worker thread (see the module doc)."""
 
-    def __init__(self, app: App, hop: Hop | None = None) -> None:
+    def __init__(self, app: App) -> None:
         self._app = app
-        self._hop: Hop = hop if hop is not None else anyio.to_thread.run_sync
         self._pending: list[_Job] = []
         self._busy = False
 
@@ -83,8 +94,8 @@ class Batcher:
         return job.response
 
     async def _lead(self) -> None:
-        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-        responses = await self._in_thread(functools.partial(self._run_batch, batch), batch)
+        batch, self._pending = take_batch(self._pending)
+        responses = await self._in_thread(functools.partial(run_batch, self._app, [job.call for job in batch]), batch)
         self._hand_on()  # the next batch runs while this one's commit is made durable
         if responses is not None and not await self._in_thread(self._sync, batch):
             responses = None
@@ -111,21 +122,16 @@ class Batcher:
             self._busy = False
 
     async def _in_thread(self, step: Callable[[], _T], batch: list[_Job]) -> _T | None:
-        """``step()`` on a worker thread (through ``hop``); ``None`` (logged) if it raised."""
+        """``step()`` on a worker thread; ``None`` (logged) if it raised."""
         try:
-            return await self._hop(step)
+            return await anyio.to_thread.run_sync(step)
         except Exception as exc:
-            logger.error("a batch of %d requests failed: %s", len(batch), type(exc).__name__)
-            logger.debug("traceback of the failed batch", exc_info=True)
+            log_failed_batch(len(batch), exc)
             return None
 
     def _sync(self) -> bool:
         self._app.env.ledger.sync()
         return True
-
-    def _run_batch(self, batch: list[_Job]) -> list[HttpResponse]:
-        with self._app.env.ledger.group():
-            return [job.call() for job in batch]
 
 
 def internal_error(app: App, method: str, headers: list[tuple[str, str]]) -> Call:

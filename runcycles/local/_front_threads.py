@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ._batches import MAX_BATCH
+from ._batches import log_failed_batch, run_batch, take_batch
 from ._http import App, HttpResponse
 
 logger = logging.getLogger("runcycles.local")
@@ -120,18 +120,14 @@ class Batches:
             asyncio.get_running_loop().call_soon(self._start)
 
     def _start(self) -> None:
-        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-        self._hop(functools.partial(self._run, batch), functools.partial(self._ran, batch))
+        batch, self._pending = take_batch(self._pending)
+        self._hop(functools.partial(run_batch, self._app, batch), functools.partial(self._ran, batch))
 
     def _hop(self, call: Callable[[], Any], done: _Done) -> None:
         try:
             self._pool.submit(call, done)
         except Exception as exc:  # no thread could be started: the batch fails (500s), the next one tries again
             done(None, exc)
-
-    def _run(self, batch: list[Job]) -> list[HttpResponse]:
-        with self._app.env.ledger.group():
-            return [job() for job in batch]
 
     def _ran(self, batch: list[Job], responses: list[HttpResponse] | None, error: BaseException | None) -> None:
         if self._pending:  # the next batch runs while this one's commit is made durable
@@ -148,8 +144,7 @@ class Batches:
 
     def _deliver(self, batch: list[Job], responses: list[HttpResponse] | None, error: BaseException | None) -> None:
         if responses is None:
-            logger.error("a batch of %d requests failed: %s", len(batch), type(error).__name__)
-            logger.debug("traceback of the failed batch", exc_info=error)
+            log_failed_batch(len(batch), error)
         for index, job in enumerate(batch):
             try:
                 job.answer(job.failed() if responses is None else responses[index])
