@@ -1,6 +1,7 @@
 """Per-call cost of one guarded call, and where it goes (prints figures, asserts nothing).
 
-    python bench/profile_call.py [--server fake|local] [--flavour sync|async] [--journal] [--calls 2000]
+    python bench/profile_call.py [--server fake|local] [--flavour sync|async] [--journal [--journal-sync full|process]]
+                                 [--calls 2000]
                                  [--raw] [--cprofile 25] [--backend asyncio|trio]
 
 One `with_cycles` call (estimate 1000, actual 700) in a loop, against either the fake server of
@@ -131,6 +132,8 @@ def main() -> None:
     parser.add_argument("--flavour", choices=["sync", "async"], default="sync")
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     parser.add_argument("--journal", action="store_true")
+    parser.add_argument("--journal-sync", choices=["full", "process"], default="full",
+                        help="with --journal: the journal's durability (default full)")
     parser.add_argument("--raw", action="store_true", help="create + commit with the wire client (the floor)")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=200)
@@ -162,7 +165,8 @@ def main() -> None:
     profile = cProfile.Profile() if args.cprofile else None
     journal_dir = tempfile.mkdtemp(prefix="runcycles-profile-")
     config = runcycles.CyclesConfig(
-        base_url=base_url, api_key=key, tenant="bench", journal_enabled=args.journal, journal_dir=journal_dir
+        base_url=base_url, api_key=key, tenant="bench", journal_enabled=args.journal, journal_dir=journal_dir,
+        journal_sync=args.journal_sync,
     )
     try:
         if args.flavour == "sync":

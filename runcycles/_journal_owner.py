@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from ._drivers import AsyncEnv, monotonic_ms, wall_ms
-from ._journal import GROUP, Journal, JournalBusyError, JournalError, JournalRecord, run_async_job
+from ._journal import (
+    GROUP,
+    Journal,
+    JournalBusyError,
+    JournalError,
+    JournalRecord,
+    defer_async_job,
+    run_async_job,
+)
 from ._journal.paths import default_journal_root, fallback_root, journal_fingerprint
 from ._journal.record import Stamp
 from ._journal.spares import holds_record
@@ -115,8 +123,10 @@ class JournalOwner:
         return self._journal is not None
 
     def close(self) -> None:
-        """After the client's last settlement: stop the journal's background work for this client (its spare
-        files are removed when no other client of this process uses the directory)."""
+        """After the client's last settlement: run the deferred deletes of settled records, and stop the
+        journal's background work for this client (its spare files are removed when no other client of this
+        process uses the directory)."""
+        GROUP.run_deferred()
         with self._lock:
             journal = self._journal
         if journal is not None:
@@ -153,12 +163,37 @@ class JournalOwner:
         raise TypeError(f"not a journal effect: {effect!r}")  # pragma: no cover - a programming error
 
     async def journal_async(self, effect: object) -> BaseException | None:
-        """Perform a journal effect for the async driver, batched with its event loop's other journal jobs."""
+        """Perform a journal effect for the async driver, batched with its event loop's other journal jobs.
+
+        Deleting a settled record this client wrote is deferred (it needs no barrier, and a record left
+        behind replays under its key, answered idempotently): it runs on the journal thread after its next
+        batch, and the call does not wait for it.
+        """
+        if (
+            isinstance(effect, JournalDelete)
+            and self._deferrable(effect.reservation_id)
+            and defer_async_job(_no_sync(self.journal_delete, effect.reservation_id))
+        ):
+            return None
         try:
             await run_async_job(self._job(effect))
         except Exception as exc:
             return exc
         return None
+
+    def _deferrable(self, reservation_id: str) -> bool:
+        with self._lock:
+            return reservation_id in self._owned and reservation_id not in self._claims
+
+    @property
+    def deferred(self) -> int:
+        """How many deletes of settled records wait on the journal thread (every client's)."""
+        return GROUP.deferred
+
+    def finish_deferred(self) -> int:
+        """Run the deferred deletes of settled records now, on this thread (every client's: they share the
+        journal thread); returns how many ran."""
+        return GROUP.run_deferred()
 
     def services(self, *, detach: Callable[[Steps[Any]], None] | None) -> dict[str, Any]:
         """The journal and clock part of a driver environment."""

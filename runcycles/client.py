@@ -161,10 +161,12 @@ class CyclesClient(_ClientBase):
         """Wait up to ``timeout_ms`` (default ``flush_timeout_ms``) for background settlements.
 
         A client that has not replayed its journal partition yet (no guarded call, no ``replay_journal()``)
-        resumes it first, so the flush also settles what an earlier process left. Returns how many remain
+        resumes it first, so the flush also settles what an earlier process left, and it finishes the deletes
+        of settled journal records that async calls left to the journal thread. Returns how many remain
         unresolved (their journal records are kept for a later replay).
         """
         self._replay_if_due()
+        self._journal_owner.finish_deferred()
         return self._worker.flush(self._flush_limit(timeout_ms))
 
     def replay_journal(self) -> int:
@@ -338,6 +340,8 @@ class AsyncCyclesClient(_ClientBase):
         """
         if self._journal_owner.replay_due:
             await anyio.to_thread.run_sync(self._replay_if_due)
+        if self._journal_owner.deferred:
+            await anyio.to_thread.run_sync(self._journal_owner.finish_deferred)
         worker = self._worker
         if worker.pending == 0:
             return 0

@@ -5,16 +5,16 @@ unlink; or move into quarantine) and returns the directory whose entries must be
 change counts as done (``None``: nothing to sync). `GroupCommit` runs jobs in batches: each job's own I/O,
 then one directory fsync per directory for the whole batch, so concurrent settlements share that barrier
 (group commit). Whoever arrives when no batch is running leads the next one on its own thread, so a lone
-sync caller pays no thread hop; async callers of one event loop hand their batch to one thread at a time (on
-asyncio the journal's batch threads through the loop's executor, on trio anyio's worker threads). A
+sync caller pays no thread hop; async callers go through `async_jobs`. Jobs whose delay costs nothing
+(deleting a settled record) may be *deferred* and run after a later batch (`GroupCommit.defer`). A
 batch of several jobs runs them in up to four lanes (three threads of the journal's `io_pool`, which also
 prepares spare files in the background) so that their file fsyncs overlap.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import threading
@@ -23,9 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
-import anyio
 import attrs
-from anyio.lowlevel import RunVar
 
 from ..errors import JournalError
 from .paths import FILE_MODE, fsync_dir
@@ -38,9 +36,10 @@ __all__ = [
     "SyncMode",
     "fsync_dir",
     "io_pool",
-    "run_async",
     "write_file",
 ]
+
+logger = logging.getLogger("runcycles.journal")
 
 SyncMode = Literal["full", "process"]
 """``full``: a write counts as done once durable (one barrier for a fresh record in a spare file, else the file
@@ -157,6 +156,7 @@ class GroupCommit:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._pending: list[_Entry] = []
+        self._deferred: list[Job] = []
         self._flushing = False
         self.batches = 0
         self.jobs = 0
@@ -192,6 +192,33 @@ class GroupCommit:
         if error is not None:
             raise error
 
+    def defer(self, job: Job) -> None:
+        """Keep ``job`` for `run_deferred`: for work whose delay or loss costs nothing but tidiness (deleting
+        a settled record: a record left behind replays under its key, which the server answers idempotently)."""
+        with self._cond:
+            self._deferred.append(job)
+
+    @property
+    def deferred(self) -> int:
+        """How many deferred jobs wait for `run_deferred`."""
+        return len(self._deferred)
+
+    def run_deferred(self) -> int:
+        """Run the deferred jobs now, on this thread (no lanes: nothing waits for them); their errors are
+        logged. Returns how many ran."""
+        with self._cond:
+            jobs, self._deferred = self._deferred, []
+        if not jobs:
+            return 0
+        entries = [_Entry(job) for job in jobs]
+        _flush(entries, lanes=False)
+        for entry in entries:
+            if entry.error is not None:
+                logger.warning(
+                    "deferred journal work failed (a settled record may replay idempotently): %s", entry.error
+                )
+        return len(entries)
+
 
 GROUP = GroupCommit()
 """The process-wide writer: every journal of the process shares its batches."""
@@ -200,80 +227,11 @@ GROUP = GroupCommit()
 def _reset_after_fork() -> None:
     # The parent's I/O threads and a batch it was running at fork time do not exist in the child: a pool that
     # believes it has its threads would never run a lane, and a group left "flushing" would wait forever.
-    global _pool, _pool_lock, _batch_pool
-    _pool = _batch_pool = None
+    global _pool, _pool_lock
+    _pool = None
     _pool_lock = threading.Lock()
     GROUP.__init__()  # type: ignore[misc]
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
-
-
-@attrs.define(eq=False)
-class _LoopQueue:
-    """The jobs of one event loop waiting for its batch thread."""
-
-    pending: list[_Entry] = attrs.field(factory=list)
-    busy: bool = False
-    wake: anyio.Event = attrs.field(factory=anyio.Event)
-
-
-_loop_queue: RunVar[_LoopQueue] = RunVar("runcycles_journal_queue")
-_batch_pool: ThreadPoolExecutor | None = None
-
-
-def _batch_threads() -> ThreadPoolExecutor:
-    # Not `io_pool`: a batch waits there for its own lanes, so batches on it could end up waiting for themselves.
-    global _batch_pool
-    with _pool_lock:
-        if _batch_pool is None:
-            _batch_pool = ThreadPoolExecutor(max_workers=_LANES, thread_name_prefix="runcycles-journal-batch")
-        return _batch_pool
-
-
-async def _run_batch(jobs: list[Job]) -> list[BaseException | None]:
-    """``GROUP.run(jobs)`` off the event loop: on asyncio through the loop's executor on the journal's batch
-    threads (measured cheaper per async guarded call than anyio's generic worker-thread hop: 0.93x median,
-    0.96x CPU), elsewhere (trio) through anyio's worker threads."""
-    try:
-        running = asyncio.get_running_loop().run_in_executor(_batch_threads(), GROUP.run, jobs)
-    except RuntimeError:  # not asyncio, or executors shut down (the drain at interpreter exit)
-        return await anyio.to_thread.run_sync(GROUP.run, jobs)
-    return await running
-
-
-async def run_async(job: Job) -> None:
-    """Run ``job`` off the event loop and wait; raises its error.
-
-    The jobs of concurrent tasks in this event loop go to the process-wide `GROUP` as one batch, through
-    one worker thread at a time (not one thread hop per record). Callers shield this from cancellation.
-    """
-    try:
-        queue = _loop_queue.get()
-    except LookupError:
-        queue = _LoopQueue()
-        _loop_queue.set(queue)
-    entry = _Entry(job)
-    queue.pending.append(entry)
-    while not entry.done:
-        if queue.busy:
-            await queue.wake.wait()
-            continue
-        queue.busy = True
-        batch, queue.pending = queue.pending, []
-        try:
-            errors = await _run_batch([e.job for e in batch])
-            for e, error in zip(batch, errors, strict=True):
-                e.error, e.done = error, True
-        except BaseException:
-            for e in batch:
-                if not e.done:
-                    e.error, e.done = RuntimeError("journal batch interrupted"), True
-            raise
-        finally:
-            queue.busy = False
-            wake, queue.wake = queue.wake, anyio.Event()
-            wake.set()
-    if entry.error is not None:
-        raise entry.error

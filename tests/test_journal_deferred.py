@@ -1,0 +1,232 @@
+"""Async settlements leave the delete of their settled record to the journal thread (asyncio), off the critical
+path: it runs after the thread's next batch or within a linger, and flush, close and exit run what is left."""
+
+# ruff: noqa: F811
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from fixtures_local import Harness, harness  # noqa: F401
+
+from runcycles import AsyncCyclesClient, with_cycles
+from runcycles._journal import GROUP, Journal, JournalError
+from runcycles._journal import async_jobs as async_jobs_module
+
+pytestmark = [pytest.mark.timeout(60), pytest.mark.anyio]
+
+
+@pytest.fixture
+def mode() -> str:
+    return "inproc"
+
+
+@pytest.fixture
+def long_linger(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A journal thread of the test's own that never runs deferred jobs on its own (only after a batch)."""
+    monkeypatch.setattr(async_jobs_module, "LINGER_S", 60.0)
+    thread = async_jobs_module._JournalThread()
+    monkeypatch.setattr(async_jobs_module, "_THREAD", thread)
+    yield
+    thread.stop()
+
+
+def records(client: AsyncCyclesClient) -> list[Path]:
+    directory = client._journal_owner.journal.directory
+    return sorted(p for p in directory.iterdir() if p.is_file() and (p.suffix == ".json" or p.read_bytes().strip()))
+
+
+def guarded(client: AsyncCyclesClient) -> Any:
+    @with_cycles(estimate=10, actual=5, client=client)
+    async def work() -> int:
+        return 1
+
+    return work
+
+
+class DeleteGate:
+    """Holds every `Journal.delete` until opened, and says when one has finished."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.open = threading.Event()
+        self.deleted = threading.Event()
+        self.threads: list[str] = []
+        real = Journal.delete
+
+        def delete(journal: Journal, reservation_id: str, *, owned: bool = False) -> None:
+            self.threads.append(threading.current_thread().name)
+            assert self.open.wait(30)
+            real(journal, reservation_id, owned=owned)
+            self.deleted.set()
+
+        monkeypatch.setattr(Journal, "delete", delete)
+
+
+async def test_the_call_returns_before_its_record_is_deleted_on_asyncio(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, anyio_backend: str
+) -> None:
+    gate = DeleteGate(monkeypatch)
+    client, _ = harness.async_client()
+    async with client:
+        work = guarded(client)
+        if anyio_backend == "trio":  # nothing is deferred: the call waits for its delete
+            gate.open.set()
+            assert await work() == 1
+            assert records(client) == []
+            return
+        assert await work() == 1  # returns although the delete is held
+        harness.assert_ledger(spent=5)
+        assert len(records(client)) == 1
+        gate.open.set()
+        assert await anyio.to_thread.run_sync(gate.deleted.wait, 30)
+        assert records(client) == []
+        assert gate.threads == ["runcycles-journal-batch"]
+
+
+async def test_deletes_ride_on_the_next_batch_not_a_hop_of_their_own(
+    harness: Harness, long_linger: None, anyio_backend: str
+) -> None:
+    client, _ = harness.async_client()
+    n = 6
+    async with client:
+        work = guarded(client)
+        await work()
+        await client.flush()
+        batches = GROUP.batches
+        for _ in range(n):
+            await work()
+        assert len(records(client)) <= 2  # at most the last call's and the one before (deleted after a batch)
+        batches = GROUP.batches - batches
+        assert batches == (n if anyio_backend == "asyncio" else 2 * n)
+        await client.flush()
+        assert records(client) == []
+    harness.assert_ledger(spent=5 * (n + 1))
+
+
+async def test_the_journal_thread_runs_a_deferred_delete_on_its_own(harness: Harness, monkeypatch: pytest.MonkeyPatch,
+                                                                    anyio_backend: str) -> None:
+    gate = DeleteGate(monkeypatch)
+    gate.open.set()
+    client, _ = harness.async_client()
+    async with client:
+        await guarded(client)()
+        # No other call, no flush: the thread's linger runs it.
+        assert await anyio.to_thread.run_sync(gate.deleted.wait, 30)
+        assert records(client) == []
+
+
+async def test_close_runs_what_is_deferred(harness: Harness, long_linger: None, anyio_backend: str) -> None:
+    client, _ = harness.async_client()
+    async with client:
+        await guarded(client)()
+        left = len(records(client))
+        assert left == (1 if anyio_backend == "asyncio" else 0)
+    assert GROUP.deferred == 0
+    assert records(client) == []
+
+
+async def test_a_failed_deferred_delete_is_logged_and_the_call_stands(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, anyio_backend: str
+) -> None:
+    def failing(journal: Journal, reservation_id: str, *, owned: bool = False) -> None:
+        raise JournalError(f"cannot delete {reservation_id} (injected)")
+
+    monkeypatch.setattr(Journal, "delete", failing)
+    client, _ = harness.async_client()
+    with caplog.at_level(logging.WARNING, logger="runcycles"):
+        async with client:
+            assert await guarded(client)() == 1
+            await client.flush()
+            assert GROUP.deferred == 0
+    harness.assert_ledger(spent=5)
+    if anyio_backend == "asyncio":
+        assert any("deferred journal work failed" in r.getMessage() and "injected" in r.getMessage()
+                   for r in caplog.records)
+    assert len(records(client)) == 1  # left behind: a later replay settles it idempotently
+
+
+async def test_a_record_whose_delete_is_deferred_is_not_replayed_by_its_own_process(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, anyio_backend: str
+) -> None:
+    gate = DeleteGate(monkeypatch)
+    client, _ = harness.async_client()
+    other, _ = harness.async_client()
+    async with client, other:
+        if anyio_backend == "trio":
+            gate.open.set()
+        await guarded(client)()
+        assert await other.replay_journal() == 0
+        gate.open.set()
+        await client.flush()
+        assert records(client) == []
+    harness.assert_ledger(spent=5)
+
+
+async def test_the_journal_thread_survives_a_failed_batch(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, anyio_backend: str
+) -> None:
+    real = GROUP.run
+    failed = []
+
+    def run_once_failing(jobs: list[Any]) -> list[BaseException | None]:
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("injected batch failure")
+        return real(jobs)
+
+    monkeypatch.setattr(GROUP, "run", run_once_failing)
+    client, _ = harness.async_client()
+    with caplog.at_level(logging.ERROR, logger="runcycles"):
+        async with client:
+            work = guarded(client)
+            assert await work() == 1  # the journal write failed: logged, and the settlement went on
+            assert await work() == 1
+            await client.flush()
+    harness.assert_ledger(spent=10)
+    assert any("injected batch failure" in r.getMessage() for r in caplog.records)
+
+
+def test_interpreter_exit_runs_what_is_deferred(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        from pathlib import Path
+        import runcycles
+        from runcycles._journal import async_jobs
+        from runcycles.local import LocalCyclesServer
+
+        async_jobs.LINGER_S = 600.0
+        server = LocalCyclesServer()
+        server.create_tenant("tnt")
+        key = server.create_api_key("tnt")
+        server.create_budget("tenant:tnt", "USD_MICROCENTS", allocated=1000)
+        config = runcycles.CyclesConfig(base_url="http://local", api_key=key, tenant="tnt",
+                                        journal_dir={str(tmp_path / "journal")!r})
+
+        async def main():
+            client = runcycles.AsyncCyclesClient(config, transport=server.async_transport())
+
+            @runcycles.with_cycles(estimate=10, actual=5, client=client)
+            async def work():
+                return 1
+
+            await work()
+            directory = client._journal_owner.journal.directory
+            print(len([p for p in directory.iterdir() if p.is_file() and p.read_bytes().strip()]))
+            # no flush, no close: the process ends here
+
+        asyncio.run(main())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["1"], out.stderr  # still there when the call returned
+    left = [p for p in (tmp_path / "journal").rglob("*") if p.is_file() and p.suffix in {".json", ".spare"}]
+    assert left == []
