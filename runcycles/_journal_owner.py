@@ -126,7 +126,7 @@ class JournalOwner:
         """After the client's last settlement: run the deferred deletes of settled records, and stop the
         journal's background work for this client (its spare files are removed when no other client of this
         process uses the directory)."""
-        GROUP.run_deferred()
+        GROUP.run_deferred(wait=True)
         with self._lock:
             journal = self._journal
         if journal is not None:
@@ -192,8 +192,8 @@ class JournalOwner:
 
     def finish_deferred(self) -> int:
         """Run the deferred deletes of settled records now, on this thread (every client's: they share the
-        journal thread); returns how many ran."""
-        return GROUP.run_deferred()
+        journal thread), and wait for those the journal thread is running; returns how many ran here."""
+        return GROUP.run_deferred(wait=True)
 
     def services(self, *, detach: Callable[[Steps[Any]], None] | None) -> dict[str, Any]:
         """The journal and clock part of a driver environment."""

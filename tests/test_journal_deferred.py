@@ -1,5 +1,5 @@
-"""Async settlements leave the delete of their settled record to the journal thread (asyncio), off the critical
-path: it runs after the thread's next batch or within a linger, and flush, close and exit run what is left."""
+"""Async settlements leave the delete of their settled record to the journal thread, off the critical path: it
+runs after the thread's next batch or within a linger, and flush, close and exit run what is left."""
 
 # ruff: noqa: F811
 from __future__ import annotations
@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +29,15 @@ def mode() -> str:
 
 
 @pytest.fixture
-def long_linger(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A journal thread of the test's own that never runs deferred jobs on its own (only after a batch)."""
-    monkeypatch.setattr(async_jobs_module, "LINGER_S", 60.0)
-    thread = async_jobs_module._JournalThread()
-    monkeypatch.setattr(async_jobs_module, "_THREAD", thread)
-    yield
-    thread.stop()
+def thread_never_drains(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal thread leaves deferred jobs alone (when the loop defers a delete before the thread has
+    finished the batch that delivered the write, the thread would run it right after that batch)."""
+    real = GROUP.run_deferred
+
+    def run_deferred(*, wait: bool = False) -> int:
+        return 0 if threading.current_thread().name == "runcycles-journal-batch" else real(wait=wait)
+
+    monkeypatch.setattr(GROUP, "run_deferred", run_deferred)
 
 
 def records(client: AsyncCyclesClient) -> list[Path]:
@@ -57,12 +58,14 @@ class DeleteGate:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.open = threading.Event()
+        self.entered = threading.Event()
         self.deleted = threading.Event()
         self.threads: list[str] = []
         real = Journal.delete
 
         def delete(journal: Journal, reservation_id: str, *, owned: bool = False) -> None:
             self.threads.append(threading.current_thread().name)
+            self.entered.set()
             assert self.open.wait(30)
             real(journal, reservation_id, owned=owned)
             self.deleted.set()
@@ -70,18 +73,13 @@ class DeleteGate:
         monkeypatch.setattr(Journal, "delete", delete)
 
 
-async def test_the_call_returns_before_its_record_is_deleted_on_asyncio(
+async def test_the_call_returns_before_its_record_is_deleted(
     harness: Harness, monkeypatch: pytest.MonkeyPatch, anyio_backend: str
 ) -> None:
     gate = DeleteGate(monkeypatch)
     client, _ = harness.async_client()
     async with client:
         work = guarded(client)
-        if anyio_backend == "trio":  # nothing is deferred: the call waits for its delete
-            gate.open.set()
-            assert await work() == 1
-            assert records(client) == []
-            return
         assert await work() == 1  # returns although the delete is held
         harness.assert_ledger(spent=5)
         assert len(records(client)) == 1
@@ -91,9 +89,7 @@ async def test_the_call_returns_before_its_record_is_deleted_on_asyncio(
         assert gate.threads == ["runcycles-journal-batch"]
 
 
-async def test_deletes_ride_on_the_next_batch_not_a_hop_of_their_own(
-    harness: Harness, long_linger: None, anyio_backend: str
-) -> None:
+async def test_deletes_make_no_batch_of_their_own(harness: Harness, anyio_backend: str) -> None:
     client, _ = harness.async_client()
     n = 6
     async with client:
@@ -105,10 +101,32 @@ async def test_deletes_ride_on_the_next_batch_not_a_hop_of_their_own(
             await work()
         assert len(records(client)) <= 2  # at most the last call's and the one before (deleted after a batch)
         batches = GROUP.batches - batches
-        assert batches == (n if anyio_backend == "asyncio" else 2 * n)
+        assert batches == n
         await client.flush()
         assert records(client) == []
     harness.assert_ledger(spent=5 * (n + 1))
+
+
+async def test_flush_waits_for_a_delete_the_journal_thread_is_running(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, anyio_backend: str
+) -> None:
+    gate = DeleteGate(monkeypatch)
+    client, _ = harness.async_client()
+    async with client:
+        await guarded(client)()
+        assert await anyio.to_thread.run_sync(gate.entered.wait, 30)  # the thread is in the delete
+        assert GROUP.deferred == 1
+        async with anyio.create_task_group() as tg:
+
+            async def flush() -> None:
+                await client.flush()
+                assert gate.deleted.is_set()
+                assert records(client) == []
+
+            tg.start_soon(flush)
+            await anyio.wait_all_tasks_blocked()
+            gate.open.set()
+        assert GROUP.deferred == 0
 
 
 async def test_the_journal_thread_runs_a_deferred_delete_on_its_own(harness: Harness, monkeypatch: pytest.MonkeyPatch,
@@ -123,12 +141,11 @@ async def test_the_journal_thread_runs_a_deferred_delete_on_its_own(harness: Har
         assert records(client) == []
 
 
-async def test_close_runs_what_is_deferred(harness: Harness, long_linger: None, anyio_backend: str) -> None:
+async def test_close_runs_what_is_deferred(harness: Harness, thread_never_drains: None, anyio_backend: str) -> None:
     client, _ = harness.async_client()
     async with client:
         await guarded(client)()
-        left = len(records(client))
-        assert left == (1 if anyio_backend == "asyncio" else 0)
+        assert len(records(client)) == 1
     assert GROUP.deferred == 0
     assert records(client) == []
 
@@ -147,9 +164,8 @@ async def test_a_failed_deferred_delete_is_logged_and_the_call_stands(
             await client.flush()
             assert GROUP.deferred == 0
     harness.assert_ledger(spent=5)
-    if anyio_backend == "asyncio":
-        assert any("deferred journal work failed" in r.getMessage() and "injected" in r.getMessage()
-                   for r in caplog.records)
+    assert any("deferred journal work failed" in r.getMessage() and "injected" in r.getMessage()
+               for r in caplog.records)
     assert len(records(client)) == 1  # left behind: a later replay settles it idempotently
 
 
@@ -160,8 +176,6 @@ async def test_a_record_whose_delete_is_deferred_is_not_replayed_by_its_own_proc
     client, _ = harness.async_client()
     other, _ = harness.async_client()
     async with client, other:
-        if anyio_backend == "trio":
-            gate.open.set()
         await guarded(client)()
         assert await other.replay_journal() == 0
         gate.open.set()
@@ -197,13 +211,14 @@ async def test_the_journal_thread_survives_a_failed_batch(
 def test_interpreter_exit_runs_what_is_deferred(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
-        import asyncio, sys
-        from pathlib import Path
+        import asyncio, threading
         import runcycles
-        from runcycles._journal import async_jobs
+        from runcycles._journal import GROUP
         from runcycles.local import LocalCyclesServer
 
-        async_jobs.LINGER_S = 600.0
+        real = GROUP.run_deferred
+        # The journal thread leaves the deferred delete alone: only the exit hook (main thread) runs it.
+        GROUP.run_deferred = lambda **kw: real(**kw) if threading.current_thread() is threading.main_thread() else 0
         server = LocalCyclesServer()
         server.create_tenant("tnt")
         key = server.create_api_key("tnt")
@@ -230,3 +245,36 @@ def test_interpreter_exit_runs_what_is_deferred(tmp_path: Path) -> None:
     assert out.stdout.split() == ["1"], out.stderr  # still there when the call returned
     left = [p for p in (tmp_path / "journal").rglob("*") if p.is_file() and p.suffix in {".json", ".spare"}]
     assert left == []
+
+
+def test_batches_that_wait_together_run_as_one() -> None:
+    thread = async_jobs_module._JournalThread()
+    hold, holding = threading.Event(), threading.Event()
+    delivered: list[tuple[str, Any]] = []
+    all_done = threading.Event()
+
+    def job_holding() -> None:
+        holding.set()
+        assert hold.wait(30)
+
+    def deliver(name: str) -> Any:
+        def into(result: Any) -> None:
+            delivered.append((name, result))
+            if len(delivered) == 3:
+                all_done.set()
+
+        return into
+
+    try:
+        batches = GROUP.batches
+        assert thread.submit(async_jobs_module._Request([job_holding], deliver("first")))
+        assert holding.wait(30)
+        assert thread.submit(async_jobs_module._Request([lambda: None, lambda: None], deliver("second")))
+        assert thread.submit(async_jobs_module._Request([lambda: None], deliver("third")))
+        hold.set()
+        assert all_done.wait(30)
+        assert GROUP.batches - batches == 2  # the first alone, the two that waited as one
+        assert delivered == [("first", [None]), ("second", [None, None]), ("third", [None])]
+    finally:
+        thread.stop()
+    assert not thread.submit(async_jobs_module._Request([lambda: None], deliver("late")))

@@ -1,14 +1,15 @@
 """Journal jobs of async callers: batched per event loop and run off the loop, on one journal thread.
 
 The jobs of concurrent tasks in one event loop go to the process-wide `GROUP` as one batch, one batch per loop
-at a time (not one thread hop per record). On asyncio the batches run on one process-wide *journal thread*
+at a time (not one thread hop per record). The batches run on one process-wide *journal thread*
 (started on first need), which merges the batches of loops that arrive together, hands each loop its results
 as soon as its batch is done, and then runs the deferred jobs (`defer_async`: deleting a settled record,
 which needs no barrier). So the delete of a settlement rides on the thread's next wake-up instead of costing
 a thread hop of its own, and never delays a settlement: measured on a 2-core VM, a thread hop costs 0.2-0.3 ms
 there, about a tenth of an async guarded call. A deferred job waits at most `LINGER_S` after the thread's last
 batch (then the thread runs it on its own), and `flush()`, `close()` and interpreter exit run what is left.
-On other backends (trio) a batch runs on anyio's worker threads and nothing is deferred.
+Results go back through the event loop's thread-safe entry (asyncio's ``call_soon_threadsafe``, trio's token);
+after interpreter exit has stopped the thread, a batch runs on anyio's worker threads and nothing is deferred.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import atexit
 import contextlib
 import os
 import queue
+import sys
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 import attrs
@@ -37,8 +41,7 @@ Results = list["BaseException | None"]
 @attrs.define(eq=False)
 class _Request:
     jobs: list[Job]
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Results]
+    deliver: Callable[[Results | BaseException], None]  # called on the journal thread; must not raise
 
 
 _NUDGE = object()  # wake up: a deferred job waits
@@ -54,9 +57,47 @@ def _set_result(future: asyncio.Future[Results], result: Results | BaseException
         future.set_result(result)
 
 
-def _deliver(request: _Request, result: Results | BaseException) -> None:
-    with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-        request.loop.call_soon_threadsafe(_set_result, request.future, result)
+def _asyncio_request(jobs: list[Job], loop: asyncio.AbstractEventLoop) -> tuple[_Request, asyncio.Future[Results]]:
+    future: asyncio.Future[Results] = loop.create_future()
+
+    def deliver(result: Results | BaseException) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_set_result, future, result)
+
+    return _Request(jobs, deliver), future
+
+
+def _trio_token() -> Any:
+    """The running trio run's token, or ``None`` (not in trio)."""
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return None
+    try:
+        return trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return None
+
+
+class _Box:
+    """A result handed from the journal thread to a trio task (set in the trio thread)."""
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.result: Results | BaseException = []
+
+    def set(self, result: Results | BaseException) -> None:
+        self.result = result
+        self.event.set()
+
+
+def _trio_request(jobs: list[Job], token: Any) -> tuple[_Request, _Box]:
+    box = _Box()
+
+    def deliver(result: Results | BaseException) -> None:
+        with contextlib.suppress(Exception):  # the run has finished (trio.RunFinishedError): nobody waits
+            token.run_sync_soon(box.set, result)
+
+    return _Request(jobs, deliver), box
 
 
 class _JournalThread:
@@ -154,12 +195,12 @@ class _JournalThread:
             errors = GROUP.run(jobs)
         except BaseException as exc:  # every waiter must hear of it, and the thread must live on
             for request in requests:
-                _deliver(request, exc)
+                request.deliver(exc)
             return
         start = 0
         for request in requests:
             end = start + len(request.jobs)
-            _deliver(request, errors[start:end])
+            request.deliver(errors[start:end])
             start = end
 
 
@@ -184,16 +225,25 @@ if hasattr(os, "register_at_fork"):
 
 
 async def _run_batch(jobs: list[Job]) -> Results:
-    """``GROUP.run(jobs)`` off the event loop: on asyncio on the journal thread, elsewhere (trio) or after
-    the thread has stopped (interpreter exit) on anyio's worker threads."""
+    """``GROUP.run(jobs)`` on the journal thread; after the thread has stopped (interpreter exit), or on a
+    backend other than asyncio and trio, on anyio's worker threads."""
     try:
-        loop = asyncio.get_running_loop()
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:  # not asyncio
         loop = None
     if loop is not None:
-        future: asyncio.Future[Results] = loop.create_future()
-        if _THREAD.submit(_Request(jobs, loop, future)):
+        request, future = _asyncio_request(jobs, loop)
+        if _THREAD.submit(request):
             return await future
+    else:
+        token = _trio_token()
+        if token is not None:
+            request, box = _trio_request(jobs, token)
+            if _THREAD.submit(request):
+                await box.event.wait()
+                if isinstance(box.result, BaseException):
+                    raise box.result
+                return box.result
     return await anyio.to_thread.run_sync(GROUP.run, jobs)
 
 
@@ -254,12 +304,13 @@ async def run_async(job: Job) -> None:
 
 def defer_async(job: Job) -> bool:
     """Leave ``job`` to the journal thread (it runs after the thread's next batch, or within `LINGER_S` of
-    its last); ``False`` when it cannot be deferred here (not asyncio, or interpreter exit): run it with
-    `run_async` instead."""
+    its last); ``False`` when it cannot be deferred here (neither asyncio nor trio, or interpreter exit): run
+    it with `run_async` instead."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return False
+        if _trio_token() is None:
+            return False
     if _THREAD.stopped:
         return False
     GROUP.defer(job)

@@ -157,6 +157,7 @@ class GroupCommit:
         self._cond = threading.Condition()
         self._pending: list[_Entry] = []
         self._deferred: list[Job] = []
+        self._deferred_running = 0
         self._flushing = False
         self.batches = 0
         self.jobs = 0
@@ -200,18 +201,25 @@ class GroupCommit:
 
     @property
     def deferred(self) -> int:
-        """How many deferred jobs wait for `run_deferred`."""
-        return len(self._deferred)
+        """How many deferred jobs have not finished (waiting, or running on some thread)."""
+        return len(self._deferred) + self._deferred_running
 
-    def run_deferred(self) -> int:
+    def run_deferred(self, *, wait: bool = False) -> int:
         """Run the deferred jobs now, on this thread (no lanes: nothing waits for them); their errors are
-        logged. Returns how many ran."""
+        logged. ``wait``: then also wait for those another thread is running. Returns how many ran here."""
         with self._cond:
             jobs, self._deferred = self._deferred, []
-        if not jobs:
-            return 0
-        entries = [_Entry(job) for job in jobs]
-        _flush(entries, lanes=False)
+            self._deferred_running += len(jobs)
+        try:
+            entries = [_Entry(job) for job in jobs]
+            if entries:
+                _flush(entries, lanes=False)
+        finally:
+            with self._cond:
+                self._deferred_running -= len(jobs)
+                self._cond.notify_all()
+                while wait and self._deferred_running:
+                    self._cond.wait()
         for entry in entries:
             if entry.error is not None:
                 logger.warning(
