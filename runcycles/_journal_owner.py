@@ -29,7 +29,7 @@ from ._journal import (
 from ._journal.paths import default_journal_root, fallback_root, journal_fingerprint
 from ._journal.record import Stamp
 from ._journal.spares import holds_record
-from ._journal.writer import Job
+from ._journal.writer import Job, Unsynced
 from ._protocol.effects import JournalDelete, JournalQuarantine, JournalRelease, JournalWrite, Steps
 from ._protocol.requests import HttpRequest
 from ._protocol.settle_machine import RetryPolicy
@@ -102,7 +102,7 @@ class JournalOwner:
                     self._owned.add(rid)
             return journal.write_job(record, owned=not claimed, stamp=stamp)()
 
-        return job
+        return Unsynced(job) if self.config.journal_sync == "process" else job
 
     def journal_write(self, record: JournalRecord) -> None:
         """Write (or rewrite) the record; the first write makes it this process's own (no lock file)."""
@@ -292,4 +292,4 @@ def _no_sync(fn: Callable[[Any], None], arg: Any) -> Job:
     def job() -> None:
         fn(arg)
 
-    return job
+    return Unsynced(job)

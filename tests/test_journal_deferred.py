@@ -19,6 +19,7 @@ from fixtures_local import Harness, harness  # noqa: F401
 from runcycles import AsyncCyclesClient, with_cycles
 from runcycles._journal import GROUP, Journal, JournalError
 from runcycles._journal import async_jobs as async_jobs_module
+from runcycles._journal.writer import Unsynced
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.anyio]
 
@@ -278,3 +279,20 @@ def test_batches_that_wait_together_run_as_one() -> None:
     finally:
         thread.stop()
     assert not thread.submit(async_jobs_module._Request([lambda: None], deliver("late")))
+
+
+def test_a_batch_gives_lanes_only_to_jobs_that_sync() -> None:
+    ran_on: list[str] = []
+
+    def note() -> None:
+        ran_on.append(threading.current_thread().name)
+
+    assert GROUP.run([Unsynced(note) for _ in range(8)]) == [None] * 8
+    assert set(ran_on) == {threading.current_thread().name}  # no lane, no thread hop
+
+    together = threading.Barrier(4, timeout=30)
+
+    def syncing() -> None:
+        together.wait()  # returns only when four jobs run at once: one per lane
+
+    assert GROUP.run([syncing] * 4 + [Unsynced(note)]) == [None] * 5

@@ -34,6 +34,7 @@ __all__ = [
     "GroupCommit",
     "Job",
     "SyncMode",
+    "Unsynced",
     "fsync_dir",
     "io_pool",
     "write_file",
@@ -49,6 +50,16 @@ of this process, not of the machine)."""
 TEMP_SUFFIX = ".tmp"
 
 Job = Callable[[], "Path | None"]
+
+
+@attrs.define(frozen=True)
+class Unsynced:
+    """A job that does no fsync (``process`` mode, a delete): a batch runs it without a lane of its own."""
+
+    job: Callable[[], Path | None]
+
+    def __call__(self) -> Path | None:
+        return self.job()
 
 
 def write_file(target: Path, data: bytes, *, sync: bool) -> None:
@@ -119,10 +130,13 @@ def io_pool() -> ThreadPoolExecutor:
 def _flush(batch: list[_Entry], *, lanes: bool = True) -> None:
     """Run every job (in up to `_LANES` lanes), then sync each directory they touched once; errors stay with
     their jobs."""
-    if len(batch) == 1 or not lanes:
+    syncing = [entry for entry in batch if not isinstance(entry.job, Unsynced)]
+    if len(syncing) <= 1 or not lanes:
         _run_lane(batch)
     else:
-        split = [batch[i::_LANES] for i in range(min(_LANES, len(batch)))]
+        # Lanes only overlap fsyncs: the jobs that sync none run in the leader's lane, with no thread hop.
+        split = [syncing[i::_LANES] for i in range(min(_LANES, len(syncing)))]
+        split[0] += [entry for entry in batch if isinstance(entry.job, Unsynced)]
         futures = []
         for lane in split[1:]:
             try:
