@@ -5,6 +5,7 @@ runs after the thread's next batch or within a linger, and flush, close and exit
 from __future__ import annotations
 
 import logging
+import queue
 import subprocess
 import sys
 import textwrap
@@ -296,3 +297,32 @@ def test_a_batch_gives_lanes_only_to_jobs_that_sync() -> None:
         together.wait()  # returns only when four jobs run at once: one per lane
 
     assert GROUP.run([syncing] * 4 + [Unsynced(note)]) == [None] * 5
+
+
+def test_stop_runs_the_batches_queued_before_it() -> None:
+    thread = async_jobs_module._JournalThread()
+    stop_queued = threading.Event()
+
+    class Queue(queue.SimpleQueue[object]):
+        def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
+            super().put(item, block, timeout)
+            if item is async_jobs_module._STOP:
+                stop_queued.set()
+
+    thread._queue = Queue()
+    hold, holding = threading.Event(), threading.Event()
+    delivered: list[Any] = []
+
+    def job_holding() -> None:
+        holding.set()
+        assert hold.wait(30)
+
+    assert thread.submit(async_jobs_module._Request([job_holding], delivered.append))
+    assert holding.wait(30)
+    assert thread.submit(async_jobs_module._Request([lambda: None], delivered.append))
+    stopper = threading.Thread(target=thread.stop)
+    stopper.start()
+    assert stop_queued.wait(30)  # behind the second batch
+    hold.set()
+    stopper.join(30)
+    assert delivered == [[None], [None]]

@@ -101,7 +101,7 @@ def _trio_request(jobs: list[Job], token: Any) -> tuple[_Request, _Box]:
 
 
 class _JournalThread:
-    """The process's journal thread for asyncio callers (see the module docstring)."""
+    """The process's journal thread for async callers (see the module docstring)."""
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -118,12 +118,12 @@ class _JournalThread:
 
     def submit(self, request: _Request) -> bool:
         """Queue a batch; ``False`` once the thread is stopped (interpreter exit)."""
-        with self._lock:
+        with self._lock:  # put under the lock: a batch queued before `stop` is queued before its _STOP
             if self.stopped:
                 return False
             self._start()
             self._asleep = False
-        self._queue.put(request)
+            self._queue.put(request)
         return True
 
     def deferred_added(self) -> bool:
@@ -142,8 +142,9 @@ class _JournalThread:
         with self._lock:
             self.stopped = True
             thread = self._thread
+            if thread is not None:
+                self._queue.put(_STOP)
         if thread is not None:
-            self._queue.put(_STOP)
             thread.join(timeout=5.0)
 
     def _next(self, linger: bool) -> object | None:
@@ -168,11 +169,8 @@ class _JournalThread:
                 GROUP.run_deferred()
                 linger = False
                 continue
-            if item is _STOP:
-                GROUP.run_deferred()
-                return
-            requests = [item]
-            stop = False
+            stop = item is _STOP
+            requests = [] if stop else [item]
             while True:  # merge the batches of every loop that is waiting
                 try:
                     more = self._queue.get_nowait()
@@ -182,7 +180,8 @@ class _JournalThread:
                     stop = True
                 elif more is not _NUDGE:
                     requests.append(more)
-            self._run(requests)  # type: ignore[arg-type]
+            if requests:
+                self._run(requests)  # type: ignore[arg-type]
             GROUP.run_deferred()
             if stop:
                 return
