@@ -126,7 +126,7 @@ class JournalOwner:
         """After the client's last settlement: run the deferred deletes of settled records, and stop the
         journal's background work for this client (its spare files are removed when no other client of this
         process uses the directory)."""
-        GROUP.run_deferred(wait=True)
+        self.finish_deferred()
         with self._lock:
             journal = self._journal
         if journal is not None:

@@ -28,7 +28,7 @@ import anyio
 import attrs
 from anyio.lowlevel import RunVar
 
-from .writer import GROUP, Job
+from .writer import GROUP, Job, _Entry
 
 __all__ = ["LINGER_S", "defer_async", "run_async"]
 
@@ -244,13 +244,6 @@ async def _run_batch(jobs: list[Job]) -> Results:
                     raise box.result
                 return box.result
     return await anyio.to_thread.run_sync(GROUP.run, jobs)
-
-
-@attrs.define(eq=False)
-class _Entry:
-    job: Job
-    error: BaseException | None = None
-    done: bool = False
 
 
 @attrs.define(eq=False)
