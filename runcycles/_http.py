@@ -7,6 +7,7 @@ when nothing came back).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from .response import CyclesResponse
 
 __all__ = [
     "USER_AGENT",
+    "Route",
     "attempt_timeouts",
     "http_options",
     "lean",
@@ -63,10 +65,13 @@ class _LeanCookies(httpx.Cookies):
     """The client's cookie jar, minus httpx's per-response jar work when a response sets no cookie (the
     standard library's cookie machinery costs about 0.1 ms per response even then)."""
 
+    stored = False  # whether a response ever set a cookie (requests then take httpx's own path, see `Route`)
+
     def extract_cookies(self, response: httpx.Response) -> None:
         """Load the cookies a response sets, if it sets any."""
         headers = response.headers
         if "set-cookie" in headers or "set-cookie2" in headers:
+            self.stored = True
             super().extract_cookies(response)
 
 
@@ -74,6 +79,121 @@ def lean(http: HttpT) -> HttpT:
     # httpx keeps the jar in ``_cookies``; should that change, this only loses the shortcut.
     http._cookies = _LeanCookies(http.cookies)
     return http
+
+
+_URL_CACHE = 64  # the fixed paths (create, list, balances, events...); per-reservation paths only pass through
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9/._~-]*")  # needs no quoting: httpx would parse it back unchanged
+_AUTO_HEADERS = frozenset({"host", "content-length", "transfer-encoding"})
+
+
+class Route:
+    """How one of our httpx clients sends a request, worked out once: its base URL's transport (the pool, or
+    the proxy mounted for it), the URL prefix and the default headers.
+
+    httpx's ``Client.send`` costs about 0.1 ms per request on top of the transport (merging the URL, headers,
+    cookies and params of every request, the auth and redirect machinery, event hooks), for nothing our
+    requests use: no auth, no redirects followed, no event hooks, no cookies. `build` makes the same
+    ``httpx.Request`` as ``Client.build_request`` would (same URL, same headers in the same order, same body
+    and timeouts), for the transport's ``handle_request``. A client that is closed, or that holds a cookie a
+    response set, takes httpx's own path (`build` returns ``None``).
+    """
+
+    __slots__ = ("_base", "_cookies", "_head", "_http", "_prefix", "_urls", "transport")
+
+    def __init__(self, http: httpx.Client | httpx.AsyncClient, transport: Any) -> None:
+        self._http = http
+        self._cookies = http.cookies
+        self.transport = transport
+        base = http.base_url
+        self._prefix = str(base).rstrip("/")
+        # What every request starts with: the Host header httpx puts first, then the client's headers.
+        self._head = httpx.Headers([(b"Host", base.netloc), *http.headers.raw])
+        self._urls: dict[str, httpx.URL] = {}
+        self._base = _url_base(self._prefix)
+
+    @classmethod
+    def of(cls, http: httpx.Client | httpx.AsyncClient) -> Route | None:
+        """The route of ``http``; ``None`` when it has auth or event hooks, or httpx changed (then requests
+        take httpx's own path)."""
+        find = getattr(http, "_transport_for_url", None)
+        if find is None or http.auth is not None or any(http.event_hooks.values()):
+            return None
+        return cls(http, find(http.base_url))
+
+    def build(self, request: rq.HttpRequest, timeout: httpx.Timeout) -> httpx.Request | None:
+        """``request`` as httpx's client would build it (``None``: let the client do it)."""
+        if self._http.is_closed or getattr(self._cookies, "stored", True):
+            return None
+        url = self._url(request.path)
+        content = request.content
+        extensions = {"timeout": timeout.as_dict()}
+        if request.params or content is None or not _AUTO_HEADERS.isdisjoint(map(str.lower, request.headers)):
+            headers = httpx.Headers(self._head)
+            del headers["Host"]  # httpx adds it back, first
+            headers.update(request.headers)
+            return httpx.Request(
+                request.method, url, params=request.params or None, content=content, headers=headers,
+                extensions=extensions,
+            )
+        # The headers and stream httpx would derive from ``content=`` bytes, without deriving them per request.
+        headers = httpx.Headers(self._head)
+        if request.headers:
+            headers.update(request.headers)
+        headers["Content-Length"] = str(len(content))
+        sent = httpx.Request(
+            request.method, url, headers=headers, stream=httpx.ByteStream(content), extensions=extensions
+        )
+        sent.read()
+        return sent
+
+    def _url(self, path: str) -> httpx.URL:
+        url = self._urls.get(path)
+        if url is not None:
+            return url
+        base = self._base
+        if base is not None and _PLAIN_PATH.fullmatch(path):
+            url = base(path)
+        else:
+            url = httpx.URL(self._prefix + path)
+            if len(self._urls) >= _URL_CACHE:
+                self._urls.clear()
+            self._urls[path] = url
+        return url
+
+
+def _url_base(prefix: str) -> Callable[[str], httpx.URL] | None:
+    """A maker of ``httpx.URL(prefix + path)`` for paths that need no quoting, without parsing each one (httpx
+    parses and validates every URL component again); ``None`` when this httpx's URL is not built the way it
+    expects, checked on a sample (then every URL is parsed)."""
+    base = httpx.URL(prefix)
+    reference: Any = getattr(base, "_uri_reference", None)
+    replace = getattr(reference, "_replace", None)
+    if replace is None or reference.query is not None or reference.fragment is not None:
+        return None
+    root = reference.path.rstrip("/")
+
+    def make(path: str) -> httpx.URL:
+        url = httpx.URL.__new__(httpx.URL)
+        url._uri_reference = replace(path=root + path)
+        return url
+
+    try:
+        sample = "/v1/reservations/r-1.a_b~c/commit"
+        made, parsed = make(sample), httpx.URL(prefix + sample)
+        if made != parsed or str(made) != str(parsed) or made.raw_path != parsed.raw_path:
+            return None
+    except Exception:  # another httpx: parse every URL
+        return None
+    return make
+
+
+def _sent_as(exc: BaseException, sent: httpx.Request | None) -> None:
+    """Give a transport error the request it failed, as httpx's client does."""
+    if sent is not None and isinstance(exc, httpx.RequestError):
+        try:
+            exc.request  # noqa: B018 - raises while unset
+        except RuntimeError:
+            exc.request = sent
 
 
 def _deadline_exceeded(
@@ -94,6 +214,36 @@ def _answer(reply: httpx.Response, reader: BodyReader, scrub: Scrubber) -> Cycle
     )
 
 
+def _read_sync(
+    reply: httpx.Response, config: CyclesConfig, deadline: float, fail: Callable[[], httpx.TimeoutException]
+) -> BodyReader:
+    reader = BodyReader(config.max_response_bytes, reply.headers.get("content-encoding"))
+    chunks = (reply.content,) if reply.is_stream_consumed else reply.iter_raw()
+    for chunk in chunks:
+        if time.monotonic() > deadline:
+            raise fail()
+        if not reader.feed(chunk):
+            break
+    if time.monotonic() > deadline:
+        raise fail()
+    return reader
+
+
+async def _read_async(
+    reply: httpx.Response, config: CyclesConfig, cookies_of: httpx.AsyncClient | None
+) -> BodyReader:
+    if cookies_of is not None and ("set-cookie" in reply.headers or "set-cookie2" in reply.headers):
+        cookies_of.cookies.extract_cookies(reply)
+    reader = BodyReader(config.max_response_bytes, reply.headers.get("content-encoding"))
+    if reply.is_stream_consumed:  # a transport that answered with a body already in memory
+        reader.feed(reply.content)
+    else:
+        async for chunk in reply.aiter_raw():
+            if not reader.feed(chunk):
+                break
+    return reader
+
+
 async def send_async(
     http: httpx.AsyncClient,
     config: CyclesConfig,
@@ -102,28 +252,35 @@ async def send_async(
     *,
     scrub: Scrubber | None = None,
     default: tuple[int, httpx.Timeout] | None = None,
+    route: Route | None = None,
 ) -> CyclesResponse:
+    """One attempt, bounded as a whole by the attempt budget (see `AsyncCyclesClient.send`); ``route``: send
+    through it (see `Route`) rather than through ``http``'s own request path."""
     budget_ms, timeout = _attempt(config, deadline_ms, default)
     if scrub is None:
         scrub = Scrubber(config.api_key)
+    sent = None if route is None else route.build(request, timeout)
     try:
         with anyio.fail_after(budget_ms / 1000):
-            async with http.stream(
-                request.method,
-                request.path,
-                params=request.params or None,
-                content=request.content,
-                headers=request.headers or None,
-                timeout=timeout,
-            ) as reply:
-                reader = BodyReader(config.max_response_bytes, reply.headers.get("content-encoding"))
-                if reply.is_stream_consumed:  # a transport that answered with a body already in memory
-                    reader.feed(reply.content)
-                else:
-                    async for chunk in reply.aiter_raw():
-                        if not reader.feed(chunk):
-                            break
+            if sent is not None:
+                reply = await route.transport.handle_async_request(sent)  # type: ignore[union-attr]
+                try:
+                    reply.request = sent
+                    reader = await _read_async(reply, config, http)
+                finally:
+                    await reply.aclose()
+            else:
+                async with http.stream(
+                    request.method,
+                    request.path,
+                    params=request.params or None,
+                    content=request.content,
+                    headers=request.headers or None,
+                    timeout=timeout,
+                ) as reply:
+                    reader = await _read_async(reply, config, None)
     except httpx.HTTPError as exc:
+        _sent_as(exc, sent)
         return rq.transport_failure(exc, scrub=scrub)
     except TimeoutError:
         return rq.transport_failure(_deadline_exceeded(budget_ms, http, request), scrub=scrub)
@@ -165,31 +322,41 @@ def send_sync(
     *,
     scrub: Scrubber,
     default: tuple[int, httpx.Timeout] | None = None,
+    route: Route | None = None,
 ) -> CyclesResponse:
-    """One blocking attempt, bounded as a whole by the attempt budget (see `CyclesClient.send`)."""
+    """One blocking attempt, bounded as a whole by the attempt budget (see `CyclesClient.send`); ``route``:
+    send through it (see `Route`) rather than through ``http``'s own request path."""
     from ._deadline import end_attempt, start_attempt  # imports httpcore: not at `import runcycles.client`
 
     budget_ms, timeout = _attempt(config, deadline_ms, default)
+    sent = None if route is None else route.build(request, timeout)
     deadline, attempt = start_attempt(budget_ms)
+
+    def fail() -> httpx.TimeoutException:
+        return _deadline_exceeded(budget_ms, http, request)
+
     try:
-        with http.stream(
-            request.method,
-            request.path,
-            params=request.params or None,
-            content=request.content,
-            headers=request.headers or None,
-            timeout=timeout,
-        ) as reply:
-            reader = BodyReader(config.max_response_bytes, reply.headers.get("content-encoding"))
-            chunks = (reply.content,) if reply.is_stream_consumed else reply.iter_raw()
-            for chunk in chunks:
-                if time.monotonic() > deadline:
-                    raise _deadline_exceeded(budget_ms, http, request)
-                if not reader.feed(chunk):
-                    break
-            if time.monotonic() > deadline:
-                raise _deadline_exceeded(budget_ms, http, request)
+        if sent is not None:
+            reply = route.transport.handle_request(sent)  # type: ignore[union-attr]
+            try:
+                reply.request = sent
+                if "set-cookie" in reply.headers or "set-cookie2" in reply.headers:
+                    http.cookies.extract_cookies(reply)
+                reader = _read_sync(reply, config, deadline, fail)
+            finally:
+                reply.close()
+        else:
+            with http.stream(
+                request.method,
+                request.path,
+                params=request.params or None,
+                content=request.content,
+                headers=request.headers or None,
+                timeout=timeout,
+            ) as reply:
+                reader = _read_sync(reply, config, deadline, fail)
     except httpx.HTTPError as exc:
+        _sent_as(exc, sent)
         return rq.transport_failure(exc, scrub=scrub)
     except OSError as exc:  # a transport that leaks a socket error: still "no answer", never a crash
         return rq.transport_failure(exc, scrub=scrub)
@@ -232,10 +399,11 @@ def worker_sender_for_async(
             own = None
         else:
             own = transport
-        http = httpx.AsyncClient(transport=own, **options)
+        http = lean(httpx.AsyncClient(transport=own, **options))
+        route = Route.of(http)
 
         async def send_on_worker(request: rq.HttpRequest, deadline_ms: int | None) -> CyclesResponse:
-            response: CyclesResponse = await send(http, config, request, deadline_ms)
+            response: CyclesResponse = await send(http, config, request, deadline_ms, route=route)
             return response
 
         return send_on_worker

@@ -23,6 +23,7 @@ import httpx
 from ._background import Background
 from ._drivers import AsyncEnv
 from ._http import (
+    Route,
     attempt_timeouts,
     http_options,
     lean,
@@ -153,6 +154,7 @@ class CyclesClient(_ClientBase):
 
             transport = default_transport()
         self._http = lean(httpx.Client(transport=transport, **http_options(self._config)))
+        self._route = Route.of(self._http)
 
     def _send_for_lifecycle(self, request: rq.HttpRequest, deadline_ms: int | None) -> CyclesResponse:
         return self.send(request, deadline_ms=deadline_ms)
@@ -189,7 +191,8 @@ class CyclesClient(_ClientBase):
         per read by the read timeout only.
         """
         return send_sync(
-            self._http, self._config, request, deadline_ms, scrub=self._scrub, default=self._default_attempt
+            self._http, self._config, request, deadline_ms, scrub=self._scrub,
+            default=self._default_attempt, route=self._route,
         )
 
     def create_reservation(
@@ -314,13 +317,15 @@ class AsyncCyclesClient(_ClientBase):
         options = http_options(self._config)
         self._make_sender = worker_sender_for_async(self._config, transport, background_transport, options)
         self._http = lean(httpx.AsyncClient(transport=transport, **options))
+        self._route = Route.of(self._http)
         # Requests beyond the pool's connections queue here, before their attempt's clock starts.
         self._slots = AttemptSlots()
 
     async def _send_for_lifecycle(self, request: rq.HttpRequest, deadline_ms: int | None) -> CyclesResponse:
         async with self._slots:
             return await send_async(
-                self._http, self._config, request, deadline_ms, scrub=self._scrub, default=self._default_attempt
+                self._http, self._config, request, deadline_ms, scrub=self._scrub,
+            default=self._default_attempt, route=self._route,
             )
 
     async def send(self, request: rq.HttpRequest, *, deadline_ms: int | None = None) -> CyclesResponse:
@@ -329,7 +334,8 @@ class AsyncCyclesClient(_ClientBase):
         flight, a request first waits for a free one, and its budget starts once it has it."""
         async with self._slots:
             return await send_async(
-                self._http, self._config, request, deadline_ms, scrub=self._scrub, default=self._default_attempt
+                self._http, self._config, request, deadline_ms, scrub=self._scrub,
+            default=self._default_attempt, route=self._route,
             )
 
     async def flush(self, timeout_ms: int | None = None) -> int:

@@ -36,7 +36,7 @@ def test_the_worker_never_shares_a_network_pool() -> None:
 
     seen: list[object] = []
 
-    async def send(http: httpx.AsyncClient, config: object, request: object, deadline: object) -> object:
+    async def send(http: httpx.AsyncClient, config: object, request: object, deadline: object, **_: object) -> object:
         seen.append(http._transport)
         return None
 
