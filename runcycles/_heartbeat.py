@@ -8,12 +8,13 @@ the context's ``expires_at_ms`` current. It never raises and never cancels the g
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar
 
 from . import _otel
 from ._lifecycle import KeyFactory, Reserved, new_key
 from ._protocol import requests as rq
-from ._protocol.effects import Steps, now, send, sleep_until
+from ._protocol.effects import SleepUntil, Steps, now, send, sleep_until
 from ._protocol.lease import Beat, FailureKind, LeaseSchedule
 from ._protocol.outcomes import Outcome, OutcomeKind, classify
 from ._protocol.states import HeartbeatDisposition
@@ -22,9 +23,49 @@ from .context import CyclesContext
 from .heartbeat import HeartbeatEvent
 from .models import ErrorCode
 
-__all__ = ["heartbeat_steps"]
+__all__ = ["deferred_start_ms", "heartbeat_steps", "started_at"]
 
 log = logging.getLogger("runcycles.heartbeat")
+
+T = TypeVar("T")
+
+_DEFER_MS = 1000
+"""How long after the create response a long lease's heartbeat is first looked at (see `deferred_start_ms`)."""
+_DEFER_MAX_RTT_MS = 1000
+
+
+def deferred_start_ms(reserved: Reserved, config: CyclesConfig) -> float | None:
+    """When the heartbeat of ``reserved`` may first be looked at without moving any beat: 1 s after the create
+    response when its first beat is due at least 1 s after that, else ``None`` (work the schedule out now).
+
+    The first beat comes the schedule's retry reserve before the end of the lead the create measured, and that
+    reserve is at most ``2 * max(budget, 2 * rtt, 1 s) + max(2 * rtt, 1 s)`` (``budget``: the extend deadline
+    configured), so a lead measured within 1 s that exceeds it by 2 s or more qualifies. A guarded call that
+    ends sooner never computes its schedule; the schedule is a function of the create's recorded timings and
+    response only, so working it out later gives the same beats."""
+    rtt = reserved.received_at_ms - reserved.sent_at_ms
+    if not 0 <= rtt <= _DEFER_MAX_RTT_MS:
+        return None
+    lead = reserved.request.ttl_ms or 60000
+    remaining = reserved.response.remaining_ttl_ms
+    if remaining is not None:
+        lead = min(lead, remaining)
+    budget = config.extend_timeout_ms or config.request_timeout_budget_ms
+    reserve = 2 * max(budget, 2 * _DEFER_MAX_RTT_MS) + 2 * _DEFER_MAX_RTT_MS
+    if lead - rtt - reserve < 2 * _DEFER_MS:
+        return None
+    return reserved.received_at_ms + _DEFER_MS
+
+
+def started_at(at_ms: float, steps: Steps[T]) -> Generator[Any, Any, T]:
+    """``steps``, not started before ``at_ms`` (a first `SleepUntil`); closing it before then closes ``steps``
+    unstarted."""
+    try:
+        yield SleepUntil(at_ms)
+    except GeneratorExit:
+        steps.close()
+        raise
+    return (yield from steps)
 
 _PERMANENT = frozenset(
     {

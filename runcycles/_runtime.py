@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 
 from ._drivers import AsyncEnv, SyncEnv, monotonic_ms
-from ._heartbeat import heartbeat_steps
+from ._heartbeat import deferred_start_ms, heartbeat_steps, started_at
 from ._heartbeat_placement import ScopedHeartbeat, WorkerHeartbeat
 from ._journal import JournalRecord
 from ._lifecycle import Reserved, Settlement, settle_steps
@@ -127,4 +127,6 @@ class Runtime:
 
     def worker_heartbeat(self, reserved: Reserved, context: CyclesContext) -> WorkerHeartbeat:
         """The sync placement (and that of a handle without a scope): on the client's worker scheduler."""
-        return WorkerHeartbeat(self.worker, self._heartbeat(reserved, context))
+        steps = self._heartbeat(reserved, context)
+        at = deferred_start_ms(reserved, self.config)
+        return WorkerHeartbeat(self.worker, steps if at is None else started_at(at, steps))

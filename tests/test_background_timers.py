@@ -112,3 +112,35 @@ def test_an_immediate_beat_does_not_make_the_idle_timer_task_spin(background: Ba
     background.start_heartbeat(_beat(0, ran, [], "now"))
     assert ran.wait(10)
     assert background._idle_ms >= 100  # the idle sleep never follows a zero lead into a busy loop
+
+
+def test_a_deferred_heartbeat_starts_on_the_worker_then_waits_for_its_first_beat(background: Background) -> None:
+    from runcycles._heartbeat import started_at
+
+    ran = threading.Event()
+    closed: list[str] = []
+    # Looked at after 5 ms (`deferred_start_ms`), first beat 40 ms in: the worker runs it to its beat.
+    background.start_heartbeat(started_at(monotonic_ms() + 5, _beat(40, ran, closed, "a")))
+    assert ran.wait(10)
+    assert closed == ["a"]
+
+
+def test_a_deferred_heartbeat_stopped_after_its_start_is_cancelled_and_closed(background: Background) -> None:
+    from runcycles._heartbeat import started_at
+
+    started, ended = threading.Event(), threading.Event()
+    beats: list[str] = []
+
+    def beat() -> Generator[Any, Any, None]:
+        try:
+            started.set()
+            yield SleepUntil(monotonic_ms() + 60_000)
+            beats.append("a")
+        finally:
+            ended.set()
+
+    stop = background.start_heartbeat(started_at(monotonic_ms() + 1, beat()))
+    assert started.wait(10)  # the worker worked it out and now waits for its first beat
+    stop()
+    assert ended.wait(10)
+    assert beats == []

@@ -199,3 +199,87 @@ def test_disposition_is_a_str_enum_that_still_compares_as_its_string() -> None:
     assert event.disposition == "retrying" and f"{event.disposition}" == "retrying"
     with pytest.raises(ValueError):
         HeartbeatEvent(reservation_id="r-1", disposition="maybe", reason="x")
+
+
+# --------------------------------------------------------------------------- a long lease's deferred start
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from runcycles._heartbeat import deferred_start_ms, started_at  # noqa: E402
+from runcycles._protocol.effects import SleepUntil  # noqa: E402
+
+
+def _first_effect(steps: Any) -> Any:
+    effect = steps.send(None)
+    steps.close()
+    return effect
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    ttl=st.one_of(st.integers(min_value=1000, max_value=86_400_000), st.integers(min_value=10_000, max_value=40_000)),
+    remaining=st.one_of(
+        st.none(), st.integers(min_value=0, max_value=10**8), st.integers(min_value=10_000, max_value=40_000)
+    ),
+    sent=st.floats(min_value=0, max_value=1e9),
+    rtt=st.floats(min_value=-5, max_value=5000),
+    extend_timeout=st.one_of(st.none(), st.integers(min_value=1, max_value=600_000)),
+    read_timeout=st.integers(min_value=1, max_value=600_000),
+)
+def test_a_deferred_start_never_comes_after_the_first_beat(
+    ttl: int, remaining: int | None, sent: float, rtt: float, extend_timeout: int | None, read_timeout: int
+) -> None:
+    base = reserved_for(ttl, remaining)
+    reserved = Reserved(request=base.request, response=base.response, sent_at_ms=sent, received_at_ms=sent + rtt)
+    config = CyclesConfig(
+        base_url="http://x", api_key="k", journal_enabled=False, extend_timeout_ms=extend_timeout,
+        read_timeout_ms=read_timeout,
+    )
+    at = deferred_start_ms(reserved, config)
+    if at is None:
+        return
+    first = _first_effect(heartbeat_steps(reserved, _ctx(), config=config, report=lambda event: None))
+    assert isinstance(first, SleepUntil)
+    assert first.at_ms >= at
+
+
+def test_deferred_start_only_for_long_leases_measured_quickly() -> None:
+    long = reserved_for(60_000, 60_000)
+    assert deferred_start_ms(long, CONFIG) == RTT + 1000
+    assert deferred_start_ms(reserved_for(10_000, 10_000), CONFIG) is None  # short: worked out at once
+    assert deferred_start_ms(reserved_for(60_000, 5_000), CONFIG) is None  # the server granted little
+    slow = Reserved(request=long.request, response=long.response, sent_at_ms=0.0, received_at_ms=2_000.0)
+    assert deferred_start_ms(slow, CONFIG) is None
+    patient = CyclesConfig(base_url="http://x", api_key="k", journal_enabled=False, extend_timeout_ms=30_000)
+    assert deferred_start_ms(long, patient) is None  # its retry reserve takes most of the lead
+
+
+def test_a_deferred_heartbeat_runs_the_same_beats_after_its_start() -> None:
+    reserved = reserved_for(60_000, 60_000)
+    plain = heartbeat_steps(reserved, _ctx(), config=CONFIG, report=lambda event: None)
+    deferred = started_at(500.0, heartbeat_steps(reserved, _ctx(), config=CONFIG, report=lambda event: None))
+    assert deferred.send(None) == SleepUntil(500.0)
+    assert deferred.send(None) == plain.send(None)
+    deferred.close()
+    plain.close()
+
+
+def test_closing_a_deferred_heartbeat_before_its_start_closes_the_steps_unstarted() -> None:
+    closed: list[bool] = []
+
+    def steps() -> Any:
+        try:
+            yield SleepUntil(1.0)
+        finally:
+            closed.append(True)
+
+    inner = steps()
+    deferred = started_at(500.0, inner)
+    assert deferred.send(None) == SleepUntil(500.0)
+    deferred.close()
+    assert inner.gi_frame is None  # closed
+
+
+def _ctx() -> CyclesContext:
+    return CyclesContext(reservation_id="r-1", estimate=1, decision="ALLOW")
