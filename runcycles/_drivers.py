@@ -241,6 +241,7 @@ class Beside:
     for its first beat) and the event loop is asyncio, no task is started: a loop timer starts one when the beat
     is due, so a call that ends before then costs a timer, not a task (a task started and cancelled costs about
     0.2 ms); that timer is an entry of the loop's shared `_loop_timers.LoopTimers`, not a loop timer of its own.
+    When the timer fires, the generator is advanced past the wait; a further wait re-arms the timer.
     Otherwise (trio, or steps with work to do at once) a task group hosts the steps from the start.
     `cancel` stops the steps without waiting; leaving the block cancels them and waits until they have ended.
     An exception of the steps is logged (``what``) and never reaches the block; one of the block passes through
@@ -290,8 +291,33 @@ class Beside:
             await self._drive()
 
     def _due(self) -> None:
-        assert self._loop is not None
-        self._start_task(self._loop)
+        loop = self._loop
+        assert loop is not None
+        self._timer = None
+        steps = self._steps
+        first = self._first
+        if steps is not None and isinstance(first, SleepUntil):
+            now = self._env.monotonic()
+            if first.at_ms > now:  # the loop's clock ran a little ahead of ours
+                self._timer = timers_of(loop).call_later((first.at_ms - now) / 1000.0, self._due)
+                return
+            # The wait is over: what comes next may be another wait (a deferred heartbeat's start, then its
+            # first beat), which stays a timer too.
+            try:
+                effect = steps.send(None)
+            except StopIteration:
+                self._steps = None
+                return
+            except Exception:
+                self._steps = None
+                log.exception("%s failed", self._what)
+                return
+            self._first = effect
+            if isinstance(effect, SleepUntil) and effect.at_ms > self._env.monotonic():
+                delay = (effect.at_ms - self._env.monotonic()) / 1000.0
+                self._timer = timers_of(loop).call_later(delay, self._due)
+                return
+        self._start_task(loop)
 
     def _start_task(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None

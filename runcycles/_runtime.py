@@ -123,7 +123,9 @@ class Runtime:
     def scoped_heartbeat(self, reserved: Reserved, context: CyclesContext) -> ScopedHeartbeat:
         """The async placement: beside the guarded work, structured by it (``async with`` it)."""
         what = f"heartbeat of reservation {reserved.reservation_id}"
-        return ScopedHeartbeat(self._heartbeat(reserved, context), self.async_env(), what)
+        steps = self._heartbeat(reserved, context)
+        at = deferred_start_ms(reserved, self.config)
+        return ScopedHeartbeat(steps if at is None else started_at(at, steps), self.async_env(), what)
 
     def worker_heartbeat(self, reserved: Reserved, context: CyclesContext) -> WorkerHeartbeat:
         """The sync placement (and that of a handle without a scope): on the client's worker scheduler."""

@@ -153,3 +153,43 @@ async def test_outer_cancellation_still_waits_for_the_steps(anyio_backend: str) 
 
 async def _never(request: rq.HttpRequest, deadline_ms: int | None) -> CyclesResponse:  # pragma: no cover
     raise AssertionError("not sent")
+
+
+async def test_consecutive_waits_stay_timers_and_a_task_starts_only_for_work(anyio_backend: str) -> None:
+    """A deferred heartbeat: a short wait (its start), then the wait for its first beat: no task in between."""
+    from runcycles._heartbeat import started_at
+
+    probe = Probe(due_in_ms=60_000)
+    looked_at = anyio.Event()
+
+    def deferred() -> Steps[None]:
+        steps = started_at(monotonic_ms() + 5, probe.steps())
+        first = next(steps)
+        answer = yield first
+        looked_at.set()
+        yield from _resume(steps, answer)
+
+    counting = _count_tasks()
+    created = next(counting)
+    async with Beside(deferred(), probe.env(), "probe"):
+        with anyio.fail_after(10):
+            await looked_at.wait()
+        if anyio_backend == "asyncio":
+            assert created[0] == 0  # past the first wait, waiting for the second: still a timer
+    assert probe.closed and probe.sent == 0
+    counting.close()
+
+    probe = Probe(due_in_ms=10)
+    async with Beside(started_at(monotonic_ms() + 5, probe.steps()), probe.env(), "probe"):
+        with anyio.fail_after(10):
+            await probe.beat.wait()  # then due: it runs
+    assert probe.sent >= 1 and probe.closed
+
+
+def _resume(steps: Steps[None], answer: Any) -> Steps[None]:
+    while True:
+        try:
+            effect = steps.send(answer)
+        except StopIteration:
+            return
+        answer = yield effect
