@@ -396,7 +396,9 @@ def worker_sender_for_async(
         if factory is not None:
             own: httpx.AsyncBaseTransport | None = factory()
         elif transport is None or isinstance(transport, httpx.AsyncHTTPTransport):
-            own = None
+            from ._idle_check import default_async_transport  # imports httpcore: on use only
+
+            own = default_async_transport()
         else:
             own = transport
         http = lean(httpx.AsyncClient(transport=own, **options))

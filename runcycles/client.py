@@ -316,6 +316,10 @@ class AsyncCyclesClient(_ClientBase):
         super().__init__(config, on_heartbeat_failure)
         options = http_options(self._config)
         self._make_sender = worker_sender_for_async(self._config, transport, background_transport, options)
+        if transport is None:  # a cheaper check of idle connections (see runcycles._idle_check)
+            from ._idle_check import default_async_transport  # imports httpcore: on use only
+
+            transport = default_async_transport()
         self._http = lean(httpx.AsyncClient(transport=transport, **options))
         self._route = Route.of(self._http)
         # Requests beyond the pool's connections queue here, before their attempt's clock starts.
