@@ -56,6 +56,13 @@ def test_bench_server() -> None:
         assert re.search(r"server CPU: \d+\.\d+ ms per request", out), out
 
 
+def test_bench_overhead() -> None:
+    for flavour in ("sync", "async"):
+        out = run("bench_overhead.py", "--flavour", flavour, "--batches", "3", "--batch", "2")
+        assert f"{flavour}, journal off" in out
+        assert "guarded - raw at p10:" in out
+
+
 def test_bench_memory() -> None:
     out = run("bench_memory.py", "--quick")
     assert re.search(r"200 live async guarded reservations.* KB per reservation", out), out
