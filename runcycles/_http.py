@@ -81,7 +81,7 @@ def lean(http: HttpT) -> HttpT:
     return http
 
 
-_URL_CACHE = 64  # the fixed paths (create, list, balances, events...); per-reservation paths only pass through
+_URL_CACHE = 64  # parsed URLs of paths that need quoting (a plain path's URL is made without parsing)
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9/._~-]*")  # needs no quoting: httpx would parse it back unchanged
 _AUTO_HEADERS = frozenset({"host", "content-length", "transfer-encoding"})
 
