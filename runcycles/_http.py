@@ -214,6 +214,22 @@ def _answer(reply: httpx.Response, reader: BodyReader, scrub: Scrubber) -> Cycle
     )
 
 
+def _own_path(request: rq.HttpRequest, timeout: httpx.Timeout) -> dict[str, Any]:
+    """The keyword arguments of httpx's own ``stream(method, path, ...)`` for ``request``."""
+    return {
+        "params": request.params or None,
+        "content": request.content,
+        "headers": request.headers or None,
+        "timeout": timeout,
+    }
+
+
+def _keep_cookies(http: httpx.Client | httpx.AsyncClient, reply: httpx.Response) -> None:
+    """Give the client's jar the cookies a routed response sets, as httpx's own path does."""
+    if "set-cookie" in reply.headers or "set-cookie2" in reply.headers:
+        http.cookies.extract_cookies(reply)
+
+
 def _read_sync(
     reply: httpx.Response, config: CyclesConfig, deadline: float, fail: Callable[[], httpx.TimeoutException]
 ) -> BodyReader:
@@ -229,11 +245,7 @@ def _read_sync(
     return reader
 
 
-async def _read_async(
-    reply: httpx.Response, config: CyclesConfig, cookies_of: httpx.AsyncClient | None
-) -> BodyReader:
-    if cookies_of is not None and ("set-cookie" in reply.headers or "set-cookie2" in reply.headers):
-        cookies_of.cookies.extract_cookies(reply)
+async def _read_async(reply: httpx.Response, config: CyclesConfig) -> BodyReader:
     reader = BodyReader(config.max_response_bytes, reply.headers.get("content-encoding"))
     if reply.is_stream_consumed:  # a transport that answered with a body already in memory
         reader.feed(reply.content)
@@ -266,19 +278,13 @@ async def send_async(
                 reply = await route.transport.handle_async_request(sent)  # type: ignore[union-attr]
                 try:
                     reply.request = sent
-                    reader = await _read_async(reply, config, http)
+                    _keep_cookies(http, reply)
+                    reader = await _read_async(reply, config)
                 finally:
                     await reply.aclose()
             else:
-                async with http.stream(
-                    request.method,
-                    request.path,
-                    params=request.params or None,
-                    content=request.content,
-                    headers=request.headers or None,
-                    timeout=timeout,
-                ) as reply:
-                    reader = await _read_async(reply, config, None)
+                async with http.stream(request.method, request.path, **_own_path(request, timeout)) as reply:
+                    reader = await _read_async(reply, config)
     except httpx.HTTPError as exc:
         _sent_as(exc, sent)
         return rq.transport_failure(exc, scrub=scrub)
@@ -340,20 +346,12 @@ def send_sync(
             reply = route.transport.handle_request(sent)  # type: ignore[union-attr]
             try:
                 reply.request = sent
-                if "set-cookie" in reply.headers or "set-cookie2" in reply.headers:
-                    http.cookies.extract_cookies(reply)
+                _keep_cookies(http, reply)
                 reader = _read_sync(reply, config, deadline, fail)
             finally:
                 reply.close()
         else:
-            with http.stream(
-                request.method,
-                request.path,
-                params=request.params or None,
-                content=request.content,
-                headers=request.headers or None,
-                timeout=timeout,
-            ) as reply:
+            with http.stream(request.method, request.path, **_own_path(request, timeout)) as reply:
                 reader = _read_sync(reply, config, deadline, fail)
     except httpx.HTTPError as exc:
         _sent_as(exc, sent)
