@@ -313,10 +313,11 @@ class Beside:
                 log.exception("%s failed", self._what)
                 return
             self._first = effect
-            if isinstance(effect, SleepUntil) and effect.at_ms > self._env.monotonic():
+            if isinstance(effect, SleepUntil):
                 delay = (effect.at_ms - self._env.monotonic()) / 1000.0
-                self._timer = timers_of(loop).call_later(delay, self._due)
-                return
+                if delay > 0:
+                    self._timer = timers_of(loop).call_later(delay, self._due)
+                    return
         self._start_task(loop)
 
     def _start_task(self, loop: asyncio.AbstractEventLoop) -> None:

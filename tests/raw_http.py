@@ -25,6 +25,7 @@ class Reply:
     headers: Mapping[str, str] = attrs.field(factory=lambda: {"Content-Type": "application/json"})
     drip_s: float | None = None
     head_drip_s: float | None = None
+    hang_up: bool = False  # close the connection once the reply is out (without saying so in a header)
 
 
 Route = Callable[[str, str], Reply]
@@ -37,6 +38,7 @@ class RawServer:
         self.dripped = 0  # body bytes sent by dripping replies
         self.head_dripped = 0  # status-line and header bytes sent by head-dripping replies
         self.requests: list[tuple[str, str]] = []
+        self.hung_up = threading.Semaphore(0)  # released once per connection closed by a `hang_up` reply
         self._lock = threading.Lock()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -90,14 +92,24 @@ class RawServer:
         buffer[:] = rest[length:]
         return method, path
 
+    @property
+    def connections(self) -> int:
+        """How many connections were accepted."""
+        return len(self._threads)
+
     def _connection(self, conn: socket.socket) -> None:
+        if self._serve_connection(conn):
+            self.hung_up.release()
+
+    def _serve_connection(self, conn: socket.socket) -> bool:
+        """Serve ``conn`` until it ends; True when a `hang_up` reply ended it (it is closed by then)."""
         conn.settimeout(0.2)
         buffer = bytearray()
         with conn:
             while not self.stop.is_set():
                 request = self._read_request(conn, buffer)
                 if request is None:
-                    return
+                    return False
                 with self._lock:
                     self.requests.append(request)
                 reply = self.route(*request)
@@ -106,21 +118,26 @@ class RawServer:
                 try:
                     if reply.head_drip_s is not None:
                         if not self._drip_head((head + "\r\n").encode("latin-1"), conn, reply.head_drip_s):
-                            return
+                            return False
                         conn.sendall(reply.body)
                         continue
                     conn.sendall(head.encode("latin-1") + b"\r\n")
                     if reply.drip_s is None:
                         conn.sendall(reply.body)
+                        if reply.hang_up:
+                            break
                         continue
                     for i in range(len(reply.body)):
                         if self.stop.wait(reply.drip_s):
-                            return
+                            return False
                         conn.sendall(reply.body[i : i + 1])
                         with self._lock:
                             self.dripped += 1
                 except OSError:
-                    return  # the client hung up
+                    return False  # the client hung up
+            else:
+                return False
+        return True
 
     def _drip_head(self, head: bytes, conn: socket.socket, drip_s: float) -> bool:
         for i in range(len(head)):

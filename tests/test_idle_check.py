@@ -4,11 +4,9 @@ kept at connect (one poll, no other system call), with the same answers httpcore
 from __future__ import annotations
 
 import socket
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
+from raw_http import Reply, raw_server
 
 from runcycles import AsyncCyclesClient, CyclesConfig, _idle_check
 from runcycles._idle_check import default_async_transport, is_readable
@@ -32,57 +30,6 @@ def test_a_socket_is_readable_once_data_or_end_of_file_waits_and_when_closed() -
     assert is_readable(left)  # closed here: never reused
 
 
-class _ClosingServer:
-    """Answers each request on a new connection, then closes that connection (without saying so)."""
-
-    def __init__(self) -> None:
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self._sock.settimeout(0.2)
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self.connections = 0
-        self.closed = threading.Semaphore(0)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            self.connections += 1
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                body = b'{"balances":[]}'
-                conn.sendall(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                    + str(len(body)).encode()
-                    + b"\r\n\r\n"
-                    + body
-                )
-            self.closed.release()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._sock.close()
-
-
-@contextmanager
-def _closing_server() -> Iterator[_ClosingServer]:
-    server = _ClosingServer()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 @pytest.mark.anyio
 async def test_a_connection_the_server_closed_is_not_reused(
     anyio_backend: str, monkeypatch: pytest.MonkeyPatch
@@ -95,13 +42,14 @@ async def test_a_connection_the_server_closed_is_not_reused(
         return real(sock)  # type: ignore[arg-type]
 
     monkeypatch.setattr(_idle_check, "is_readable", counting)
-    with _closing_server() as server:
+    # Each request is answered on a connection the server then closes, without saying so in a header.
+    with raw_server(lambda method, path: Reply(body=b'{"balances":[]}', hang_up=True)) as server:
         config = CyclesConfig(base_url=server.url, api_key="k", tenant="acme", journal_enabled=False)
         async with AsyncCyclesClient(config) as client:
             for _ in range(3):
                 response = await client.get_balances(tenant="acme")
                 assert response.is_success, response.error_message
-                assert server.closed.acquire(timeout=10)  # its end of file is now waiting on our socket
+                assert server.hung_up.acquire(timeout=10)  # its end of file is now waiting on our socket
         assert server.connections == 3
     assert checks[0] >= 2  # each later request looked at the idle connection first
 
