@@ -1,6 +1,7 @@
 """The lifecycle's own cost per call: a guarded call against the raw create + commit, in memory (prints figures).
 
-    python bench/bench_overhead.py [--flavour sync|async] [--batches 300] [--batch 50] [--journal]
+    python bench/bench_overhead.py [--flavour sync|async] [--batches 300] [--batch 50]
+                                   [--journal [--journal-sync full|process]]
 
 Both run against canned answers from an in-memory httpx transport (`profile_call._Mock`: no socket, no server),
 in batches of ``--batch`` calls, guarded and raw alternating; prints the minimum, 10th percentile and median of
@@ -94,6 +95,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--journal", action="store_true", help="journal on (default sync mode) for the guarded call")
+    parser.add_argument("--journal-sync", choices=["full", "process"], default="full", help="the journal's sync mode")
     args = parser.parse_args()
 
     import anyio
@@ -102,11 +104,13 @@ def main() -> None:
 
     config = runcycles.CyclesConfig(
         base_url="http://mock", api_key="bench-key", tenant="bench", journal_enabled=args.journal,
+        journal_sync=args.journal_sync,
         journal_dir=tempfile.mkdtemp(prefix="runcycles-overhead-"),
     )
     sync = args.flavour == "sync"
     results = _sync(args, config) if sync else anyio.run(_async, args, config, backend=args.backend)
-    print(f"{args.flavour}, journal {'on' if args.journal else 'off'}, {args.batches} batches of {args.batch} calls:")
+    journal = f"on ({args.journal_sync})" if args.journal else "off"
+    print(f"{args.flavour}, journal {journal}, {args.batches} batches of {args.batch} calls:")
     _report(results)
 
 

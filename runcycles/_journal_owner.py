@@ -100,7 +100,7 @@ class JournalOwner:
                 journal.own(rid)
                 with self._lock:
                     self._owned.add(rid)
-            return journal.write_job(record, owned=not claimed, stamp=stamp)()
+            return journal.write_job(record, owned=not claimed, stamp=stamp, fresh=first)()
 
         return Unsynced(job) if self.config.journal_sync == "process" else job
 

@@ -61,6 +61,8 @@ def test_bench_overhead() -> None:
         out = run("bench_overhead.py", "--flavour", flavour, "--batches", "3", "--batch", "2")
         assert f"{flavour}, journal off" in out
         assert "guarded - raw at p10:" in out
+    out = run("bench_overhead.py", "--batches", "3", "--batch", "2", "--journal", "--journal-sync", "process")
+    assert "sync, journal on (process)" in out
 
 
 def test_bench_memory() -> None:

@@ -36,8 +36,10 @@ def thread_never_drains(monkeypatch: pytest.MonkeyPatch) -> None:
     finished the batch that delivered the write, the thread would run it right after that batch)."""
     real = GROUP.run_deferred
 
-    def run_deferred(*, wait: bool = False) -> int:
-        return 0 if threading.current_thread().name == "runcycles-journal-batch" else real(wait=wait)
+    def run_deferred(*, wait: bool = False, limit: int | None = None) -> int:
+        if threading.current_thread().name == "runcycles-journal-batch":
+            return 0
+        return real(wait=wait, limit=limit)
 
     monkeypatch.setattr(GROUP, "run_deferred", run_deferred)
 
@@ -280,6 +282,44 @@ def test_batches_that_wait_together_run_as_one() -> None:
     finally:
         thread.stop()
     assert not thread.submit(async_jobs_module._Request([lambda: None], deliver("late")))
+
+
+def test_deferred_jobs_run_before_a_batch_hands_back_its_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Up to DEFERRED_FIRST deferred jobs run while the batch's loop still waits (then they do not compete with
+    its next steps for the GIL); a longer backlog runs after the results."""
+    thread = async_jobs_module._JournalThread()
+    real = GROUP.run_deferred
+
+    def ours_only(*, wait: bool = False, limit: int | None = None) -> int:
+        # Another journal thread of this process (left lingering by an earlier test) must not take these jobs.
+        return real(wait=wait, limit=limit) if threading.current_thread() is thread._thread else 0
+
+    monkeypatch.setattr(GROUP, "run_deferred", ours_only)
+    first = async_jobs_module.DEFERRED_FIRST
+    events: list[str] = []
+    all_ran = threading.Event()
+
+    def deferred(i: int) -> Unsynced:
+        def job() -> None:
+            events.append(f"deferred {i}")
+            if i == first + 1:
+                all_ran.set()
+
+        return Unsynced(job)
+
+    def batch_job() -> None:
+        events.append("batch")
+        for i in range(first + 2):
+            GROUP.defer(deferred(i))
+
+    try:
+        assert thread.submit(async_jobs_module._Request([batch_job], lambda result: events.append("delivered")))
+        assert all_ran.wait(30)
+    finally:
+        thread.stop()
+    expected = ["batch"] + [f"deferred {i}" for i in range(first)] + ["delivered", f"deferred {first}"]
+    assert events == expected + [f"deferred {first + 1}"]
+    assert GROUP.deferred == 0
 
 
 def test_a_batch_gives_lanes_only_to_jobs_that_sync() -> None:

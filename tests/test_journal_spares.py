@@ -205,6 +205,31 @@ def test_fresh_record_one_data_barrier_rewrite_two(tmp_path: Path, monkeypatch: 
     assert j.load().records == [_record("r1", mode="event", attempts=2)]
 
 
+def test_a_settlement_first_write_skips_the_existence_check_and_a_rewrite_keeps_it(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first write of a record by the settlement that owns it cannot find a file of it (its reservation id
+    is new to this process), so it goes straight to a spare; a later write of the same record looks first."""
+    looked: list[str] = []
+    real = os.path.lexists
+
+    def lexists(path: Any) -> bool:
+        looked.append(os.path.basename(os.fspath(path)))
+        return real(path)
+
+    monkeypatch.setattr(os.path, "lexists", lexists)
+    with CyclesClient(harness.config()) as client:
+        owner = client._journal_owner
+        pool_for(owner.journal.directory).refill()
+        record = _record("r-fresh", base_url=client.config.base_url)
+        owner.journal_write(record)
+        assert looked == []
+        assert owner.journal.path_for("r-fresh").exists()
+        owner.journal_write(attrs.evolve(record, attempts=1))
+        assert looked == [journal_filename("r-fresh")]
+        owner.journal_delete("r-fresh")
+
+
 def test_spares_are_private_and_refilled_in_one_directory_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     old = os.umask(0o022)
     try:

@@ -186,7 +186,7 @@ def try_lock(path: Path) -> Lock | None:
     return lock
 
 
-def hold(path: Path) -> bool:
+def hold(path: Path | str) -> bool:
     """Mark ``path``'s lock held by this process without an OS lock; ``False`` if already held here."""
     key = str(path)
     with _held_lock:
@@ -196,7 +196,7 @@ def hold(path: Path) -> bool:
         return True
 
 
-def unhold(path: Path) -> None:
+def unhold(path: Path | str) -> None:
     """Undo `hold`."""
     with _held_lock:
         _held.discard(str(path))

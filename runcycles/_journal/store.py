@@ -36,7 +36,7 @@ from .record import (
     parse_record,
     read_json,
 )
-from .spares import SPARE_SUFFIX, fill, pool_for, release, retain
+from .spares import SPARE_SUFFIX, SparePool, fill, pool_for, release, retain
 from .writer import GROUP, TEMP_SUFFIX, Job, SyncMode, fsync_dir, write_file
 
 __all__ = ["Journal"]
@@ -58,7 +58,7 @@ class Journal:
     :class:`JournalError`.
     """
 
-    __slots__ = ("_base_url", "_dir_lock", "_directory", "_fingerprint", "_paths", "_root", "_sync")
+    __slots__ = ("_base_url", "_dir_lock", "_directory", "_fingerprint", "_paths", "_root", "_spares", "_sync")
 
     def __init__(
         self,
@@ -78,7 +78,8 @@ class Journal:
         self._directory: Path | None = None
         self._dir_lock = threading.Lock()
         # reservation id -> (record path, its lock path): a settlement asks for them several times
-        self._paths: dict[str, tuple[Path, Path]] = {}
+        self._paths: dict[str, tuple[Path, str]] = {}
+        self._spares: SparePool | None = None  # this process's spare pool of the directory (``full`` mode)
 
     def __repr__(self) -> str:
         where = self._directory if self._directory is not None else self._root
@@ -112,7 +113,8 @@ class Journal:
             if self._directory is None:
                 self._directory = resolve_partition(self._root, self._fingerprint)
                 if self._sync == "full":
-                    retain(self._directory).request_refill()  # spares ready before the first settlement
+                    self._spares = retain(self._directory)
+                    self._spares.request_refill()  # spares ready before the first settlement
             return self._directory
 
     def close(self) -> None:
@@ -120,6 +122,7 @@ class Journal:
         removes its unused spares (a later write prepares new ones)."""
         with self._dir_lock:
             directory, self._directory = self._directory, None
+            self._spares = None
             self._paths.clear()  # a later use resolves the directory again
         if directory is not None and self._sync == "full":
             release(directory)
@@ -128,11 +131,12 @@ class Journal:
         """The record file of ``reservation_id`` (whether or not it exists)."""
         return self._names(reservation_id)[0]
 
-    def _names(self, reservation_id: str) -> tuple[Path, Path]:
+    def _names(self, reservation_id: str) -> tuple[Path, str]:
+        """The record's path and its lock file's path as text (the key of `hold`)."""
         names = self._paths.get(reservation_id)
         if names is None:
             target = self.directory / journal_filename(reservation_id)
-            names = (target, self._lock_path(target))
+            names = (target, f"{target}{LOCK_SUFFIX}")
             if len(self._paths) >= _PATHS_KEPT:
                 self._paths.clear()
             self._paths[reservation_id] = names
@@ -148,23 +152,40 @@ class Journal:
         """
         GROUP.run_one(self.write_job(record, owned=owned))
 
-    def write_job(self, record: JournalRecord, *, owned: bool = False, stamp: Stamp | None = None) -> Job:
+    def write_job(
+        self, record: JournalRecord, *, owned: bool = False, stamp: Stamp | None = None, fresh: bool = False
+    ) -> Job:
         """The `writer` job of `write` (its directory fsync is left to the batch); ``stamp`` overrides the
-        record's (``base_url``, ``recorded_at_ms``) in the file (see `encode`)."""
-        return lambda: self._install(record, owned=owned, stamp=stamp)
+        record's (``base_url``, ``recorded_at_ms``) in the file (see `encode`). ``fresh``: the first write of
+        a record by the settlement that owns it (see `own`), so no file of it can exist yet (a reservation id
+        is new to the process that created it; any other writer reaches a record through `claim`)."""
+        return lambda: self._install(record, owned=owned, stamp=stamp, fresh=fresh)
+
+    def _pool(self, directory: Path) -> SparePool:
+        pool = self._spares
+        if pool is None or pool.closed or pool.pid != os.getpid():
+            return pool_for(directory)
+        return pool
 
     def _install(
-        self, record: JournalRecord, *, owned: bool, sync: bool | None = None, stamp: Stamp | None = None
+        self,
+        record: JournalRecord,
+        *,
+        owned: bool,
+        sync: bool | None = None,
+        stamp: Stamp | None = None,
+        fresh: bool = False,
     ) -> Path | None:
         full = self._sync == "full" if sync is None else sync
+        directory = self.directory
         target = self.path_for(record.reservation_id)
         try:
-            owner = process_owner(target.parent) if owned else None
+            owner = process_owner(directory) if owned else None
             data = encode(record, owner=owner, stamp=stamp)
-            if full and not os.path.lexists(target):
+            if full and (fresh or not os.path.lexists(target)):
                 # A fresh record: one barrier in a spare whose directory entry is durable already. A rewrite
                 # keeps the two-barrier path, so that a power loss never leaves two versions of one record.
-                spare = pool_for(target.parent).take()
+                spare = self._pool(directory).take()
                 if spare is not None:
                     try:
                         fill(spare, target, data)
@@ -176,7 +197,7 @@ class Journal:
             raise JournalError(
                 f"failed to journal settlement for reservation {record.reservation_id!r} at {target}: {exc}"
             ) from exc
-        return target.parent if full else None
+        return directory if full else None
 
     def update(self, record: JournalRecord) -> None:
         """Replace the stored record (same as :meth:`write`)."""
@@ -225,7 +246,7 @@ class Journal:
         target = self.path_for(reservation_id)
         try:
             with contextlib.suppress(FileNotFoundError):
-                if not (self._sync == "full" and pool_for(directory).recycle(target)):
+                if not (self._sync == "full" and self._pool(directory).recycle(target)):
                     os.unlink(target)
             if owned:
                 return

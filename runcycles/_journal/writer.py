@@ -218,11 +218,15 @@ class GroupCommit:
         """How many deferred jobs have not finished (waiting, or running on some thread)."""
         return len(self._deferred) + self._deferred_running
 
-    def run_deferred(self, *, wait: bool = False) -> int:
+    def run_deferred(self, *, wait: bool = False, limit: int | None = None) -> int:
         """Run the deferred jobs now, on this thread (no lanes: nothing waits for them); their errors are
-        logged. ``wait``: then also wait for those another thread is running. Returns how many ran here."""
+        logged. ``wait``: then also wait for those another thread is running; ``limit``: run at most this many
+        (the oldest). Returns how many ran here."""
         with self._cond:
-            jobs, self._deferred = self._deferred, []
+            if limit is None:
+                jobs, self._deferred = self._deferred, []
+            else:
+                jobs, self._deferred = self._deferred[:limit], self._deferred[limit:]
             self._deferred_running += len(jobs)
         try:
             entries = [_Entry(job) for job in jobs]
