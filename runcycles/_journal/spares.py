@@ -28,6 +28,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
+from typing import TypeGuard
 
 from .locks import is_own_token, owner_alive, process_owner
 from .paths import FILE_MODE
@@ -350,16 +351,23 @@ _pools: dict[str, SparePool] = {}
 _pools_lock = threading.Lock()
 
 
-def pool_for(directory: Path) -> SparePool:
-    """This process's spare pool for ``directory``."""
+def pool_for(directory: Path, known: SparePool | None = None) -> SparePool:
+    """This process's spare pool for ``directory``; ``known``, a pool the caller kept (see `retain`), is
+    returned as it is while it is still current (no lock, no lookup)."""
+    if _usable(known):
+        return known
     with _pools_lock:
         return _current(directory)
+
+
+def _usable(pool: SparePool | None) -> TypeGuard[SparePool]:
+    return pool is not None and pool.pid == os.getpid() and not pool.closed
 
 
 def _current(directory: Path) -> SparePool:
     key = str(directory)
     pool = _pools.get(key)
-    if pool is None or pool.pid != os.getpid() or pool.closed:
+    if not _usable(pool):
         pool = _pools[key] = SparePool(directory)
     return pool
 

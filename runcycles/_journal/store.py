@@ -161,12 +161,6 @@ class Journal:
         is new to the process that created it; any other writer reaches a record through `claim`)."""
         return lambda: self._install(record, owned=owned, stamp=stamp, fresh=fresh)
 
-    def _pool(self, directory: Path) -> SparePool:
-        pool = self._spares
-        if pool is None or pool.closed or pool.pid != os.getpid():
-            return pool_for(directory)
-        return pool
-
     def _install(
         self,
         record: JournalRecord,
@@ -185,7 +179,7 @@ class Journal:
             if full and (fresh or not os.path.lexists(target)):
                 # A fresh record: one barrier in a spare whose directory entry is durable already. A rewrite
                 # keeps the two-barrier path, so that a power loss never leaves two versions of one record.
-                spare = self._pool(directory).take()
+                spare = pool_for(directory, self._spares).take()
                 if spare is not None:
                     try:
                         fill(spare, target, data)
@@ -246,7 +240,7 @@ class Journal:
         target = self.path_for(reservation_id)
         try:
             with contextlib.suppress(FileNotFoundError):
-                if not (self._sync == "full" and self._pool(directory).recycle(target)):
+                if not (self._sync == "full" and pool_for(directory, self._spares).recycle(target)):
                     os.unlink(target)
             if owned:
                 return
