@@ -244,7 +244,7 @@ class Ledger:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             if self.path is not None:
-                conn.execute("PRAGMA journal_mode = WAL")
+                _sqlite.enable_wal(conn, self._busy_timeout_ms / 1000)
                 conn.execute(self._synchronous)
         except BaseException:
             conn.close()

@@ -115,6 +115,23 @@ def check_file(path: str) -> None:
         )
 
 
+def enable_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
+    """``PRAGMA journal_mode = WAL``, retried while another connection holds the database for up to
+    ``timeout_s``: when several processes open a new database together, SQLite answers the mode switch with
+    "database is locked" at once instead of calling the busy handler."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)  # another connection's lock, held for a few statements: nothing to wait on
+        delay = min(delay * 2, 0.05)
+
+
 def quick_check(conn: sqlite3.Connection, path: str) -> None:
     """``PRAGMA quick_check`` (page structure, not index contents); raises :class:`LocalDatabaseError`."""
     try:

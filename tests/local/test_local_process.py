@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import socket
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 from serve_process import Serve, run_serve
 
-from runcycles.local import LocalCyclesServer, LocalDatabaseError
+from runcycles.local import LocalCyclesServer, LocalDatabaseError, _sqlite
 
 USD = "USD_MICROCENTS"
 WORKERS = 24  # concurrent clients: the old thread-per-connection ledger needed > 64 fds for this
@@ -245,6 +246,35 @@ def test_processes_starting_together_share_one_cursor_secret(tmp_path: Path) -> 
     assert len({server._env.ledger.cursor_secret for server in servers}) == 1
     for server in servers:
         server.close()
+
+
+def test_switching_a_new_database_to_wal_waits_for_another_connections_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite answers the WAL switch with "database is locked" at once (no busy handler) while another connection
+    holds the file, as when processes open a new database together: the switch retries until the lock goes."""
+    db = str(tmp_path / "new.db")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    retrying = threading.Event()
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:
+        retrying.set()
+        real_sleep(seconds)
+
+    monkeypatch.setattr(_sqlite.time, "sleep", sleep)
+    opener = sqlite3.connect(db, isolation_level=None, check_same_thread=False, timeout=0)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _sqlite.enable_wal(opener, 0.0)  # no time left: the lock's error, unchanged
+    with ThreadPoolExecutor(1) as pool:
+        switched = pool.submit(_sqlite.enable_wal, opener, 30.0)
+        assert retrying.wait(30)
+        holder.execute("COMMIT")
+        switched.result(30)
+    assert opener.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    opener.close()
+    holder.close()
 
 
 def test_a_new_empty_file_that_stays_empty_is_refused_after_a_short_grace(tmp_path: Path) -> None:
