@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import tenacity
+
 DURABILITY = ("full", "normal")
 DEFAULT_POOL_SIZE = 8
 _NEW_FILE_GRACE_S = 2.0
@@ -115,21 +117,22 @@ def check_file(path: str) -> None:
         )
 
 
+def _locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
 def enable_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
     """``PRAGMA journal_mode = WAL``, retried while another connection holds the database for up to
     ``timeout_s``: when several processes open a new database together, SQLite answers the mode switch with
-    "database is locked" at once instead of calling the busy handler."""
-    deadline = time.monotonic() + timeout_s
-    delay = 0.001
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() + delay > deadline:
-                raise
-        time.sleep(delay)  # another connection's lock, held for a few statements: nothing to wait on
-        delay = min(delay * 2, 0.05)
+    "database is locked" at once instead of calling the busy handler. Another error, or the lock's error once
+    the time is up, is raised as it is."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_locked),
+        wait=tenacity.wait_exponential(multiplier=0.001, max=0.05),  # a lock held for a few statements
+        stop=tenacity.stop_after_delay(timeout_s),
+        reraise=True,
+    )
+    retrying(conn.execute, "PRAGMA journal_mode = WAL")
 
 
 def quick_check(conn: sqlite3.Connection, path: str) -> None:
