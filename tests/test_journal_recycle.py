@@ -1,4 +1,5 @@
-"""Recycled record files: in ``full`` mode a settled record's file becomes a spare instead of being removed.
+"""Recycled record files: a settled record's file becomes a spare instead of being removed (``full`` mode: used
+again once its new name is durable; ``process`` mode: at once, nothing synced).
 
 Removing a file whose blocks were synced is the costly part of a settlement's journal work on ext4 and xfs;
 a file that keeps its blocks is overwritten in place at its size by the next fill, so its barrier syncs data
@@ -113,11 +114,59 @@ def test_a_pool_keeps_at_most_twice_its_target_and_nothing_when_unused(tmp_path:
     assert record.exists()
 
 
-def test_process_mode_removes_settled_records(tmp_path: Path) -> None:
+def test_process_mode_reuses_a_settled_record_file_and_syncs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     j = _journal(tmp_path, "process")
-    j.write(_record("r1"), owned=True)
+    assert j.directory.is_dir()  # created (and its parent synced) once, before the spy
+    syncs: list[int] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: syncs.append(fd))
+    monkeypatch.setattr(os, "fdatasync", lambda fd: syncs.append(fd), raising=False)
+    j.write(_record("r1"), owned=True)  # no settled file yet: a new one
+    inode = j.path_for("r1").stat().st_ino
     j.delete("r1", owned=True)
-    assert sorted(p.name for p in j.directory.iterdir() if p.is_file()) == []
+    assert not j.path_for("r1").exists()
+    (spare,) = _spares(j.directory).values()  # the settled record's file, blank, ready at once
+    assert spare.stat().st_ino == inode and set(spare.read_bytes()) == {ord(" ")}
+    assert stat.S_IMODE(spare.stat().st_mode) == 0o600
+
+    j.write(_record("r2"), owned=True)
+    assert j.path_for("r2").stat().st_ino == inode  # overwritten in place: no file created
+    assert _spares(j.directory) == {}
+    assert j.load().records == [_record("r2")]
+    assert syncs == []
+
+    j.delete("r2", owned=True)
+    j.close()  # the last journal of the directory in this process removes its spares
+    assert [p.name for p in j.directory.iterdir() if p.is_file()] == []
+
+
+def test_full_and_process_journals_of_one_directory_never_share_spares(tmp_path: Path) -> None:
+    full, process = _journal(tmp_path), _journal(tmp_path, "process")
+    assert full.directory == process.directory
+    synced, unsynced = pool_for(full.directory), pool_for(process.directory, synced=False)
+    assert synced is not unsynced and synced.synced and not unsynced.synced
+    process.write(_record("r1"), owned=True)
+    process.delete("r1", owned=True)
+    assert unsynced.ready == 1
+    # A full-mode fill relies on its spare's name being durable, which a process-mode recycle does not make it.
+    assert str(unsynced.take()) not in {str(p) for p in synced._ready}
+    unsynced.refill()
+    assert unsynced.ready == 0 and unsynced.directory_syncs == 0  # an unsynced pool creates and syncs nothing
+    full.close()
+    process.close()
+
+
+def test_a_process_mode_pool_keeps_at_most_twice_its_target(tmp_path: Path) -> None:
+    j = _journal(tmp_path, "process")
+    pool = pool_for(j.directory, synced=False)
+    for n in range(20):
+        j.write(_record(f"r{n}"), owned=True)
+    for n in range(20):
+        j.delete(f"r{n}", owned=True)
+    assert pool.ready == 16 == len(_spares(j.directory))  # the rest were removed
+    assert [p for p in j.directory.iterdir() if p.name.endswith(".json")] == []
+    j.close()
 
 
 def test_blank_spares_of_a_gone_process_are_removed_by_a_load(tmp_path: Path) -> None:

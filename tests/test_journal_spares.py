@@ -313,9 +313,13 @@ def test_load_leaves_the_spares_of_a_live_process_and_its_own_alone(tmp_path: Pa
     assert not in_flight.exists() and not idle.exists()
 
 
-def _die_before_the_rename(root: str) -> None:
-    j = _journal(Path(root))
-    pool_for(j.directory).refill()
+def _die_before_the_rename(root: str, sync: str) -> None:
+    j = _journal(Path(root), sync)
+    if sync == "full":
+        pool_for(j.directory).refill()
+    else:  # a process-mode spare is a settled record's file
+        j.write(_record("r0"), owned=True)
+        j.delete("r0", owned=True)
     real = os.replace
 
     def die(src: Any, dst: Any) -> None:
@@ -327,8 +331,11 @@ def _die_before_the_rename(root: str) -> None:
     j.write(_record("r1", attempts=5), owned=True)
 
 
-def test_a_process_killed_between_the_barrier_and_the_rename_leaves_a_recoverable_record(tmp_path: Path) -> None:
-    proc = SPAWN.Process(target=_die_before_the_rename, args=(str(tmp_path),))
+@pytest.mark.parametrize("sync", ["full", "process"])
+def test_a_process_killed_between_the_barrier_and_the_rename_leaves_a_recoverable_record(
+    tmp_path: Path, sync: str
+) -> None:
+    proc = SPAWN.Process(target=_die_before_the_rename, args=(str(tmp_path), sync))
     proc.start()
     proc.join(60)
     assert proc.exitcode == 17

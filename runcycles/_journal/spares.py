@@ -15,6 +15,12 @@ the journal's I/O threads (`writer.io_pool`) refill it in the background (create
 directory sync for all) when it runs low, and its size adapts to the largest number of records written at
 once. When no spare is ready (first use, a burst larger than the pool), a fresh record takes the two-barrier
 path.
+
+In ``process`` mode (no fsync) a directory has a second, *unsynced* pool per process: it creates no spares and
+syncs nothing; it only keeps the files of settled records (recycled as above) and hands them out again at once,
+so that a fresh record overwrites a file that exists instead of creating one (creating a file costs several
+times a rename on ext4 and xfs) and a settled record is renamed instead of unlinked. The two pools never share
+a file: a full-mode fill relies on its spare's name being durable, which an unsynced recycle does not make it.
 """
 
 from __future__ import annotations
@@ -112,8 +118,9 @@ def padded(data: bytes, size: int) -> bytes:
     return data + b" " * (length - len(data))
 
 
-def fill(spare: Path, target: Path, data: bytes) -> None:
-    """Write ``data`` into ``spare`` (see `padded`), make it durable (one barrier), rename it to ``target``.
+def fill(spare: Path, target: Path, data: bytes, *, sync: bool = True) -> None:
+    """Write ``data`` into ``spare`` (see `padded`), make it durable (one barrier; none without ``sync``),
+    rename it to ``target``.
 
     The rename is not synced: until the next directory sync, a power loss may leave the record under the
     spare's name, where a load finds it. On error the spare is removed and ``OSError`` raised.
@@ -123,7 +130,8 @@ def fill(spare: Path, target: Path, data: bytes) -> None:
         fd = os.open(spare, flags)
         try:
             _write_at_start(fd, padded(data, os.fstat(fd).st_size))
-            _datasync(fd)
+            if sync:
+                _datasync(fd)
         finally:
             os.close(fd)
         os.replace(spare, target)
@@ -134,10 +142,12 @@ def fill(spare: Path, target: Path, data: bytes) -> None:
 
 
 class SparePool:
-    """This process's durable spares in one journal directory; thread-safe."""
+    """This process's spares in one journal directory; thread-safe. ``synced`` (``full`` mode): durable spares,
+    prepared ahead; otherwise (``process`` mode) recycled files only, usable at once, nothing synced."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, synced: bool = True) -> None:
         self.directory = directory
+        self.synced = synced
         self.pid = os.getpid()
         self._lock = threading.Lock()
         self._refill_lock = threading.Lock()
@@ -168,6 +178,8 @@ class SparePool:
         """A durable spare for one fresh record (``None``: none ready); asks for a refill when running low."""
         with self._lock:
             spare = self._ready.pop() if self._ready else None
+            if not self.synced:
+                return spare
             if spare is None:  # one more than it held was wanted at once: hold one more from now on
                 self._target = min(_MAX_TARGET, self._target + 1)
             refill = len(self._ready) <= self._target // 2 and not self._requested
@@ -205,7 +217,8 @@ class SparePool:
         with self._lock:
             keep = not self._closed
             if keep:
-                self._recycled.append(path)
+                # An unsynced pool's spares need no durable name: usable at once.
+                (self._recycled if self.synced else self._ready).append(path)
                 self.recycled += 1
         if not keep:
             with contextlib.suppress(OSError):
@@ -213,9 +226,9 @@ class SparePool:
         return True
 
     def request_refill(self) -> None:
-        """Refill in the background (no-op when a refill is already asked for)."""
+        """Refill in the background (no-op when a refill is already asked for, or for an unsynced pool)."""
         with self._lock:
-            if self._requested:
+            if self._requested or not self.synced:
                 return
             self._requested = True
         _submit(self)
@@ -229,7 +242,8 @@ class SparePool:
         """Bring the spares that are ready up to the pool's target (raised to ``at_least``): recycled ones
         first, then new ones, with one directory sync for all of them (blocking); ``when_low``: only if at most
         half the target is ready (a background refill asked for earlier may find the pool full meanwhile).
-        Errors are logged, not raised: without spares, fresh records take two barriers.
+        Errors are logged, not raised: without spares, fresh records take two barriers. An unsynced pool
+        refills nothing (its spares are the recycled files only).
         """
         with self._refill_lock:
             with self._lock:
@@ -240,7 +254,13 @@ class SparePool:
                 low = len(self._ready) <= self._target // 2
                 failed_at = self._failed_at
                 closed = self._closed
-            if closed or os.getpid() != self.pid or (need <= 0 and not recycled) or (when_low and not low):
+            if (
+                closed
+                or not self.synced
+                or os.getpid() != self.pid
+                or (need <= 0 and not recycled)
+                or (when_low and not low)
+            ):
                 with self._lock:
                     self._recycled[:0] = recycled
                 return
@@ -347,50 +367,52 @@ def _submit(pool: SparePool) -> None:
         pool.cancel_request()
 
 
-_pools: dict[str, SparePool] = {}
+_pools: dict[tuple[str, bool], SparePool] = {}
 _pools_lock = threading.Lock()
 
 
-def pool_for(directory: Path, known: SparePool | None = None) -> SparePool:
-    """This process's spare pool for ``directory``; ``known``, a pool the caller kept (see `retain`), is
-    returned as it is while it is still current (no lock, no lookup)."""
-    if _usable(known):
+def pool_for(directory: Path, known: SparePool | None = None, *, synced: bool = True) -> SparePool:
+    """This process's spare pool for ``directory`` (``synced``: the ``full`` mode's, else the ``process``
+    mode's); ``known``, a pool the caller kept (see `retain`), is returned as it is while it is still current
+    (no lock, no lookup)."""
+    if _usable(known) and known.synced == synced:
         return known
     with _pools_lock:
-        return _current(directory)
+        return _current(directory, synced)
 
 
 def _usable(pool: SparePool | None) -> TypeGuard[SparePool]:
     return pool is not None and pool.pid == os.getpid() and not pool.closed
 
 
-def _current(directory: Path) -> SparePool:
-    key = str(directory)
+def _current(directory: Path, synced: bool) -> SparePool:
+    key = (str(directory), synced)
     pool = _pools.get(key)
     if not _usable(pool):
-        pool = _pools[key] = SparePool(directory)
+        pool = _pools[key] = SparePool(directory, synced=synced)
     return pool
 
 
-def retain(directory: Path) -> SparePool:
-    """Count a user (an open `Journal`) of ``directory``'s pool and return it."""
+def retain(directory: Path, *, synced: bool = True) -> SparePool:
+    """Count a user (an open `Journal`) of ``directory``'s pool (``synced``: see `pool_for`) and return it."""
     with _pools_lock:
-        pool = _current(directory)
+        pool = _current(directory, synced)
         pool.users += 1
         return pool
 
 
-def release(directory: Path) -> None:
+def release(directory: Path, *, synced: bool = True) -> None:
     """Undo `retain`; the last user's release discards the pool's spares (waiting for a refill in flight), so
     that a closed client leaves no spare file behind and nothing is created in the directory afterwards."""
+    key = (str(directory), synced)
     with _pools_lock:
-        pool = _pools.get(str(directory))
+        pool = _pools.get(key)
         if pool is None or pool.pid != os.getpid() or pool.users <= 0:
             return
         pool.users -= 1
         if pool.users:
             return
-        del _pools[str(directory)]
+        del _pools[key]
     pool.discard()
 
 

@@ -79,7 +79,7 @@ class Journal:
         self._dir_lock = threading.Lock()
         # reservation id -> (record path, its lock path): a settlement asks for them several times
         self._paths: dict[str, tuple[Path, str]] = {}
-        self._spares: SparePool | None = None  # this process's spare pool of the directory (``full`` mode)
+        self._spares: SparePool | None = None  # this process's spare pool of the directory, for this mode
 
     def __repr__(self) -> str:
         where = self._directory if self._directory is not None else self._root
@@ -112,9 +112,8 @@ class Journal:
         with self._dir_lock:
             if self._directory is None:
                 self._directory = resolve_partition(self._root, self._fingerprint)
-                if self._sync == "full":
-                    self._spares = retain(self._directory)
-                    self._spares.request_refill()  # spares ready before the first settlement
+                self._spares = retain(self._directory, synced=self._sync == "full")
+                self._spares.request_refill()  # spares ready before the first settlement (``full`` mode)
             return self._directory
 
     def close(self) -> None:
@@ -124,8 +123,8 @@ class Journal:
             directory, self._directory = self._directory, None
             self._spares = None
             self._paths.clear()  # a later use resolves the directory again
-        if directory is not None and self._sync == "full":
-            release(directory)
+        if directory is not None:
+            release(directory, synced=self._sync == "full")
 
     def path_for(self, reservation_id: str) -> Path:
         """The record file of ``reservation_id`` (whether or not it exists)."""
@@ -176,13 +175,14 @@ class Journal:
         try:
             owner = process_owner(directory) if owned else None
             data = encode(record, owner=owner, stamp=stamp)
-            if full and (fresh or not os.path.lexists(target)):
-                # A fresh record: one barrier in a spare whose directory entry is durable already. A rewrite
-                # keeps the two-barrier path, so that a power loss never leaves two versions of one record.
-                spare = pool_for(directory, self._spares).take()
+            if full == (self._sync == "full") and (fresh or not os.path.lexists(target)):
+                # A fresh record: ``full``: one barrier in a spare whose directory entry is durable already;
+                # ``process``: a recycled file, so none is created. A rewrite keeps the plain path (in ``full``
+                # mode two barriers, so that a power loss never leaves two versions of one record).
+                spare = pool_for(directory, self._spares, synced=full).take()
                 if spare is not None:
                     try:
-                        fill(spare, target, data)
+                        fill(spare, target, data, sync=full)
                         return None
                     except OSError as exc:
                         logger.debug("spare journal file %s unusable (%s); writing %s anew", spare, exc, target)
@@ -232,15 +232,15 @@ class Journal:
         """Remove the record (and a legacy-named file whose stored id is exactly this id). Missing is fine.
 
         Not synced: a deletion lost to a power cut only replays a settled record with its idempotency key,
-        which the server answers idempotently. In ``full`` mode the file becomes a spare (see
-        `SparePool.recycle`). ``owned``: the record was written by this process's settlement (`own`), so no
-        legacy file and no claim's lock file can belong to it.
+        which the server answers idempotently. The file becomes a spare of this mode's pool when the pool
+        wants it (see `SparePool.recycle`). ``owned``: the record was written by this process's settlement
+        (`own`), so no legacy file and no claim's lock file can belong to it.
         """
         directory = self.directory
         target = self.path_for(reservation_id)
         try:
             with contextlib.suppress(FileNotFoundError):
-                if not (self._sync == "full" and pool_for(directory, self._spares).recycle(target)):
+                if not pool_for(directory, self._spares, synced=self._sync == "full").recycle(target):
                     os.unlink(target)
             if owned:
                 return
