@@ -175,7 +175,8 @@ class SparePool:
             return len(self._ready)
 
     def take(self) -> Path | None:
-        """A durable spare for one fresh record (``None``: none ready); asks for a refill when running low."""
+        """A spare for one fresh record (``None``: none ready); a synced pool's is durable, and it asks for a
+        refill when running low."""
         with self._lock:
             spare = self._ready.pop() if self._ready else None
             if not self.synced:
@@ -196,7 +197,8 @@ class SparePool:
         On ext4 and xfs, removing a file whose blocks were synced costs several times a rename, and a file that
         keeps its blocks makes the next fill an overwrite in place. The file is renamed to a spare name and
         blanked (spaces, not synced: a blank lost to a power cut leaves a settled record, whose replay the
-        server answers idempotently); it is used again once the next refill has synced its new name.
+        server answers idempotently); it is used again once the next refill has synced its new name (an unsynced
+        pool's: at once).
         """
         with self._lock:
             full = len(self._ready) + len(self._recycled) >= 2 * self._target  # slack: a refill may run meanwhile
