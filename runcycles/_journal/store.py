@@ -175,11 +175,12 @@ class Journal:
         try:
             owner = process_owner(directory) if owned else None
             data = encode(record, owner=owner, stamp=stamp)
-            if full == (self._sync == "full") and (fresh or not os.path.lexists(target)):
+            if sync is None and (fresh or not os.path.lexists(target)):
                 # A fresh record: ``full``: one barrier in a spare whose directory entry is durable already;
-                # ``process``: a recycled file, so none is created. A rewrite keeps the plain path (in ``full``
-                # mode two barriers, so that a power loss never leaves two versions of one record).
-                spare = pool_for(directory, self._spares, synced=full).take()
+                # ``process``: a recycled file, so none is created. A rewrite (and a write with a mode of its
+                # own, see `_clear_owner`) keeps the plain path: in ``full`` mode two barriers, so that a power
+                # loss never leaves two versions of one record.
+                spare = self._pool(directory).take()
                 if spare is not None:
                     try:
                         fill(spare, target, data, sync=full)
@@ -192,6 +193,10 @@ class Journal:
                 f"failed to journal settlement for reservation {record.reservation_id!r} at {target}: {exc}"
             ) from exc
         return directory if full else None
+
+    def _pool(self, directory: Path) -> SparePool:
+        """This process's spare pool of ``directory`` for this journal's mode (the one kept, while current)."""
+        return pool_for(directory, self._spares, synced=self._sync == "full")
 
     def update(self, record: JournalRecord) -> None:
         """Replace the stored record (same as :meth:`write`)."""
@@ -240,7 +245,7 @@ class Journal:
         target = self.path_for(reservation_id)
         try:
             with contextlib.suppress(FileNotFoundError):
-                if not pool_for(directory, self._spares, synced=self._sync == "full").recycle(target):
+                if not self._pool(directory).recycle(target):
                     os.unlink(target)
             if owned:
                 return
